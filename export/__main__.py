@@ -1,0 +1,122 @@
+"""``python -m export``: convert a bundle's Keras model to ONNX and TFLite, float and
+quantized, and prove each file still agrees with the Keras model before naming it final."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from runtime.cli import EXIT_FAILED, EXIT_OK, Parser, parse_csv, run_cli, setup_logging
+from runtime.errors import EdgeCNNError
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = Parser(prog="python -m export", description=__doc__,
+               formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    add = p.add_argument
+    add("--bundle", default="artifacts", help="bundle folder: model, spec, eval and calibration "
+        "sets in; exported files out")
+    add("--int8", action="store_true", help="add full-integer int8 files (ONNX and TFLite)")
+    add("--fp16", action="store_true", help="add a float16-weight TFLite file")
+    add("--dynamic", action="store_true", help="add a dynamic-range (int8 weight) TFLite file")
+    add("--formats", default="onnx,tflite", help="comma-separated: onnx, tflite")
+    add("--calib-samples", type=int, default=500, help="training images used for calibration")
+    add("--calib-method", choices=["minmax", "entropy", "percentile"], default="minmax",
+        help="ONNX activation-range calibration (TFLite's converter always uses min/max)")
+    add("--onnx-activations", choices=["uint8", "int8"], default="uint8",
+        help="ONNX activation type; weights are always per-channel int8")
+    add("--max-drop", type=float, default=1.0,
+        help="largest accuracy drop (percentage points) a quantized file may show")
+    add("--atol", type=float, default=1e-4,
+        help="largest probability difference a float32 file may show")
+    add("--model", default=None, help="a Keras model to export instead of the bundle's; "
+        "without a bundle it needs --calib-data")
+    add("--calib-data", default=None,
+        help="foreign models: folder of images (class subfolders optional) or an .npz with "
+        "images and labels; half calibrates, half checks")
+    add("--labels", default=None, help="foreign models: class names, comma-separated or a "
+        "text file with one per line")
+    add("--value-range", default="0,255", help="foreign models: what pixel values 0 and 255 "
+        "become at the model input, e.g. -1,1 for MobileNetV2")
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    return run_cli("export", lambda: _export(args))
+
+
+def _export(args: argparse.Namespace) -> int:
+    setup_logging()
+    options = _options(args)
+    bundle = Path(args.bundle)
+    foreign = args.calib_data is not None or (args.model and not (bundle / "spec.json").is_file())
+    from export.run import export_all  # TensorFlow loads here, after the arguments are checked
+    from export.source import from_bundle, from_foreign_model
+    from runtime.bundle import require_bundle
+
+    if foreign:
+        if args.model is None:
+            raise EdgeCNNError("--calib-data is for foreign models: pass --model FILE.keras too")
+        source = from_foreign_model(Path(args.model), _path(args.calib_data),
+                                    _labels(args.labels), _value_range(args.value_range))
+    else:
+        source = from_bundle(require_bundle(bundle), _path(args.model))
+    report = export_all(source, bundle, options)
+
+    from export.report import table
+    from export.validate import Check
+
+    checks = [Check(**c) for c in report["files"]]
+    print(table(checks, report["reference"]["size_bytes"], report["reference"]["accuracy"]))
+    print(f"report: {bundle / 'export_report.json'}")
+    if not report["all_passed"]:
+        failed = ", ".join(c.file for c in checks if not c.passed)
+        print(f"export: {failed} failed validation and {'was' if ',' not in failed else 'were'} "
+              "kept as .rejected", file=sys.stderr)
+        return EXIT_FAILED
+    return EXIT_OK
+
+
+def _options(args: argparse.Namespace):
+    from export.run import ExportOptions
+
+    if args.calib_samples < 1:
+        raise EdgeCNNError(f"--calib-samples {args.calib_samples} must be positive")
+    if args.max_drop < 0 or args.atol <= 0:
+        raise EdgeCNNError("--max-drop must be ≥ 0 and --atol > 0")
+    precisions = ["float32"] + [name for flag, name in ((args.int8, "int8"), (args.fp16, "float16"),
+                                                        (args.dynamic, "dynamic")) if flag]
+    return ExportOptions(formats=parse_csv(args.formats, ["onnx", "tflite"], "--formats"),
+                         precisions=precisions, calib_samples=args.calib_samples,
+                         calib_method=args.calib_method, onnx_activations=args.onnx_activations,
+                         atol=args.atol, max_drop=args.max_drop)
+
+
+def _path(value: str | None) -> Path | None:
+    return None if value is None else Path(value)
+
+
+def _labels(value: str | None) -> list[str] | None:
+    if value is None:
+        return None
+    path = Path(value)
+    if path.is_file():
+        return [line.strip() for line in path.read_text().splitlines() if line.strip()]
+    return [item.strip() for item in value.split(",") if item.strip()]
+
+
+def _value_range(text: str) -> tuple[float, float]:
+    try:
+        low, high = (float(v) for v in text.split(","))
+    except ValueError:
+        raise EdgeCNNError(f"--value-range {text!r}: expected two numbers, e.g. 0,255 or -1,1") \
+            from None
+    if not high > low:
+        raise EdgeCNNError(f"--value-range {text!r}: the second number must be larger")
+    return low, high
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,197 @@
+"""ONNX: float32 through Keras's exporter (tf2onnx underneath), int8 through onnxruntime.
+
+int8 is static QDQ quantization with per-channel int8 weights, calibrated on training images.
+Where the spec's pixel encoding allows it exactly, the graph's first QuantizeLinear and last
+DequantizeLinear are removed, so the file takes raw uint8 pixels and returns quantized
+probabilities, like the int8 TFLite file: no float tensor at either end.
+"""
+
+from __future__ import annotations
+
+import logging
+import tempfile
+import warnings
+from pathlib import Path
+
+import numpy as np
+
+from export.errors import ExportError, UnsupportedModelError
+from runtime.errors import first_line
+from runtime.files import atomic_path
+from runtime.preprocess import to_model_values
+from runtime.spec import METADATA_KEY, ModelSpec, QuantParams
+
+log = logging.getLogger(__name__)
+OPSET = 17
+MAX_IR_VERSION = 10  # onnxruntime >= 1.16 reads IR 10; newer onnx helpers default higher
+CALIBRATION_METHODS = ("minmax", "entropy", "percentile")
+
+
+def export_float(model: object, spec: ModelSpec, path: Path) -> ModelSpec:
+    """Keras → float32 ONNX at ``path`` with the spec embedded."""
+    import onnx
+
+    with tempfile.TemporaryDirectory() as tmp:
+        raw = Path(tmp) / "model.onnx"
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                model.export(str(raw), format="onnx", verbose=False,  # type: ignore[attr-defined]
+                             opset_version=OPSET)
+        except Exception as exc:
+            raise UnsupportedModelError(f"ONNX conversion failed (unsupported op?): "
+                                        f"{first_line(exc)}") from None
+        proto = onnx.load(str(raw))
+    _name_batch_dimension(proto)
+    file_spec = spec.replace(precision="float32", input_quant=None, output_quant=None)
+    save(proto, file_spec, path)
+    return file_spec
+
+
+def export_int8(float_path: Path, spec: ModelSpec, path: Path, calibration: np.ndarray,
+                method: str = "minmax", activations: str = "uint8") -> ModelSpec:
+    """Static QDQ int8 from the float32 file; calibration images are uint8 model inputs."""
+    import onnx
+    from onnxruntime.quantization import (
+        CalibrationDataReader,
+        CalibrationMethod,
+        QuantFormat,
+        QuantType,
+        quantize_static,
+    )
+    from onnxruntime.quantization.shape_inference import quant_pre_process
+
+    activation_type = QuantType.QUInt8 if activations == "uint8" else QuantType.QInt8
+    input_name = onnx.load(str(float_path), load_external_data=False).graph.input[0].name
+    values = to_model_values(calibration, spec)
+
+    class Reader(CalibrationDataReader):
+        def __init__(self) -> None:
+            self.batches = iter(values[i:i + 1] for i in range(len(values)))
+
+        def get_next(self) -> dict[str, np.ndarray] | None:
+            batch = next(self.batches, None)
+            return None if batch is None else {input_name: batch}
+
+    input_quant = exact_pixel_quant(spec, activations)
+    overrides = {}
+    if input_quant is not None:
+        overrides[input_name] = [{"scale": np.array(input_quant.scale, dtype=np.float32),
+                                  "zero_point": np.array(input_quant.zero_point,
+                                                         dtype=activations)}]
+    with tempfile.TemporaryDirectory() as tmp:
+        pre, quantized = Path(tmp) / "pre.onnx", Path(tmp) / "int8.onnx"
+        quant_pre_process(str(float_path), str(pre), skip_symbolic_shape=True)
+        quantize_static(
+            str(pre), str(quantized), Reader(), quant_format=QuantFormat.QDQ, per_channel=True,
+            activation_type=activation_type, weight_type=QuantType.QInt8,
+            calibrate_method={"minmax": CalibrationMethod.MinMax,
+                              "entropy": CalibrationMethod.Entropy,
+                              "percentile": CalibrationMethod.Percentile}[method],
+            extra_options={"TensorQuantOverrides": overrides, "ActivationSymmetric": False,
+                           "WeightSymmetric": True})
+        proto = onnx.load(str(quantized))
+    file_spec = spec.replace(precision="int8", input_quant=None, output_quant=None)
+    if input_quant is not None and _strip_input_quantize(proto, input_quant):
+        file_spec = file_spec.replace(input_quant=input_quant)
+    output_quant = _strip_output_dequantize(proto)
+    if output_quant is not None:
+        file_spec = file_spec.replace(output_quant=output_quant)
+    save(proto, file_spec, path)
+    return file_spec
+
+
+def exact_pixel_quant(spec: ModelSpec, dtype: str) -> QuantParams | None:
+    """Quantization under which raw pixels *are* the quantized input, if one exists.
+
+    real = low + pixel * (high - low) / 255 must equal scale * (q - zero_point) with q = pixel
+    (uint8) or pixel - 128 (int8): true when -low/scale is a whole number.
+    """
+    low, high = spec.value_range
+    scale = (high - low) / 255.0
+    zero_point = -low / scale - (128 if dtype == "int8" else 0)
+    if abs(zero_point - round(zero_point)) > 1e-6:
+        return None
+    info = np.iinfo(dtype)
+    if not info.min <= round(zero_point) <= info.max:
+        return None
+    return QuantParams(scale, round(zero_point), dtype)
+
+
+def save(proto: object, spec: ModelSpec, path: Path) -> None:
+    """Embed the spec, check the graph, cap the IR version, write atomically."""
+    import onnx
+
+    del proto.metadata_props[:]  # type: ignore[attr-defined]
+    entry = proto.metadata_props.add()  # type: ignore[attr-defined]
+    entry.key, entry.value = METADATA_KEY, spec.to_json()
+    proto.ir_version = min(proto.ir_version, MAX_IR_VERSION)  # type: ignore[attr-defined]
+    proto.producer_name = "edgecnn"  # type: ignore[attr-defined]
+    try:
+        onnx.checker.check_model(proto, full_check=True)
+    except onnx.checker.ValidationError as exc:
+        raise ExportError(f"the ONNX graph fails onnx.checker: {first_line(exc)}") from None
+    with atomic_path(path) as tmp:
+        onnx.save(proto, str(tmp))
+
+
+def _name_batch_dimension(proto: object) -> None:
+    for value in (*proto.graph.input, *proto.graph.output):  # type: ignore[attr-defined]
+        dim = value.type.tensor_type.shape.dim[0]
+        if not dim.dim_value:
+            dim.dim_param = "batch"
+
+
+def _strip_input_quantize(proto: object, quant: QuantParams) -> bool:
+    """Feed the graph input straight into the consumers of its QuantizeLinear."""
+    from onnx import TensorProto, numpy_helper
+
+    graph = proto.graph  # type: ignore[attr-defined]
+    graph_input = graph.input[0]
+    nodes = [n for n in graph.node
+             if n.op_type == "QuantizeLinear" and n.input[0] == graph_input.name]
+    if len(nodes) != 1 or any(graph_input.name in n.input for n in graph.node if n is not nodes[0]):
+        return False
+    node = nodes[0]
+    inits = {i.name: i for i in graph.initializer}
+    scale = float(numpy_helper.to_array(inits[node.input[1]]))
+    zero = int(numpy_helper.to_array(inits[node.input[2]]))
+    if not np.isclose(scale, quant.scale, rtol=1e-6) or zero != quant.zero_point:
+        log.warning("input quantization is not the raw pixel encoding; keeping float input")
+        return False
+    for other in graph.node:
+        for i, name in enumerate(other.input):
+            if name == node.output[0]:
+                other.input[i] = graph_input.name
+    graph.node.remove(node)
+    graph_input.type.tensor_type.elem_type = TensorProto.UINT8 if quant.dtype == "uint8" \
+        else TensorProto.INT8
+    return True
+
+
+def _strip_output_dequantize(proto: object) -> QuantParams | None:
+    """Return quantized probabilities; the runtime dequantizes with the embedded parameters."""
+    from onnx import TensorProto, numpy_helper
+
+    graph = proto.graph  # type: ignore[attr-defined]
+    output = graph.output[0]
+    producers = [n for n in graph.node if output.name in n.output]
+    if len(producers) != 1 or producers[0].op_type != "DequantizeLinear":
+        return None
+    node = producers[0]
+    inits = {i.name: i for i in graph.initializer}
+    shared = any(node.input[0] in n.input for n in graph.node if n is not node)
+    if shared or node.input[1] not in inits or len(node.input) < 3 or node.input[2] not in inits:
+        return None
+    zero = numpy_helper.to_array(inits[node.input[2]])
+    params = QuantParams(float(numpy_helper.to_array(inits[node.input[1]])), int(zero),
+                         str(zero.dtype))
+    for other in graph.node:  # whoever produced the quantized tensor now produces the output
+        for i, name in enumerate(other.output):
+            if name == node.input[0]:
+                other.output[i] = output.name
+    graph.node.remove(node)
+    output.type.tensor_type.elem_type = TensorProto.UINT8 if params.dtype == "uint8" \
+        else TensorProto.INT8
+    return params
+

@@ -1,0 +1,95 @@
+"""TFLite: float32, float16, dynamic-range and full-integer int8, builtin ops only.
+
+The LiteRT pip runtime cannot run Flex (Select TF) ops, so conversions allow only builtin
+ops and every file is scanned for custom ops before it is accepted.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import logging
+import warnings
+
+import numpy as np
+
+from export.errors import UnsupportedModelError
+from runtime.errors import first_line
+from runtime.files import write_bytes
+from runtime.metadata import with_tflite_metadata
+from runtime.preprocess import to_model_values
+from runtime.spec import ModelSpec, QuantParams
+
+log = logging.getLogger(__name__)
+PRECISIONS = ("float32", "float16", "dynamic", "int8")
+
+
+def convert(model: object, spec: ModelSpec, precision: str,
+            calibration: np.ndarray | None = None) -> tuple[bytes, ModelSpec]:
+    """Keras → TFLite flatbuffer bytes with the spec embedded; ``calibration`` for int8."""
+    import tensorflow as tf
+
+    converter = tf.lite.TFLiteConverter.from_keras_model(model)
+    converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS]
+    if precision == "float16":
+        converter.optimizations = [tf.lite.Optimize.DEFAULT]
+        converter.target_spec.supported_types = [tf.float16]
+    elif precision == "dynamic":
+        converter.optimizations = [tf.lite.Optimize.DEFAULT]
+    elif precision == "int8":
+        if calibration is None:
+            raise ValueError("int8 conversion needs calibration images")
+        values = to_model_values(calibration, spec)
+        converter.optimizations = [tf.lite.Optimize.DEFAULT]
+        converter.representative_dataset = lambda: ([values[i:i + 1]] for i in range(len(values)))
+        converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
+        converter.inference_input_type = tf.int8
+        converter.inference_output_type = tf.int8
+    try:
+        # The converter prints its temporary SavedModel's signature listing: not for users.
+        with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()):
+            warnings.simplefilter("ignore")
+            flatbuffer = converter.convert()
+    except Exception as exc:  # ConverterError and friends: the model needs ops LiteRT lacks
+        raise UnsupportedModelError(f"TFLite {precision} conversion failed (an op without a "
+                                    f"builtin TFLite kernel?): {first_line(exc)}") from None
+    _reject_custom_ops(flatbuffer, precision)
+    file_spec = spec.replace(precision=precision, input_quant=None, output_quant=None)
+    if precision == "int8":
+        inp, out = _io_quantization(flatbuffer)
+        file_spec = file_spec.replace(input_quant=inp, output_quant=out)
+    return with_tflite_metadata(flatbuffer, file_spec.to_json()), file_spec
+
+
+def save(flatbuffer: bytes, path: object) -> None:
+    write_bytes(path, flatbuffer)  # type: ignore[arg-type]
+
+
+def _reject_custom_ops(flatbuffer: bytes, precision: str) -> None:
+    from ai_edge_litert import schema_py_generated as schema
+
+    model = schema.Model.GetRootAs(flatbuffer, 0)
+    custom = []
+    for i in range(model.OperatorCodesLength()):
+        code = model.OperatorCodes(i)
+        builtin = max(code.BuiltinCode(), code.DeprecatedBuiltinCode())
+        if builtin == schema.BuiltinOperator.CUSTOM:
+            custom.append((code.CustomCode() or b"?").decode())
+    if custom:
+        raise UnsupportedModelError(f"TFLite {precision} file needs custom/Flex ops "
+                                    f"{', '.join(custom)}, which the LiteRT pip runtime cannot "
+                                    "run; replace those layers with builtin-friendly ones")
+
+
+def _io_quantization(flatbuffer: bytes) -> tuple[QuantParams | None, QuantParams | None]:
+    """Read the int8 input/output scale and zero point the converter chose."""
+    from ai_edge_litert.interpreter import Interpreter
+
+    interpreter = Interpreter(model_content=flatbuffer)
+    found = []
+    for detail in (interpreter.get_input_details()[0], interpreter.get_output_details()[0]):
+        scale, zero_point = detail["quantization"]
+        dtype = np.dtype(detail["dtype"]).name
+        found.append(QuantParams(float(scale), int(zero_point), dtype) if scale else None)
+    return found[0], found[1]
+

@@ -1,0 +1,97 @@
+"""Validation is part of export: every file is run by the device runtime on the held-out
+check set and compared with the Keras model before it may take its final name.
+
+Float32 files must match Keras probabilities within ``atol``. Reduced-precision files must
+not lose more than ``max_drop`` percentage points of accuracy (of top-1 agreement, when the
+true classes are unknown).
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+import runtime
+from runtime.classifier import softmax
+from runtime.preprocess import to_model_values
+from runtime.spec import ModelSpec
+
+FLOAT_ATOL = 1e-4
+MAX_DROP_PP = 1.0
+
+
+@dataclass(frozen=True)
+class Reference:
+    """The Keras model's answers on the check set: what every file is compared with."""
+
+    probs: np.ndarray
+    labels: np.ndarray | None
+
+    @property
+    def accuracy(self) -> float | None:
+        return None if self.labels is None else float((self.probs.argmax(1) == self.labels).mean())
+
+
+@dataclass
+class Check:
+    file: str
+    format: str
+    precision: str
+    backend: str
+    size_bytes: int
+    accuracy: float | None
+    accuracy_change_pp: float | None
+    agreement: float
+    max_abs_diff: float
+    mean_abs_diff: float
+    criterion: str
+    passed: bool
+    detail: str
+    seconds: float
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def keras_reference(model: Any, spec: ModelSpec, images: np.ndarray,
+                    labels: np.ndarray | None) -> Reference:
+    probs = np.asarray(model.predict(to_model_values(images, spec), batch_size=256, verbose=0))
+    if spec.output == "logits":
+        probs = softmax(probs)
+    return Reference(probs.astype(np.float32), labels)
+
+
+def validate(path: Path, fmt: str, precision: str, reference: Reference, images: np.ndarray,
+             atol: float = FLOAT_ATOL, max_drop: float = MAX_DROP_PP) -> Check:
+    """Load ``path`` with the runtime users will run and measure how far it is from Keras."""
+    started = time.perf_counter()
+    classifier = runtime.load(path, threads=1)
+    probs = classifier.probabilities(images)
+    diff = np.abs(probs - reference.probs)
+    agreement = float((probs.argmax(1) == reference.probs.argmax(1)).mean())
+    accuracy = change = None
+    if reference.labels is not None:
+        accuracy = float((probs.argmax(1) == reference.labels).mean())
+        change = (accuracy - reference.accuracy) * 100  # type: ignore[operator]
+    if precision == "float32":
+        criterion = f"max |Δp| ≤ {atol:g}"
+        passed = float(diff.max()) <= atol
+        detail = "all probabilities within tolerance" if passed else \
+            f"max |Δp| {diff.max():.2e} exceeds {atol:g}"
+    elif change is not None:
+        criterion = f"accuracy drop ≤ {max_drop:g} pp"
+        passed = -change <= max_drop
+        detail = f"accuracy {change:+.2f} pp vs Keras"
+    else:
+        criterion = f"disagreement ≤ {max_drop:g} pp (no labels)"
+        passed = (1 - agreement) * 100 <= max_drop
+        detail = f"top-1 agreement {agreement * 100:.2f} %"
+    return Check(file=path.name, format=fmt, precision=precision, backend=classifier.backend.name,
+                 size_bytes=path.stat().st_size, accuracy=accuracy, accuracy_change_pp=change,
+                 agreement=agreement, max_abs_diff=float(diff.max()),
+                 mean_abs_diff=float(diff.mean()), criterion=criterion, passed=passed,
+                 detail=detail, seconds=time.perf_counter() - started)

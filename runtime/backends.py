@@ -1,0 +1,133 @@
+"""onnxruntime and LiteRT behind one small interface.
+
+A backend runs a batch already in the model's input dtype and returns the raw output; the
+:class:`~runtime.classifier.Classifier` does the (de)quantization around it. Engines are
+imported only when a file of their kind is loaded, so ``import runtime`` stays light.
+"""
+
+from __future__ import annotations
+
+import os
+from abc import ABC, abstractmethod
+from pathlib import Path
+
+import numpy as np
+
+from runtime.errors import ModelFileError, first_line
+from runtime.metadata import onnx_metadata, tflite_metadata
+from runtime.spec import QuantParams
+
+SUFFIXES = {".onnx": "onnxruntime", ".tflite": "litert"}
+
+
+class Backend(ABC):
+    """One loaded model file."""
+
+    name: str
+    input_dtype: np.dtype
+    output_dtype: np.dtype
+    input_shape: tuple[int | None, ...]   # NHWC; None for a dynamic batch
+    input_quant: QuantParams | None = None   # what the file itself says, when it says it
+    output_quant: QuantParams | None = None
+    embedded_spec: str | None = None
+
+    @abstractmethod
+    def run(self, batch: np.ndarray) -> np.ndarray:
+        """Run one batch (N, H, W, C) of ``input_dtype``; return the raw (N, classes) output."""
+
+
+def open_backend(path: str | os.PathLike[str], threads: int | None = None) -> Backend:
+    """Load ``path`` with the engine its suffix names; every failure is a ModelFileError."""
+    path = Path(path)
+    kind = SUFFIXES.get(path.suffix.lower())
+    if kind is None:
+        raise ModelFileError(f"{path}: unknown model type {path.suffix!r}; expected .onnx "
+                             "(onnxruntime) or .tflite (LiteRT)")
+    if threads is not None and threads < 1:
+        raise ModelFileError(f"threads={threads}: use a positive number, or None for the default")
+    try:
+        data = path.read_bytes()
+    except OSError as exc:
+        raise ModelFileError(f"cannot read model {path}: {exc.strerror or exc}") from None
+    if not data:
+        raise ModelFileError(f"{path} is empty; export the model again")
+    try:
+        return OnnxBackend(data, threads) if kind == "onnxruntime" else LiteRTBackend(data, threads)
+    except ModelFileError as exc:
+        raise ModelFileError(f"{path}: {exc}") from None
+    except Exception as exc:  # engines raise many types for corrupt files; all mean the same
+        raise ModelFileError(f"{path} is not a loadable {path.suffix} model (truncated or "
+                             f"corrupt?): {first_line(exc)}") from None
+
+
+_ONNX_TYPES = {"tensor(float)": np.float32, "tensor(uint8)": np.uint8,
+               "tensor(int8)": np.int8, "tensor(float16)": np.float16}
+
+
+class OnnxBackend(Backend):
+    name = "onnxruntime"
+
+    def __init__(self, model: bytes, threads: int | None) -> None:
+        import onnxruntime as ort
+
+        options = ort.SessionOptions()
+        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        options.log_severity_level = 3  # errors surface as exceptions, not console noise
+        if threads is not None:
+            options.intra_op_num_threads = threads
+            options.inter_op_num_threads = 1
+            # Spinning threads burn a core between frames; a camera loop has gaps.
+            options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+        self.session = ort.InferenceSession(model, options, providers=["CPUExecutionProvider"])
+        inputs, outputs = self.session.get_inputs(), self.session.get_outputs()
+        if len(inputs) != 1 or len(outputs) != 1:
+            raise ModelFileError(f"expected one input and one output, found {len(inputs)} "
+                                 f"and {len(outputs)}")
+        self.input_name, self.output_name = inputs[0].name, outputs[0].name
+        self.input_dtype = np.dtype(_ONNX_TYPES.get(inputs[0].type, np.float32))
+        self.output_dtype = np.dtype(_ONNX_TYPES.get(outputs[0].type, np.float32))
+        self.input_shape = tuple(d if isinstance(d, int) else None for d in inputs[0].shape)
+        self.embedded_spec = onnx_metadata(self.session)
+
+    def run(self, batch: np.ndarray) -> np.ndarray:
+        return self.session.run([self.output_name], {self.input_name: batch})[0]
+
+
+class LiteRTBackend(Backend):
+    name = "litert"
+
+    def __init__(self, model: bytes, threads: int | None) -> None:
+        from ai_edge_litert.interpreter import Interpreter
+
+        self.embedded_spec = tflite_metadata(model)  # also rejects non-TFLite bytes early
+        self.interpreter = Interpreter(model_content=model, num_threads=threads)
+        self.interpreter.allocate_tensors()
+        inputs = self.interpreter.get_input_details()
+        outputs = self.interpreter.get_output_details()
+        if len(inputs) != 1 or len(outputs) != 1:
+            raise ModelFileError(f"expected one input and one output, found {len(inputs)} "
+                                 f"and {len(outputs)}")
+        self._input, self._output = inputs[0], outputs[0]
+        self.input_dtype = np.dtype(self._input["dtype"])
+        self.output_dtype = np.dtype(self._output["dtype"])
+        self.input_shape = (None, *map(int, self._input["shape"][1:]))
+        self.input_quant = _tflite_quant(self._input)
+        self.output_quant = _tflite_quant(self._output)
+        self._batch = int(self._input["shape"][0])
+
+    def run(self, batch: np.ndarray) -> np.ndarray:
+        if len(batch) != self._batch:  # the interpreter has a fixed batch; resize on change
+            self.interpreter.resize_tensor_input(self._input["index"], list(batch.shape))
+            self.interpreter.allocate_tensors()
+            self._batch = len(batch)
+        self.interpreter.set_tensor(self._input["index"], batch)
+        self.interpreter.invoke()
+        return self.interpreter.get_tensor(self._output["index"])
+
+
+def _tflite_quant(detail: dict) -> QuantParams | None:
+    scale, zero_point = detail.get("quantization", (0.0, 0))
+    dtype = np.dtype(detail["dtype"])
+    if dtype not in (np.int8, np.uint8) or not scale:
+        return None
+    return QuantParams(float(scale), int(zero_point), dtype.name)

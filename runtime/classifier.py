@@ -1,0 +1,114 @@
+"""``load(path) -> Classifier``; ``predict(image)`` returns the top-k labels.
+
+The classifier owns everything between an OpenCV image and a probability: the shared
+preprocessing, the file's own input/output quantization, and softmax for logit models.
+Callers never see int8.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from runtime.backends import Backend, open_backend
+from runtime.errors import ImageError, SpecError
+from runtime.metadata import read_spec
+from runtime.preprocess import prepare, prepare_batch, to_model_values
+from runtime.spec import ModelSpec, QuantParams
+
+MAX_BATCH = 256  # larger batches are run in chunks: bounded memory on small devices
+
+
+@dataclass(frozen=True)
+class Prediction:
+    label: str
+    probability: float
+    index: int
+
+
+class Classifier:
+    """A model file plus its spec, ready to classify uint8 images of any size."""
+
+    def __init__(self, backend: Backend, spec: ModelSpec, path: Path) -> None:
+        self.backend, self.spec, self.path = backend, spec, path
+        expected = spec.input_shape
+        if tuple(backend.input_shape[1:]) != expected:
+            raise SpecError(f"{path.name}: the spec describes {_shape(expected)} inputs but the "
+                            f"model takes {_shape(backend.input_shape[1:])}")
+        self.input_quant = _quant_for(backend.input_dtype, backend.input_quant, spec.input_quant,
+                                      path, "input")
+        self.output_quant = _quant_for(backend.output_dtype, backend.output_quant,
+                                       spec.output_quant, path, "output")
+
+    @property
+    def labels(self) -> tuple[str, ...]:
+        return self.spec.labels
+
+    def predict(self, image: np.ndarray, top_k: int = 3) -> list[Prediction]:
+        """Top-k predictions for one uint8 grayscale/BGR image of any size."""
+        probs = self.probabilities(prepare(image, self.spec)[None])
+        return self._top(probs[0], top_k)
+
+    def predict_batch(self, images: Sequence[np.ndarray], top_k: int = 3) -> list[list[Prediction]]:
+        probs = self.probabilities(prepare_batch(images, self.spec))
+        return [self._top(row, top_k) for row in probs]
+
+    def probabilities(self, pixels: np.ndarray) -> np.ndarray:
+        """Class probabilities for prepared model inputs: (N, H, W, C) uint8 → (N, classes)."""
+        if pixels.dtype != np.uint8 or pixels.shape[1:] != self.spec.input_shape:
+            raise ImageError(f"model inputs must be uint8 {_shape(self.spec.input_shape)}, got "
+                             f"{pixels.dtype} {_shape(pixels.shape[1:])}; use predict() for "
+                             "images of other sizes")
+        chunks = [self._run(pixels[i:i + MAX_BATCH]) for i in range(0, len(pixels), MAX_BATCH)]
+        return np.concatenate(chunks) if chunks else np.zeros((0, self.spec.num_classes))
+
+    def _run(self, pixels: np.ndarray) -> np.ndarray:
+        values = to_model_values(pixels, self.spec)
+        if self.input_quant is not None:
+            batch = self.input_quant.quantize(values)
+        else:
+            batch = values.astype(self.backend.input_dtype, copy=False)
+        raw = self.backend.run(batch)
+        out = self.output_quant.dequantize(raw) if self.output_quant else raw.astype(np.float32)
+        return softmax(out) if self.spec.output == "logits" else out
+
+    def _top(self, probs: np.ndarray, top_k: int) -> list[Prediction]:
+        k = max(1, min(top_k, len(probs)))
+        order = np.argsort(-probs, kind="stable")[:k]
+        return [Prediction(self.spec.labels[i], float(probs[i]), int(i)) for i in order]
+
+    def __repr__(self) -> str:
+        return f"Classifier({self.path.name}, {self.backend.name}, {self.spec.precision})"
+
+
+def load(path: str | os.PathLike[str], threads: int | None = None) -> Classifier:
+    """Load a ``.onnx`` (onnxruntime) or ``.tflite`` (LiteRT) file and its embedded spec."""
+    path = Path(path)
+    backend = open_backend(path, threads)
+    return Classifier(backend, read_spec(path, backend.embedded_spec), path)
+
+
+def softmax(logits: np.ndarray) -> np.ndarray:
+    shifted = logits - logits.max(axis=-1, keepdims=True)
+    exp = np.exp(shifted)
+    return exp / exp.sum(axis=-1, keepdims=True)
+
+
+def _quant_for(dtype: np.dtype, from_file: QuantParams | None, from_spec: QuantParams | None,
+               path: Path, which: str) -> QuantParams | None:
+    """Integer tensors need a scale and zero point: the file's own first, else the spec's."""
+    if dtype not in (np.int8, np.uint8):
+        return None
+    params = from_file or from_spec
+    if params is None:
+        raise SpecError(f"{path.name}: the model's {which} is {dtype.name} but neither the file "
+                        "nor its spec gives a scale and zero point")
+    return params
+
+
+def _shape(shape: Sequence[int | None]) -> str:
+    return "x".join("?" if d is None else str(d) for d in shape)

@@ -1,0 +1,53 @@
+"""What every ``python -m`` entry point shares: one-line errors and exit codes.
+
+Bad input never shows a traceback: argparse mistakes and :class:`EdgeCNNError` become one
+``<prog>: error: …`` line on stderr and exit code 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from collections.abc import Callable, Sequence
+
+from runtime.errors import EdgeCNNError
+
+OUR_PACKAGES = ("runtime", "train", "export", "benchmarks", "demos")
+EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
+
+
+class Parser(argparse.ArgumentParser):
+    """ArgumentParser whose errors are one line (no usage dump), so scripts can grep them."""
+
+    def error(self, message: str) -> None:  # type: ignore[override]
+        self.exit(EXIT_USAGE, f"{self.prog}: error: {message} (see --help)\n")
+
+
+def run_cli(prog: str, main: Callable[[], int]) -> int:
+    """Run ``main`` and turn user errors and Ctrl-C into a one-line message and exit code."""
+    try:
+        return main()
+    except EdgeCNNError as exc:
+        print(f"{prog}: error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    except KeyboardInterrupt:
+        print(f"{prog}: interrupted", file=sys.stderr)
+        return EXIT_INTERRUPTED
+
+
+def setup_logging(verbose: bool = False) -> None:
+    """Progress goes to stdout; stderr is kept for errors, so a failure reads as one line."""
+    logging.basicConfig(level=logging.WARNING, format="%(message)s", stream=sys.stdout,
+                        force=True)
+    for package in OUR_PACKAGES:  # our progress at INFO; libraries (TensorFlow) stay quiet
+        logging.getLogger(package).setLevel(logging.DEBUG if verbose else logging.INFO)
+
+
+def parse_csv(text: str, allowed: Sequence[str], option: str) -> list[str]:
+    """Parse ``a,b`` into a list, rejecting names outside ``allowed`` with a clear message."""
+    items = [item.strip() for item in text.split(",") if item.strip()]
+    bad = [item for item in items if item not in allowed]
+    if bad or not items:
+        raise EdgeCNNError(f"{option} {text!r}: choose from {', '.join(allowed)}")
+    return items

@@ -1,0 +1,95 @@
+"""The spec inside a model file: ONNX ``metadata_props`` and a TFLite flatbuffer metadata entry.
+
+Reading needs only what the runtime already has (onnxruntime, and the flatbuffer schema that
+ships with ai-edge-litert), so a lone ``.onnx`` or ``.tflite`` copied to a device is enough.
+A sidecar ``<file>.json`` is the fallback for files made elsewhere.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+
+from runtime.errors import ModelFileError, SpecError
+from runtime.spec import METADATA_KEY, ModelSpec
+
+TFLITE_IDENTIFIER = b"TFL3"
+
+
+def sidecar_path(model_path: str | Path) -> Path:
+    path = Path(model_path)
+    return path.with_name(path.name + ".json")
+
+
+def read_spec(model_path: str | Path, embedded: str | None) -> ModelSpec:
+    """The embedded spec if present, else the sidecar, else a clear error."""
+    if embedded:
+        return ModelSpec.from_json(embedded)
+    sidecar = sidecar_path(model_path)
+    if sidecar.is_file():
+        return ModelSpec.from_json(sidecar.read_bytes())
+    raise SpecError(f"{model_path} carries no edgecnn spec and has no sidecar {sidecar.name}; "
+                    "export it with `python -m export`, or write the sidecar by hand")
+
+
+def tflite_metadata(model: bytes, key: str = METADATA_KEY) -> str | None:
+    """Read one metadata entry of a TFLite flatbuffer without building an interpreter."""
+    from ai_edge_litert import schema_py_generated as schema
+
+    _check_tflite(model)
+    try:
+        root = schema.Model.GetRootAs(model, 0)
+        for i in range(root.MetadataLength()):
+            entry = root.Metadata(i)
+            if entry.Name() == key.encode():
+                return root.Buffers(entry.Buffer()).DataAsNumpy().tobytes().decode()
+    except Exception as exc:  # a corrupt flatbuffer raises anything from IndexError to struct.error
+        raise ModelFileError(f"corrupt TFLite model: cannot read its metadata ({exc})") from None
+    return None
+
+
+def with_tflite_metadata(model: bytes, value: str, key: str = METADATA_KEY) -> bytes:
+    """Return ``model`` with ``key`` set to ``value`` (replacing an earlier entry)."""
+    import flatbuffers
+    from ai_edge_litert import schema_py_generated as schema
+
+    _check_tflite(model)
+    tree = schema.ModelT.InitFromObj(schema.Model.GetRootAs(model, 0))
+    tree.metadata = [m for m in (tree.metadata or []) if m.name != key.encode()]
+    buffer = schema.BufferT()
+    buffer.data = np.frombuffer(value.encode(), np.uint8)
+    tree.buffers.append(buffer)
+    entry = schema.MetadataT()
+    entry.name = key
+    entry.buffer = len(tree.buffers) - 1
+    tree.metadata.append(entry)
+    builder = flatbuffers.Builder(len(model) + len(value) + 1024)
+    builder.Finish(tree.Pack(builder), file_identifier=TFLITE_IDENTIFIER)
+    return bytes(builder.Output())
+
+
+def _check_tflite(model: bytes) -> None:
+    if len(model) < 8 or model[4:8] != TFLITE_IDENTIFIER:
+        raise ModelFileError("not a TFLite model (no TFL3 identifier): the file is corrupt or of "
+                             "another kind")
+
+
+def onnx_metadata(session: object, key: str = METADATA_KEY) -> str | None:
+    """Read the embedded spec from an onnxruntime session (no ``onnx`` package needed)."""
+    meta = session.get_modelmeta().custom_metadata_map  # type: ignore[attr-defined]
+    return meta.get(key)
+
+
+def spec_summary(spec: ModelSpec) -> str:
+    parts = [f"{spec.num_classes} classes", "x".join(map(str, spec.input_shape)), spec.color,
+             spec.precision]
+    if spec.input_quant:
+        parts.append(f"input {spec.input_quant.dtype} scale={spec.input_quant.scale:g} "
+                     f"zero_point={spec.input_quant.zero_point}")
+    return ", ".join(parts)
+
+
+def dumps(spec: ModelSpec) -> str:
+    return json.dumps(spec.to_dict(), sort_keys=True)

@@ -1,0 +1,110 @@
+"""The one preprocessing: decoded image → the exact pixels a model was trained on.
+
+Training, calibration, evaluation and the device runtime all call :func:`prepare`, so a
+model never sees pixels at inference that differ from the ones it learned from. Images are
+OpenCV-style uint8 arrays: ``(H, W)`` or ``(H, W, 1)`` grayscale, ``(H, W, 3)`` BGR,
+``(H, W, 4)`` BGRA. Pixel scaling lives inside the model graph, so inputs stay raw 0–255.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from runtime.errors import ImageError
+from runtime.spec import ModelSpec
+
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp")
+
+_INTERPOLATION = {
+    "area": cv2.INTER_AREA,
+    "linear": cv2.INTER_LINEAR,
+    "nearest": cv2.INTER_NEAREST,
+    "cubic": cv2.INTER_CUBIC,
+}
+
+
+def decode_image(data: bytes, name: str = "image") -> np.ndarray:
+    """Decode PNG/JPEG/BMP bytes into a uint8 grayscale, BGR or BGRA array."""
+    if not data:
+        raise ImageError(f"cannot decode {name}: the file is empty")
+    image = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_UNCHANGED)
+    if image is None or image.size == 0:
+        raise ImageError(f"cannot decode {name}: not a readable PNG, JPEG or BMP image")
+    if image.dtype == np.uint16:  # 16-bit PNG: keep the most significant byte
+        image = (image >> 8).astype(np.uint8)
+    return check_image(image, name)
+
+
+def read_image(path: str | os.PathLike[str]) -> np.ndarray:
+    """Read and decode one image file (unicode paths work, unlike ``cv2.imread``)."""
+    try:
+        data = Path(path).read_bytes()
+    except OSError as exc:
+        raise ImageError(f"cannot read image {path}: {exc.strerror or exc}") from None
+    return decode_image(data, str(path))
+
+
+def check_image(image: object, name: str = "image") -> np.ndarray:
+    """Return ``image`` as (H, W, C) uint8 with C in 1, 3, 4, or raise a clear ImageError."""
+    if not isinstance(image, np.ndarray):
+        raise ImageError(f"{name} must be a numpy array, got {type(image).__name__}")
+    if image.dtype != np.uint8:
+        raise ImageError(f"{name} must be uint8 (0-255 pixels), got dtype {image.dtype}; "
+                         "scale it to 0-255 and use .astype(np.uint8)")
+    if image.ndim == 2:
+        image = image[:, :, None]
+    if image.ndim != 3 or image.shape[2] not in (1, 3, 4):
+        raise ImageError(f"{name} must be (H, W), (H, W, 1), (H, W, 3) BGR or (H, W, 4) BGRA; "
+                         f"got shape {image.shape}")
+    if image.shape[0] < 1 or image.shape[1] < 1:
+        raise ImageError(f"{name} is empty: shape {image.shape}")
+    return image
+
+
+def convert_color(image: np.ndarray, color: str) -> np.ndarray:
+    """Grayscale/BGR/BGRA (H, W, C) → (H, W, 1) grayscale or (H, W, 3) RGB."""
+    channels = image.shape[2]
+    if channels == 4:  # composite over white, the way a viewer shows a transparent image
+        alpha = image[:, :, 3:4].astype(np.float32) / 255.0
+        image = (image[:, :, :3] * alpha + 255.0 * (1.0 - alpha) + 0.5).astype(np.uint8)
+        channels = 3
+    if color == "grayscale":
+        if channels == 1:
+            return image
+        return cv2.cvtColor(image, cv2.COLOR_BGR2GRAY)[:, :, None]
+    if channels == 1:
+        return cv2.cvtColor(image, cv2.COLOR_GRAY2RGB)
+    return cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
+
+
+def prepare(image: np.ndarray, spec: ModelSpec) -> np.ndarray:
+    """One image → the model's input pixels: (H, W, C) uint8 in the spec's size and colour."""
+    image = convert_color(check_image(image), spec.color)
+    height, width, channels = spec.input_shape
+    if image.shape[:2] != (height, width):
+        image = cv2.resize(image, (width, height), interpolation=_INTERPOLATION[spec.interpolation])
+    return np.ascontiguousarray(image.reshape(height, width, channels))
+
+
+def prepare_batch(images: Sequence[np.ndarray] | np.ndarray, spec: ModelSpec) -> np.ndarray:
+    """Many images → (N, H, W, C) uint8."""
+    if (isinstance(images, np.ndarray) and images.dtype == np.uint8
+            and images.shape[1:] == spec.input_shape):
+        return images  # already model input: skip a copy of the whole eval set
+    if len(images) == 0:
+        raise ImageError("no images to prepare: the batch is empty")
+    return np.stack([prepare(image, spec) for image in images])
+
+
+def to_model_values(pixels: np.ndarray, spec: ModelSpec) -> np.ndarray:
+    """uint8 pixels → float32 values in the spec's value range (identity for 0–255 models)."""
+    low, high = spec.value_range
+    values = pixels.astype(np.float32)
+    if (low, high) != (0.0, 255.0):
+        values = values * np.float32((high - low) / 255.0) + np.float32(low)
+    return values

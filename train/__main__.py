@@ -1,0 +1,102 @@
+"""``python -m train``: fit a CNN on a dataset and write a bundle. ``--help`` lists options."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+from runtime.cli import Parser, run_cli, setup_logging
+from runtime.errors import EdgeCNNError
+from train.config import ARCHITECTURES, STRATEGIES, TrainConfig
+
+DEFAULTS = TrainConfig()
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = Parser(prog="python -m train", description=__doc__,
+               formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    add = p.add_argument
+    add("--arch", choices=list(ARCHITECTURES), default=DEFAULTS.arch,
+        help="; ".join(f"{k}: {v[1]}" for k, v in ARCHITECTURES.items()))
+    add("--data", default=DEFAULTS.data, help="mnist5k | mnist | digits | file.npz | folder with "
+        "one subfolder of images per class")
+    add("--out", default=DEFAULTS.out, help="bundle folder to write")
+    add("--overwrite", action="store_true", help="replace an existing bundle at --out")
+    add("--epochs", type=int, default=DEFAULTS.epochs, help="maximum epochs (early stopping)")
+    add("--batch-size", type=int, default=DEFAULTS.batch_size,
+        help="global batch size, summed over all workers and devices")
+    add("--lr", type=float, default=DEFAULTS.lr, help="initial learning rate (cosine decay)")
+    add("--optimizer", choices=["adam", "sgd"], default=DEFAULTS.optimizer)
+    add("--activation", choices=["relu", "tanh", "sigmoid"], default=DEFAULTS.activation)
+    add("--dropout", type=float, default=DEFAULTS.dropout, help="dropout before the classifier")
+    add("--l2", type=float, default=DEFAULTS.l2, help="L2 weight penalty")
+    add("--img-size", type=int, default=None,
+        help="square input side (default: 28 for twoconv, 32 for dense512)")
+    add("--color", choices=["auto", "grayscale", "rgb"], default=DEFAULTS.color,
+        help="model input colour; auto: grayscale for digit sets, rgb for image folders")
+    add("--augment", action=argparse.BooleanOptionalAction, default=DEFAULTS.augment,
+        help="random rotation, translation and zoom of training images")
+    add("--flip", action="store_true", help="also flip training images horizontally")
+    add("--seed", type=int, default=DEFAULTS.seed)
+    add("--patience", type=int, default=DEFAULTS.patience,
+        help="epochs without validation-loss improvement before stopping")
+    add("--val-fraction", type=float, default=DEFAULTS.val_fraction)
+    add("--test-fraction", type=float, default=DEFAULTS.test_fraction)
+    add("--calib-size", type=int, default=DEFAULTS.calib_size,
+        help="training images kept in the bundle for quantization calibration")
+    add("--strategy", choices=list(STRATEGIES), default=DEFAULTS.strategy,
+        help="tf.distribute strategy; multiworker reads the cluster from TF_CONFIG")
+    add("--checkpoint-dir", default=None, help="per-epoch checkpoints (default: <out>.work/)")
+    add("--cache", nargs="?", const="disk", default=None, metavar="memory|disk|DIR",
+        help="image folders: keep decoded images for later epochs (bare --cache: on disk)")
+    add("--restart", action="store_true", help="discard an interrupted run instead of resuming")
+    add("--keep-checkpoints", action="store_true", help="keep <out>.work/ after success")
+    return p
+
+
+def config_from_args(args: argparse.Namespace) -> TrainConfig:
+    fields = TrainConfig.__dataclass_fields__
+    cfg = TrainConfig(**{k: v for k, v in vars(args).items() if k in fields})
+    checks = [
+        (cfg.epochs >= 1, f"--epochs {cfg.epochs} must be at least 1"),
+        (cfg.batch_size >= 1, f"--batch-size {cfg.batch_size} must be at least 1"),
+        (cfg.lr > 0, f"--lr {cfg.lr} must be positive"),
+        (0 <= cfg.dropout < 1, f"--dropout {cfg.dropout} must be in [0, 1)"),
+        (cfg.l2 >= 0, f"--l2 {cfg.l2} must be zero or positive"),
+        (cfg.patience >= 1, f"--patience {cfg.patience} must be at least 1"),
+        (cfg.calib_size >= 1, f"--calib-size {cfg.calib_size} must be at least 1"),
+        (cfg.img_size is not None and 4 <= cfg.img_size <= 1024,
+         f"--img-size {cfg.img_size} must be between 4 and 1024"),
+    ]
+    for ok, message in checks:
+        if not ok:
+            raise EdgeCNNError(message)
+    return cfg
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+
+    def go() -> int:
+        setup_logging()
+        cfg = config_from_args(args)
+        from train.evaluate import summary_table
+        from train.run import run
+
+        metrics = run(cfg)
+        if metrics:
+            print(summary_table(metrics["test"]))
+            training = metrics["training"]
+            print(json.dumps({"bundle": cfg.out, "test_accuracy": metrics["test"]["accuracy"],
+                              "epochs": training["epochs_run"],
+                              "best_epoch": training["best_epoch"],
+                              "skipped_files": metrics["dataset"]["skipped_count"],
+                              "wall_seconds": round(training["wall_seconds"], 1)}))
+        return 0
+
+    return run_cli("train", go)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,59 @@
+"""Training options: defaults in one visible place, resolved once, saved with the bundle."""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from typing import Any
+
+ARCHITECTURES = {
+    # name: (default input size, what it is)
+    "twoconv": (28, "Conv32-Pool-Conv64-Pool-Dense: the first design document's model"),
+    "dense512": (32, "Conv32-Pool-Dense512-Dense: the second design document's model"),
+}
+BUILTIN_DATASETS = ("mnist5k", "mnist", "digits")
+STRATEGIES = ("auto", "single", "mirrored", "multiworker")
+
+
+@dataclass
+class TrainConfig:
+    """Every option of a training run. Saved as ``train_config.json`` in the bundle."""
+
+    arch: str = "twoconv"          # which documented CNN to build
+    data: str = "mnist5k"          # built-in dataset name, a folder of class subfolders, or a .npz
+    out: str = "artifacts"         # bundle folder to write
+    overwrite: bool = False        # replace an existing bundle (never done silently)
+    epochs: int = 40               # upper bound; early stopping usually ends sooner
+    batch_size: int = 64           # global batch size, summed over every worker and device
+    lr: float = 1e-3               # initial learning rate; cosine-decayed to 0 over `epochs`
+    optimizer: str = "adam"        # adam | sgd (SGD uses Nesterov momentum 0.9)
+    activation: str = "relu"       # hidden-layer activation: relu | tanh | sigmoid
+    dropout: float = 0.25          # dropout before the classifier layer(s); 0 disables
+    l2: float = 0.0                # L2 weight penalty on conv and dense kernels
+    img_size: int | None = None    # square input side; None → the architecture's default
+    color: str = "auto"            # grayscale | rgb | auto (grayscale digits, rgb folders)
+    augment: bool = True           # random rotation, translation and zoom while training
+    flip: bool = False             # random horizontal flips (off: a flipped digit is another)
+    seed: int = 42                 # fixes the split, initial weights, shuffling and augmentation
+    patience: int = 6              # epochs without val-loss improvement before stopping
+    val_fraction: float = 0.10     # share of each class held out for early stopping
+    test_fraction: float = 0.15    # share of each class held out for the final evaluation only
+    calib_size: int = 1000         # training images saved for quantization calibration
+    strategy: str = "auto"         # tf.distribute strategy: auto | single | mirrored | multiworker
+    checkpoint_dir: str | None = None  # None → <out>.work/checkpoints
+    cache: str | None = None       # folder data: cache decoded images ("memory" or a file path)
+    restart: bool = False          # discard an interrupted run's checkpoints instead of resuming
+    keep_checkpoints: bool = False  # keep the work folder after a successful run
+
+    def __post_init__(self) -> None:
+        if self.img_size is None:
+            self.img_size = ARCHITECTURES.get(self.arch, (28, ""))[0]
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    def resume_key(self) -> dict[str, Any]:
+        """The options that must match for an interrupted run to be resumed."""
+        ignored = {"overwrite", "restart", "keep_checkpoints", "checkpoint_dir", "cache", "out",
+                   "strategy"}
+        return {key: value for key, value in self.to_dict().items() if key not in ignored}

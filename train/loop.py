@@ -1,0 +1,200 @@
+"""One training loop for every tf.distribute strategy, with per-epoch checkpoints.
+
+Keras 3's ``model.fit`` fails under MultiWorkerMirroredStrategy (keras-team/keras#20585), so
+training runs a custom step through ``strategy.run``. The same code serves a laptop (the
+default strategy), several GPUs and several machines, so the runs cannot drift apart.
+
+Everything needed to continue after a crash (weights, optimizer, epoch, early-stopping
+state, best weights, history) is one ``tf.train.Checkpoint``, saved after every epoch.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import shutil
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+log = logging.getLogger(__name__)
+SUM = tf.distribute.ReduceOp.SUM
+HISTORY_KEYS = ("loss", "accuracy", "val_loss", "val_accuracy", "lr", "seconds")
+
+
+@dataclass
+class FitResult:
+    history: dict[str, list[float]]
+    best_epoch: int          # 1-based epoch whose weights were kept
+    resumed_after: int       # epochs finished before this process started (0: fresh run)
+    stopped_early: bool
+
+
+class _State:
+    """Loop state that must survive a crash, as variables a checkpoint can hold."""
+
+    def __init__(self, model: keras.Model) -> None:
+        self.epoch = tf.Variable(0, dtype=tf.int64, trainable=False)  # finished epochs
+        self.best_loss = tf.Variable(math.inf, dtype=tf.float64, trainable=False)
+        self.best_epoch = tf.Variable(0, dtype=tf.int64, trainable=False)
+        self.wait = tf.Variable(0, dtype=tf.int64, trainable=False)
+        self.stopped = tf.Variable(False, trainable=False)
+        self.history = tf.Variable(json.dumps({k: [] for k in HISTORY_KEYS}), trainable=False)
+        self.best_weights = [tf.Variable(w.numpy(), trainable=False) for w in model.weights]
+
+    def trackables(self) -> dict[str, object]:
+        return {"epoch": self.epoch, "best_loss": self.best_loss, "best_epoch": self.best_epoch,
+                "wait": self.wait, "stopped": self.stopped, "history": self.history,
+                "best_weights": self.best_weights}
+
+
+def fit(*, model: keras.Model, optimizer: keras.optimizers.Optimizer,
+        strategy: tf.distribute.Strategy, train_batches: Callable[[int], tf.data.Dataset],
+        val_batches: tf.data.Dataset, epochs: int, steps_per_epoch: int, global_batch: int,
+        patience: int, checkpoint_dir: Path, checkpoint_write_dir: Path,
+        verbose: bool) -> FitResult:
+    """Train until ``epochs`` or early stopping; resume from ``checkpoint_dir`` if it holds one.
+
+    ``train_batches(epoch)`` returns that epoch's shuffled batches (seeded per epoch, so a
+    resumed run sees the same order it would have). Every worker must call this; only the
+    chief's ``checkpoint_write_dir`` equals ``checkpoint_dir``.
+    """
+    with strategy.scope():
+        optimizer.build(model.trainable_variables)
+        state = _State(model)
+    checkpoint = tf.train.Checkpoint(model=model, optimizer=optimizer, **state.trackables())
+    manager = tf.train.CheckpointManager(checkpoint, str(checkpoint_write_dir), max_to_keep=1)
+    latest = tf.train.latest_checkpoint(str(checkpoint_dir))
+    if latest:
+        checkpoint.restore(latest).assert_existing_objects_matched()
+    resumed_after = int(state.epoch.numpy())
+    if resumed_after and verbose:
+        log.info("resuming from %s: %d epoch(s) already finished", latest, resumed_after)
+
+    train_step, eval_step = _make_steps(model, optimizer, strategy, global_batch)
+    history = json.loads(state.history.numpy().decode())
+    while int(state.epoch.numpy()) < epochs and not bool(state.stopped.numpy()):
+        epoch = int(state.epoch.numpy())
+        started = time.perf_counter()
+        progress = keras.utils.Progbar(steps_per_epoch, verbose=_progress_mode(verbose),
+                                       stateful_metrics=["loss", "accuracy"], unit_name="step")
+        if verbose:
+            log.info("epoch %d/%d", epoch + 1, epochs)
+        totals = np.zeros(3)
+        dataset = strategy.experimental_distribute_dataset(train_batches(epoch))
+        for step, batch in enumerate(dataset, start=1):
+            totals += np.array([float(v) for v in train_step(batch)])
+            progress.update(step, [("loss", totals[0] / totals[2]),
+                                   ("accuracy", totals[1] / totals[2])])
+        if totals[2] == 0:
+            raise RuntimeError("the training split produced no batches")
+        val_loss, val_accuracy = _evaluate(eval_step, strategy, val_batches)
+        record = {"loss": totals[0] / totals[2], "accuracy": totals[1] / totals[2],
+                  "val_loss": val_loss, "val_accuracy": val_accuracy,
+                  "lr": float(keras.ops.convert_to_numpy(optimizer.learning_rate)),
+                  "seconds": time.perf_counter() - started}
+        for key in HISTORY_KEYS:
+            history[key].append(record[key])
+        progress.update(steps_per_epoch, [("loss", record["loss"]),
+                                          ("accuracy", record["accuracy"]),
+                                          ("val_loss", val_loss), ("val_accuracy", val_accuracy)],
+                        finalize=True)
+        _early_stopping(state, model, val_loss, epoch + 1, patience)
+        state.epoch.assign(epoch + 1)
+        state.history.assign(json.dumps(history))
+        manager.save(checkpoint_number=epoch + 1)
+        if checkpoint_write_dir != checkpoint_dir:  # non-chief workers save to a throwaway dir
+            shutil.rmtree(checkpoint_write_dir, ignore_errors=True)
+        if bool(state.stopped.numpy()) and verbose:
+            log.info("early stopping: val_loss has not improved for %d epochs", patience)
+
+    for variable, best in zip(model.weights, state.best_weights, strict=True):
+        variable.assign(best)
+    return FitResult(history=history, best_epoch=int(state.best_epoch.numpy()),
+                     resumed_after=resumed_after, stopped_early=bool(state.stopped.numpy()))
+
+
+def _progress_mode(verbose: bool) -> int:
+    """A live bar on a terminal; one line per epoch in logs and CI (no carriage returns)."""
+    if not verbose:
+        return 0
+    return 1 if sys.stdout.isatty() else 2
+
+
+def _early_stopping(state: _State, model: keras.Model, val_loss: float, epoch: int,
+                    patience: int) -> None:
+    if val_loss < float(state.best_loss.numpy()):
+        state.best_loss.assign(val_loss)
+        state.best_epoch.assign(epoch)
+        state.wait.assign(0)
+        for best, variable in zip(state.best_weights, model.weights, strict=True):
+            best.assign(variable)
+    else:
+        state.wait.assign_add(1)
+        if int(state.wait.numpy()) >= patience:
+            state.stopped.assign(True)
+
+
+def _make_steps(model: keras.Model, optimizer: keras.optimizers.Optimizer,
+                strategy: tf.distribute.Strategy, global_batch: int) -> tuple[Callable, Callable]:
+    """Compiled distributed steps returning (summed loss, correct, count) over all replicas."""
+
+    def sums(labels: tf.Tensor, probs: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor, tf.Tensor]:
+        per_example = keras.losses.sparse_categorical_crossentropy(labels, probs)
+        hits = tf.equal(tf.argmax(probs, axis=-1), tf.cast(labels, tf.int64))
+        return per_example, tf.reduce_sum(tf.cast(hits, tf.float32)), \
+            tf.cast(tf.size(labels), tf.float32)
+
+    def replica_train(images: tf.Tensor, labels: tf.Tensor) -> tuple[tf.Tensor, ...]:
+        with tf.GradientTape() as tape:
+            probs = model(images, training=True)
+            per_example, correct, count = sums(labels, probs)
+            loss = tf.nn.compute_average_loss(per_example, global_batch_size=global_batch)
+            if model.losses:
+                loss += tf.nn.scale_regularization_loss(tf.add_n(model.losses))
+        grads = tape.gradient(loss, model.trainable_variables)
+        optimizer.apply_gradients(zip(grads, model.trainable_variables, strict=True))
+        return tf.reduce_sum(per_example), correct, count
+
+    def replica_eval(images: tf.Tensor, labels: tf.Tensor) -> tuple[tf.Tensor, ...]:
+        per_example, correct, count = sums(labels, model(images, training=False))
+        return tf.reduce_sum(per_example), correct, count
+
+    @tf.function
+    def train_step(batch: tuple[tf.Tensor, tf.Tensor]) -> list[tf.Tensor]:
+        results = strategy.run(replica_train, args=batch)
+        return [strategy.reduce(SUM, value, axis=None) for value in results]
+
+    @tf.function
+    def eval_step(batch: tuple[tf.Tensor, tf.Tensor]) -> list[tf.Tensor]:
+        results = strategy.run(replica_eval, args=batch)
+        return [strategy.reduce(SUM, value, axis=None) for value in results]
+
+    return train_step, eval_step
+
+
+def _evaluate(eval_step: Callable, strategy: tf.distribute.Strategy,
+              batches: tf.data.Dataset) -> tuple[float, float]:
+    totals = np.zeros(3)
+    for batch in strategy.experimental_distribute_dataset(batches):
+        totals += np.array([float(v) for v in eval_step(batch)])
+    if totals[2] == 0:
+        raise RuntimeError("the validation split produced no batches")
+    return totals[0] / totals[2], totals[1] / totals[2]
+
+
+def predict(model: keras.Model, batches: tf.data.Dataset) -> tuple[np.ndarray, np.ndarray]:
+    """Probabilities and labels for every example of ``batches`` (one process, no strategy)."""
+    forward = tf.function(lambda x: model(x, training=False))
+    probs, labels = [], []
+    for images, batch_labels in batches:
+        probs.append(forward(images).numpy())
+        labels.append(batch_labels.numpy())
+    return np.concatenate(probs), np.concatenate(labels)

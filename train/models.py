@@ -1,0 +1,57 @@
+"""The documented CNNs. Pixel scaling is the first layer, so exported files take raw 0–255."""
+
+from __future__ import annotations
+
+import keras
+from keras import layers
+
+from runtime.errors import EdgeCNNError
+
+MIN_SIZE = {"twoconv": 10, "dense512": 4}  # smallest input that survives the conv/pool stack
+
+
+def build_model(arch: str, input_shape: tuple[int, int, int], num_classes: int, *,
+                activation: str = "relu", dropout: float = 0.0, l2: float = 0.0) -> keras.Model:
+    """Build ``arch`` for ``input_shape`` (H, W, C) with a softmax over ``num_classes``."""
+    if arch not in MIN_SIZE:
+        raise EdgeCNNError(f"--arch {arch!r}: choose from {', '.join(MIN_SIZE)}")
+    if min(input_shape[:2]) < MIN_SIZE[arch]:
+        raise EdgeCNNError(f"--img-size {input_shape[0]} is too small for {arch}; "
+                           f"use at least {MIN_SIZE[arch]}")
+    reg = keras.regularizers.L2(l2) if l2 > 0 else None
+
+    def conv(filters: int, name: str) -> layers.Layer:
+        return layers.Conv2D(filters, 3, activation=activation, kernel_regularizer=reg, name=name)
+
+    inputs = keras.Input(shape=input_shape, name="image")
+    x = layers.Rescaling(1.0 / 255.0, name="rescale")(inputs)
+    x = conv(32, "conv1")(x)
+    x = layers.MaxPooling2D(2, name="pool1")(x)
+    if arch == "twoconv":
+        x = conv(64, "conv2")(x)
+        x = layers.MaxPooling2D(2, name="pool2")(x)
+        x = layers.Flatten(name="flatten")(x)
+    else:
+        x = layers.Flatten(name="flatten")(x)
+        x = layers.Dense(512, activation=activation, kernel_regularizer=reg, name="dense512")(x)
+    if dropout > 0:
+        x = layers.Dropout(dropout, name="dropout")(x)
+    outputs = layers.Dense(num_classes, activation="softmax", kernel_regularizer=reg,
+                           name="probabilities")(x)
+    return keras.Model(inputs, outputs, name=arch)
+
+
+def build_augmenter(*, seed: int, flip: bool, fill: str) -> keras.Sequential:
+    """Random rotation (±10°), translation (±10 %) and zoom (±10 %); flips only on request.
+
+    Runs in the input pipeline, never in the saved model. ``fill`` is ``constant`` for
+    digits (black background) and ``reflect`` for photos.
+    """
+    steps: list[layers.Layer] = [
+        layers.RandomRotation(10 / 360, fill_mode=fill, seed=seed),
+        layers.RandomTranslation(0.1, 0.1, fill_mode=fill, seed=seed + 1),
+        layers.RandomZoom((-0.1, 0.1), fill_mode=fill, seed=seed + 2),
+    ]
+    if flip:
+        steps.append(layers.RandomFlip("horizontal", seed=seed + 3))
+    return keras.Sequential(steps, name="augment")
