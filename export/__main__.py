@@ -38,7 +38,7 @@ def build_parser() -> argparse.ArgumentParser:
     add("--labels", default=None, help="foreign models: class names, comma-separated or a "
         "text file with one per line")
     add("--value-range", default="0,255", help="foreign models: what pixel values 0 and 255 "
-        "become at the model input, e.g. -1,1 for MobileNetV2")
+        "become at the model input, e.g. --value-range=-1,1 for MobileNetV2")
     return p
 
 
@@ -73,8 +73,8 @@ def _export(args: argparse.Namespace) -> int:
     print(f"report: {bundle / 'export_report.json'}")
     if not report["all_passed"]:
         failed = ", ".join(c.file for c in checks if not c.passed)
-        print(f"export: {failed} failed validation and {'was' if ',' not in failed else 'were'} "
-              "kept as .rejected", file=sys.stderr)
+        print(f"export: failed validation, kept only as {failed} (see the table)",
+              file=sys.stderr)
         return EXIT_FAILED
     return EXIT_OK
 

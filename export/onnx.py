@@ -122,6 +122,11 @@ def save(proto: object, spec: ModelSpec, path: Path) -> None:
     """Embed the spec, check the graph, cap the IR version, write atomically."""
     import onnx
 
+    missing = sorted({f"{n.op_type} ({n.name})" for n in proto.graph.node  # type: ignore[attr-defined]
+                      if not onnx.defs.has(n.op_type, n.domain)})
+    if missing:
+        raise UnsupportedModelError(f"no standard ONNX op for {', '.join(missing)[:200]}: "
+                                    "tf2onnx could not convert it; replace that layer")
     del proto.metadata_props[:]  # type: ignore[attr-defined]
     entry = proto.metadata_props.add()  # type: ignore[attr-defined]
     entry.key, entry.value = METADATA_KEY, spec.to_json()

@@ -17,12 +17,16 @@ def table(checks: list[Check], keras_size: int, keras_accuracy: float | None) ->
         mark = "[✓]" if c.passed else "[x]"
         rows.append(f"{c.file:<22} {c.backend:<11} {c.precision:<9} {_kb(c.size_bytes):>9} "
                     f"{_pct(c.accuracy):>9} {change:>6} {c.agreement * 100:6.2f}% "
-                    f"{c.max_abs_diff:9.2e} {c.mean_abs_diff:9.2e}  {mark} {c.criterion}")
+                    f"{_sci(c.max_abs_diff):>9} {_sci(c.mean_abs_diff):>9}  {mark} {c.criterion}")
     return "\n".join(rows)
 
 
 def _kb(size: int) -> str:
     return f"{size / 1024:.1f} KB"
+
+
+def _sci(value: float | None) -> str:
+    return "NaN/inf" if value is None else f"{value:.2e}"
 
 
 def _pct(value: float | None) -> str:

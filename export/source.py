@@ -18,6 +18,7 @@ from export.errors import CalibrationError, ExportError, UnsupportedModelError
 from runtime import bundle as names
 from runtime.errors import BundleError, EdgeCNNError, first_line
 from runtime.preprocess import IMAGE_SUFFIXES, prepare, read_image
+from runtime.quiet import import_tensorflow
 from runtime.spec import ModelSpec
 
 log = logging.getLogger(__name__)
@@ -81,11 +82,15 @@ def from_foreign_model(model_path: Path, data: Path | None, labels: list[str] | 
 
 
 def load_keras(path: Path) -> Any:
-    import keras
-
     if not path.is_file():
         raise ExportError(f"no Keras model at {path}; train one with `python -m train` or pass "
                           "--model path/to/model.keras")
+    if not zipfile.is_zipfile(path):
+        raise ExportError(f"{path} is not a .keras file (not a zip archive); it may be "
+                          "truncated or corrupt")
+    import_tensorflow()
+    import keras
+
     try:
         model = keras.models.load_model(path, compile=False)
     except (ValueError, OSError, KeyError, TypeError, zipfile.BadZipFile) as exc:

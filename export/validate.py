@@ -46,8 +46,8 @@ class Check:
     accuracy: float | None
     accuracy_change_pp: float | None
     agreement: float
-    max_abs_diff: float
-    mean_abs_diff: float
+    max_abs_diff: float | None   # None when the file produced NaN or inf
+    mean_abs_diff: float | None
     criterion: str
     passed: bool
     detail: str
@@ -77,7 +77,11 @@ def validate(path: Path, fmt: str, precision: str, reference: Reference, images:
     if reference.labels is not None:
         accuracy = float((probs.argmax(1) == reference.labels).mean())
         change = (accuracy - reference.accuracy) * 100  # type: ignore[operator]
-    if precision == "float32":
+    finite = bool(np.isfinite(probs).all())
+    if not finite:
+        criterion = "finite outputs"
+        passed, detail = False, "the file produces NaN or inf probabilities"
+    elif precision == "float32":
         criterion = f"max |Δp| ≤ {atol:g}"
         passed = float(diff.max()) <= atol
         detail = "all probabilities within tolerance" if passed else \
@@ -92,6 +96,7 @@ def validate(path: Path, fmt: str, precision: str, reference: Reference, images:
         detail = f"top-1 agreement {agreement * 100:.2f} %"
     return Check(file=path.name, format=fmt, precision=precision, backend=classifier.backend.name,
                  size_bytes=path.stat().st_size, accuracy=accuracy, accuracy_change_pp=change,
-                 agreement=agreement, max_abs_diff=float(diff.max()),
-                 mean_abs_diff=float(diff.mean()), criterion=criterion, passed=passed,
+                 agreement=agreement, max_abs_diff=float(diff.max()) if finite else None,
+                 mean_abs_diff=float(diff.mean()) if finite else None, criterion=criterion,
+                 passed=passed,
                  detail=detail, seconds=time.perf_counter() - started)

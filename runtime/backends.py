@@ -15,6 +15,7 @@ import numpy as np
 
 from runtime.errors import ModelFileError, first_line
 from runtime.metadata import onnx_metadata, tflite_metadata
+from runtime.quiet import native_stderr_silenced
 from runtime.spec import QuantParams
 
 SUFFIXES = {".onnx": "onnxruntime", ".tflite": "litert"}
@@ -100,8 +101,9 @@ class LiteRTBackend(Backend):
         from ai_edge_litert.interpreter import Interpreter
 
         self.embedded_spec = tflite_metadata(model)  # also rejects non-TFLite bytes early
-        self.interpreter = Interpreter(model_content=model, num_threads=threads)
-        self.interpreter.allocate_tensors()
+        with native_stderr_silenced():  # "Created TensorFlow Lite XNNPACK delegate" on every load
+            self.interpreter = Interpreter(model_content=model, num_threads=threads)
+            self.interpreter.allocate_tensors()
         inputs = self.interpreter.get_input_details()
         outputs = self.interpreter.get_output_details()
         if len(inputs) != 1 or len(outputs) != 1:

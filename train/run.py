@@ -14,6 +14,7 @@ import numpy as np
 from runtime import bundle as names
 from runtime.errors import BundleError, EdgeCNNError
 from runtime.files import read_json, write_json
+from runtime.quiet import import_tensorflow
 from train.bundle import StagedBundle, check_target, work_folder
 from train.config import TrainConfig
 from train.data import PreparedData, calibration_sample, materialize, prepare_data
@@ -29,7 +30,8 @@ def run(cfg: TrainConfig) -> dict[str, Any]:
     check_target(out, cfg.overwrite)
     source = load_source(cfg.data)  # fails fast, before TensorFlow is even imported
 
-    import keras  # heavy imports only once the input is known to be good
+    import_tensorflow()  # heavy imports only once the input is known to be good
+    import keras
 
     from train import distribute, loop, pipeline
     from train.models import build_augmenter, build_model

@@ -1,0 +1,136 @@
+"""Data sources, the split, and the one preprocessing shared with the runtime."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+from conftest import write_color_folder
+
+from runtime.preprocess import prepare, read_image
+from runtime.spec import ModelSpec
+from train.config import TrainConfig
+from train.data import calibration_sample, prepare_data
+from train.sources import DataError, load_npz, load_source, scan_folder
+from train.split import stratified_split
+
+
+def test_mnist5k_is_real_balanced_digits() -> None:
+    source = load_source("mnist5k")
+    assert source.images.shape == (5000, 28, 28) and source.images.dtype == np.uint8
+    assert np.bincount(source.labels).tolist() == [500] * 10
+    assert source.framing == "digit" and source.label_names == tuple("0123456789")
+    assert source.images.max() == 255 and source.images.min() == 0
+
+
+def test_sklearn_digits_are_rescaled_to_pixels() -> None:
+    source = load_source("digits")
+    assert source.images.shape == (1797, 8, 8) and source.images.max() == 255
+
+
+def test_npz_in_mnist_layout_and_plain_layout(tmp_path: Path) -> None:
+    rng = np.random.default_rng(0)
+    x = rng.integers(0, 256, (30, 12, 12), dtype=np.uint8)
+    y = np.arange(30) % 3
+    np.savez(tmp_path / "m.npz", x_train=x[:20], y_train=y[:20], x_test=x[20:], y_test=y[20:])
+    np.savez(tmp_path / "p.npz", x=x, y=y + 5)  # labels need not start at 0
+    pooled = load_npz(tmp_path / "m.npz")
+    assert len(pooled.images) == 30 and pooled.label_names == ("0", "1", "2")
+    plain = load_npz(tmp_path / "p.npz")
+    assert plain.label_names == ("5", "6", "7") and plain.labels.max() == 2
+    np.savez(tmp_path / "bad.npz", pixels=x)
+    with pytest.raises(DataError, match="x_train/y_train"):
+        load_npz(tmp_path / "bad.npz")
+
+
+def test_full_mnist_offline_without_cache_names_both_options(monkeypatch: pytest.MonkeyPatch,
+                                                             tmp_path: Path) -> None:
+    monkeypatch.setattr("train.sources.KERAS_MNIST_CACHE", tmp_path / "missing.npz")
+    with pytest.raises(DataError) as error:
+        load_source("mnist")
+    assert "--data path/to/mnist.npz" in str(error.value) and "mnist5k" in str(error.value)
+
+
+def test_full_mnist_from_keras_cache(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    cache = tmp_path / "mnist.npz"
+    x = np.zeros((40, 28, 28), np.uint8)
+    np.savez(cache, x_train=x[:30], y_train=np.arange(30) % 10, x_test=x[30:],
+             y_test=np.arange(10))
+    monkeypatch.setattr("train.sources.KERAS_MNIST_CACHE", cache)
+    source = load_source("mnist")
+    assert source.name == "mnist" and len(source.images) == 40 and source.framing == "digit"
+
+
+def test_folder_needs_two_classes_and_images(tmp_path: Path) -> None:
+    (tmp_path / "one" / "cats").mkdir(parents=True)
+    cv2.imwrite(str(tmp_path / "one" / "cats" / "a.png"), np.zeros((5, 5), np.uint8))
+    with pytest.raises(DataError, match="at least two"):
+        scan_folder(tmp_path / "one")
+    (tmp_path / "one" / "dogs").mkdir()
+    with pytest.raises(DataError, match="'dogs' has no"):
+        scan_folder(tmp_path / "one")
+    with pytest.raises(DataError, match="no such folder"):
+        load_source(str(tmp_path / "nowhere"))
+
+
+def test_split_is_disjoint_complete_stratified_and_seeded() -> None:
+    labels = np.repeat(np.arange(10), 500)
+    split = stratified_split(labels, 0.1, 0.15, seed=3)
+    parts = [split.train, split.val, split.test]
+    everything = np.concatenate(parts)
+    assert len(everything) == len(labels) == len(np.unique(everything))  # disjoint and complete
+    assert set(split.test).isdisjoint(split.train) and set(split.test).isdisjoint(split.val)
+    assert np.bincount(labels[split.test]).tolist() == [75] * 10
+    assert np.bincount(labels[split.val]).tolist() == [50] * 10
+    again = stratified_split(labels, 0.1, 0.15, seed=3)
+    assert np.array_equal(again.test, split.test)
+    assert not np.array_equal(stratified_split(labels, 0.1, 0.15, seed=4).test, split.test)
+
+
+def test_split_rejects_tiny_classes_and_bad_fractions() -> None:
+    with pytest.raises(ValueError, match="at least 3"):
+        stratified_split(np.array([0, 0, 1, 1, 1]), 0.1, 0.1, seed=0)
+    with pytest.raises(ValueError, match="sum to less than 1"):
+        stratified_split(np.arange(30) % 3, 0.6, 0.5, seed=0)
+
+
+def test_calibration_sample_comes_from_training_split_and_covers_classes() -> None:
+    cfg = TrainConfig(data="mnist5k")
+    data = prepare_data(cfg, load_source("mnist5k"))
+    sample = calibration_sample(data.train, 100, seed=cfg.seed)
+    assert len(sample) == 100 and set(sample.labels.tolist()) == set(range(10))
+    train_bytes = {image.tobytes() for image in data.train.images}
+    assert all(image.tobytes() in train_bytes for image in sample.images)
+
+
+def test_streamed_folder_skips_and_lists_the_corrupt_file(tmp_path: Path) -> None:
+    from train.pipeline import examples
+
+    root = write_color_folder(tmp_path / "shapes", per_class=10)
+    data = prepare_data(TrainConfig(data=str(root)), load_source(str(root)))
+    assert data.spec.color == "rgb" and data.spec.input_shape == (28, 28, 3)
+    seen = sum(len(list(examples(split, data.spec, data.skipped)))
+               for split in (data.train, data.val, data.test))
+    assert seen == 30  # 31 files, one corrupt
+    skipped = data.skipped.as_list()
+    assert [Path(s["path"]).name for s in skipped] == ["broken.png"]
+
+
+def test_training_pipeline_and_runtime_see_identical_pixels(tmp_path: Path) -> None:
+    """The pixels tf.data feeds the model are the ones the runtime computes for that file."""
+    from train.data import SkipLog, Split
+    from train.pipeline import examples
+
+    rng = np.random.default_rng(1)
+    image = rng.integers(0, 256, (77, 53, 3), dtype=np.uint8)
+    path = tmp_path / "odd.png"
+    cv2.imwrite(str(path), image)
+    for color, size in (("grayscale", 28), ("rgb", 32)):
+        spec = ModelSpec(labels=("a", "b"), height=size, width=size, color=color)
+        split = Split(labels=np.array([0]), paths=np.array([str(path)]))
+        (trained_on, _), = list(examples(split, spec, SkipLog()).as_numpy_iterator())
+        at_runtime = prepare(cv2.imread(str(path), cv2.IMREAD_UNCHANGED), spec)
+        assert trained_on.dtype == np.uint8 and np.array_equal(trained_on, at_runtime)
+        assert np.array_equal(trained_on, prepare(read_image(path), spec))
