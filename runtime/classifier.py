@@ -8,6 +8,7 @@ Callers never see int8.
 from __future__ import annotations
 
 import os
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -16,8 +17,9 @@ import numpy as np
 
 from runtime.backends import Backend, open_backend
 from runtime.errors import ImageError, SpecError
+from runtime.framing import check_roi, frame_digit
 from runtime.metadata import read_spec
-from runtime.preprocess import prepare, prepare_batch, to_model_values
+from runtime.preprocess import check_image, prepare, prepare_batch, to_model_values
 from runtime.spec import ModelSpec, QuantParams
 
 MAX_BATCH = 256  # larger batches are run in chunks: bounded memory on small devices
@@ -28,6 +30,15 @@ class Prediction:
     label: str
     probability: float
     index: int
+
+
+@dataclass(frozen=True)
+class FrameResult:
+    predictions: list[Prediction]  # empty when a digit model saw no ink
+    roi: tuple[int, int, int, int]
+    ink_found: bool
+    preprocess_ms: float
+    inference_ms: float           # includes (de)quantization and top-k
 
 
 class Classifier:
@@ -51,11 +62,11 @@ class Classifier:
     def predict(self, image: np.ndarray, top_k: int = 3) -> list[Prediction]:
         """Top-k predictions for one uint8 grayscale/BGR image of any size."""
         probs = self.probabilities(prepare(image, self.spec)[None])
-        return self._top(probs[0], top_k)
+        return self.top(probs[0], top_k)
 
     def predict_batch(self, images: Sequence[np.ndarray], top_k: int = 3) -> list[list[Prediction]]:
         probs = self.probabilities(prepare_batch(images, self.spec))
-        return [self._top(row, top_k) for row in probs]
+        return [self.top(row, top_k) for row in probs]
 
     def probabilities(self, pixels: np.ndarray) -> np.ndarray:
         """Class probabilities for prepared model inputs: (N, H, W, C) uint8 → (N, classes)."""
@@ -76,7 +87,33 @@ class Classifier:
         out = self.output_quant.dequantize(raw) if self.output_quant else raw.astype(np.float32)
         return softmax(out) if self.spec.output == "logits" else out
 
-    def _top(self, probs: np.ndarray, top_k: int) -> list[Prediction]:
+    def classify_frame(self, frame: np.ndarray, roi: Sequence[int] | None = None,
+                       top_k: int = 3) -> FrameResult:
+        """A camera frame → top-k, timed per stage.
+
+        Digit models (``spec.framing == "digit"``) see the ROI cut and centred like MNIST;
+        blank paper gives no predictions. Other models see the ROI (default: whole frame).
+        """
+        started = time.perf_counter()
+        ink_found = True
+        if self.spec.framing == "digit":
+            framed = frame_digit(frame, roi)
+            region, ink_found, image = framed.roi, framed.ink_found, framed.image
+        else:
+            frame = check_image(frame, "frame")
+            height, width = frame.shape[:2]
+            region = tuple(roi) if roi is not None else (0, 0, width, height)
+            x, y, w, h = check_roi(region, height, width)
+            image = frame[y:y + h, x:x + w]
+        pixels = prepare(image, self.spec)[None]
+        prepared = time.perf_counter()
+        predictions = self.top(self.probabilities(pixels)[0], top_k) if ink_found else []
+        done = time.perf_counter()
+        return FrameResult(predictions, tuple(region), ink_found,  # type: ignore[arg-type]
+                           (prepared - started) * 1e3, (done - prepared) * 1e3)
+
+    def top(self, probs: np.ndarray, top_k: int) -> list[Prediction]:
+        """The ``top_k`` most probable classes of one probability row, best first."""
         k = max(1, min(top_k, len(probs)))
         order = np.argsort(-probs, kind="stable")[:k]
         return [Prediction(self.spec.labels[i], float(probs[i]), int(i)) for i in order]

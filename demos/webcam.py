@@ -1,0 +1,226 @@
+"""``python -m demos.webcam``: classify camera (or video, folder, stream) frames live.
+
+The window shows the ROI box, the top-3 labels, FPS and per-stage times; ``q`` quits.
+``--headless`` prints a rolling status line instead. With a ground-truth file (made by
+``python -m demos.make_clip``) it ends by printing the frame accuracy.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import sys
+import time
+from collections import deque
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import IO
+
+import cv2
+import numpy as np
+
+import runtime
+from demos.overlay import draw
+from runtime.camera import Frame, open_source
+from runtime.classifier import FrameResult
+from runtime.cli import Parser, run_cli
+from runtime.errors import EdgeCNNError, SourceError
+from runtime.files import scratch_path
+from runtime.framing import parse_roi
+
+WINDOW = "edgecnn"
+
+
+@dataclass
+class Tally:
+    """What the run measured: per-stage times, FPS, and accuracy against ground truth."""
+
+    wait_ms: list[float] = field(default_factory=list)
+    preprocess_ms: list[float] = field(default_factory=list)
+    inference_ms: list[float] = field(default_factory=list)
+    correct: int = 0
+    judged: int = 0
+    recent: deque = field(default_factory=lambda: deque(maxlen=30))  # frame end times, for FPS
+
+    def add(self, frame: Frame, result: FrameResult, truth: list[str] | None) -> None:
+        self.wait_ms.append(frame.wait_ms)
+        self.preprocess_ms.append(result.preprocess_ms)
+        self.inference_ms.append(result.inference_ms)
+        self.recent.append(time.perf_counter())
+        if truth is not None and frame.index < len(truth):
+            self.judged += 1
+            label = result.predictions[0].label if result.predictions else None
+            self.correct += label == truth[frame.index]
+
+    @property
+    def fps(self) -> float:
+        if len(self.recent) < 2:
+            return 0.0
+        return (len(self.recent) - 1) / max(self.recent[-1] - self.recent[0], 1e-9)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = Parser(prog="python -m demos.webcam", description=__doc__,
+               formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p.add_argument("--model", required=True, help=".onnx or .tflite file")
+    p.add_argument("--source", default="0", help="camera index, video file, image folder or "
+                   "rtsp/http URL")
+    p.add_argument("--headless", action="store_true", help="no window: a status line instead")
+    p.add_argument("--max-frames", type=int, default=None, help="stop after this many frames")
+    p.add_argument("--save", default=None, help="write the annotated video here (.mp4 or .avi)")
+    p.add_argument("--jsonl", default=None, help="write one JSON record per frame here")
+    p.add_argument("--roi", default=None, help="region to classify, x,y,w,h in pixels "
+                   "(default: a centred box for digit models, the whole frame otherwise)")
+    p.add_argument("--threads", type=int, default=None, help="inference threads")
+    p.add_argument("--truth", default=None, help="ground-truth labels (default: "
+                   "<source>.truth.json when it exists)")
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    return run_cli("webcam", lambda: run(args))
+
+
+def run(args: argparse.Namespace) -> int:
+    if args.max_frames is not None and args.max_frames < 1:
+        raise EdgeCNNError(f"--max-frames {args.max_frames} must be positive")
+    roi = parse_roi(args.roi) if args.roi else None
+    classifier = runtime.load(args.model, threads=args.threads)
+    truth = _load_truth(args.truth, args.source)
+    show = not args.headless and _window_available()
+    tally = Tally()
+    with open_source(args.source) as source, _writers(args.save, args.jsonl) as (video, log):
+        for frame in source:
+            result = classifier.classify_frame(frame.image, roi)
+            tally.add(frame, result, truth)
+            annotated = None
+            if show or video is not None:
+                annotated = draw(frame.image, result, tally.fps, frame.wait_ms)
+            if video is not None:
+                video.write(annotated)
+            if log is not None:
+                log.write(json.dumps(_record(frame, result)) + "\n")
+            if show:
+                cv2.imshow(WINDOW, annotated)
+                if cv2.waitKey(1) & 0xFF == ord("q"):
+                    break
+            else:
+                _status(frame, result, tally)
+            if args.max_frames and frame.index + 1 >= args.max_frames:
+                break
+        stats = source.stats
+    if show:
+        cv2.destroyAllWindows()
+    _summary(tally, stats, classifier, args.source)
+    return 0
+
+
+def _record(frame: Frame, result: FrameResult) -> dict:
+    best = result.predictions[0] if result.predictions else None
+    return {"frame": frame.index, "label": best.label if best else None,
+            "probability": round(best.probability, 5) if best else None,
+            "top": [[p.label, round(p.probability, 5)] for p in result.predictions],
+            "ms": {"wait": round(frame.wait_ms, 3), "preprocess": round(result.preprocess_ms, 3),
+                   "inference": round(result.inference_ms, 3)}}
+
+
+def _status(frame: Frame, result: FrameResult, tally: Tally) -> None:
+    """A rolling line on a terminal; one line every 50 frames when logging to a file."""
+    interactive = sys.stdout.isatty()
+    if not interactive and frame.index % 50:
+        return
+    best = result.predictions[0] if result.predictions else None
+    shown = f"{best.label} {best.probability * 100:5.1f}%" if best else "no digit  "
+    line = (f"frame {frame.index:6d} | {shown} | {tally.fps:6.1f} FPS | wait "
+            f"{frame.wait_ms:5.2f} ms | pre {result.preprocess_ms:5.2f} ms | infer "
+            f"{result.inference_ms:5.2f} ms")
+    print(f"\r{line}", end="", flush=True) if interactive else print(line)
+
+
+def _summary(tally: Tally, stats: object, classifier: runtime.Classifier, source: str) -> None:
+    if sys.stdout.isatty():
+        print()
+    frames = len(tally.wait_ms)
+    if not frames:
+        raise SourceError(f"source {source} delivered no frames")
+    median = {name: float(np.median(values)) for name, values in (
+        ("wait", tally.wait_ms), ("preprocess", tally.preprocess_ms),
+        ("inference", tally.inference_ms))}
+    print(f"{frames} frames from {source} with {classifier.path.name} ({classifier.backend.name},"
+          f" {classifier.spec.precision}); median ms: wait {median['wait']:.2f}, preprocess "
+          f"{median['preprocess']:.2f}, inference {median['inference']:.3f}; dropped "
+          f"{getattr(stats, 'dropped', 0)}")
+    if tally.judged:
+        print(f"frame accuracy {tally.correct / tally.judged * 100:.2f}% "
+              f"({tally.correct}/{tally.judged} frames match the ground truth)")
+
+
+def _load_truth(path: str | None, source: str) -> list[str] | None:
+    candidate = Path(path) if path else Path(f"{source}.truth.json")
+    if not candidate.is_file():
+        if path:
+            raise EdgeCNNError(f"--truth {path}: no such file")
+        return None
+    try:
+        return [str(label) for label in json.loads(candidate.read_text())["labels"]]
+    except (ValueError, KeyError, TypeError):
+        raise EdgeCNNError(f"{candidate} is not a ground-truth file (a JSON object with "
+                           "'labels'); make one with python -m demos.make_clip") from None
+
+
+def _window_available() -> bool:
+    """False on headless OpenCV builds or without a display: fall back to the status line."""
+    try:
+        cv2.namedWindow(WINDOW, cv2.WINDOW_AUTOSIZE)
+        return True
+    except cv2.error:
+        print("webcam: no window available (headless OpenCV or no display); showing a status "
+              "line instead (--headless hides this note)")
+        return False
+
+
+@contextlib.contextmanager
+def _writers(save: str | None, jsonl: str | None) -> Iterator[tuple[object, IO[str] | None]]:
+    """Annotated video and JSON-lines log, each under its final name only when complete."""
+    with contextlib.ExitStack() as stack:
+        video = log = None
+        if save:
+            tmp_video = stack.enter_context(scratch_path(save))
+            video = _VideoSink(tmp_video)
+        if jsonl:
+            tmp_log = stack.enter_context(scratch_path(jsonl))
+            log = stack.enter_context(open(tmp_log, "w", encoding="utf-8"))
+        yield video, log
+        if video is not None:
+            video.finish(Path(save))  # type: ignore[arg-type]
+        if log is not None:
+            log.close()
+            tmp_log.replace(jsonl)
+
+
+class _VideoSink:
+    """A VideoWriter opened on the first frame, when the frame size is known."""
+
+    def __init__(self, path: Path) -> None:
+        self.path, self.writer = path, None
+
+    def write(self, frame: np.ndarray) -> None:
+        if self.writer is None:
+            fourcc = "mp4v" if self.path.suffix.lower() == ".mp4" else "MJPG"
+            self.writer = cv2.VideoWriter(str(self.path), cv2.VideoWriter_fourcc(*fourcc), 15.0,
+                                          (frame.shape[1], frame.shape[0]))
+            if not self.writer.isOpened():
+                raise EdgeCNNError(f"cannot write video {self.path.suffix}: use .mp4 or .avi")
+        self.writer.write(frame)
+
+    def finish(self, final: Path) -> None:
+        if self.writer is not None:
+            self.writer.release()
+            self.path.replace(final)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

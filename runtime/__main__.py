@@ -1,0 +1,65 @@
+"""``python -m runtime predict --model FILE IMAGE...``: classify image files, no TensorFlow.
+
+Digit models (spec framing "digit") cut and centre photos of handwritten digits the way
+MNIST was made; images already at the model's input size are used as they are.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+
+from runtime.cli import Parser, run_cli
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = Parser(prog="python -m runtime", description=__doc__)
+    commands = p.add_subparsers(dest="command", required=True, parser_class=Parser)
+    predict = commands.add_parser("predict", help="classify image files")
+    predict.add_argument("--model", required=True, help=".onnx or .tflite file")
+    predict.add_argument("images", nargs="+", metavar="IMAGE", help="PNG, JPEG or BMP files")
+    predict.add_argument("--top-k", type=int, default=3)
+    predict.add_argument("--json", action="store_true", help="one JSON object per image")
+    predict.add_argument("--threads", type=int, default=None)
+    predict.add_argument("--roi", default=None, help="digit models: region x,y,w,h to read")
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    return run_cli("runtime", lambda: predict(args))
+
+
+def predict(args: argparse.Namespace) -> int:
+    import runtime
+    from runtime.errors import EdgeCNNError
+    from runtime.framing import parse_roi
+    from runtime.preprocess import read_image
+
+    if args.top_k < 1:
+        raise EdgeCNNError(f"--top-k {args.top_k} must be at least 1")
+    roi = parse_roi(args.roi) if args.roi else None
+    classifier = runtime.load(args.model, threads=args.threads)
+    images = [(path, read_image(path)) for path in args.images]  # fail before printing anything
+    for path, image in images:
+        started = time.perf_counter()
+        at_input_size = image.shape[:2] == classifier.spec.input_shape[:2]
+        if classifier.spec.framing == "digit" and not at_input_size:
+            predictions = classifier.classify_frame(image, roi, args.top_k).predictions
+        else:
+            predictions = classifier.predict(image, args.top_k)
+        ms = (time.perf_counter() - started) * 1e3
+        if args.json:
+            print(json.dumps({"image": path, "ms": round(ms, 3), "predictions": [
+                {"label": p.label, "probability": round(p.probability, 6)} for p in predictions]}))
+        else:
+            shown = ", ".join(f"{p.label} ({p.probability:.3f})" for p in predictions) or \
+                "no digit found"
+            print(f"{path}: {shown}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
