@@ -25,7 +25,7 @@ import runtime
 from demos.overlay import draw
 from runtime.camera import Frame, open_source
 from runtime.classifier import FrameResult
-from runtime.cli import Parser, run_cli
+from runtime.cli import Parser, run_cli, setup_logging
 from runtime.errors import EdgeCNNError, SourceError
 from runtime.files import scratch_path
 from runtime.framing import parse_roi
@@ -85,6 +85,9 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def run(args: argparse.Namespace) -> int:
+    setup_logging()  # reopen attempts and other progress go to stdout; stderr is for the error
+    # OpenCV warns on stderr for each failed open; our own message names the source instead.
+    cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_ERROR)
     if args.max_frames is not None and args.max_frames < 1:
         raise EdgeCNNError(f"--max-frames {args.max_frames} must be positive")
     roi = parse_roi(args.roi) if args.roi else None

@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy as np
 
 from export.errors import ExportError, UnsupportedModelError
+from export.onnx_graph import LAYOUT_OPS, compact_names, simplify
 from runtime.errors import first_line
 from runtime.files import atomic_path
 from runtime.preprocess import to_model_values
@@ -43,6 +44,8 @@ def export_float(model: object, spec: ModelSpec, path: Path) -> ModelSpec:
                                         f"{first_line(exc)}") from None
         proto = onnx.load(str(raw))
     _name_batch_dimension(proto)
+    rewrites = simplify(proto)
+    log.debug("graph rewrites: %s", ", ".join(rewrites) or "none")
     file_spec = spec.replace(precision="float32", input_quant=None, output_quant=None)
     save(proto, file_spec, path)
     return file_spec
@@ -62,7 +65,7 @@ def export_int8(float_path: Path, spec: ModelSpec, path: Path, calibration: np.n
     from onnxruntime.quantization.shape_inference import quant_pre_process
 
     activation_type = QuantType.QUInt8 if activations == "uint8" else QuantType.QInt8
-    input_name = onnx.load(str(float_path), load_external_data=False).graph.input[0].name
+    input_name = onnx.load(str(float_path)).graph.input[0].name
     values = to_model_values(calibration, spec)
 
     class Reader(CalibrationDataReader):
@@ -75,10 +78,10 @@ def export_int8(float_path: Path, spec: ModelSpec, path: Path, calibration: np.n
 
     input_quant = exact_pixel_quant(spec, activations)
     overrides = {}
-    if input_quant is not None:
-        overrides[input_name] = [{"scale": np.array(input_quant.scale, dtype=np.float32),
-                                  "zero_point": np.array(input_quant.zero_point,
-                                                         dtype=activations)}]
+    if input_quant is not None:  # wherever the quantizer puts the input's Q, it gets this
+        pixels = {"scale": np.array(input_quant.scale, dtype=np.float32),
+                  "zero_point": np.array(input_quant.zero_point, dtype=activations)}
+        overrides = {name: [dict(pixels)] for name in pixel_tensors(onnx.load(str(float_path)))}
     with tempfile.TemporaryDirectory() as tmp:
         pre, quantized = Path(tmp) / "pre.onnx", Path(tmp) / "int8.onnx"
         quant_pre_process(str(float_path), str(pre), skip_symbolic_shape=True)
@@ -127,6 +130,7 @@ def save(proto: object, spec: ModelSpec, path: Path) -> None:
     if missing:
         raise UnsupportedModelError(f"no standard ONNX op for {', '.join(missing)[:200]}: "
                                     "tf2onnx could not convert it; replace that layer")
+    compact_names(proto)
     del proto.metadata_props[:]  # type: ignore[attr-defined]
     entry = proto.metadata_props.add()  # type: ignore[attr-defined]
     entry.key, entry.value = METADATA_KEY, spec.to_json()
@@ -147,17 +151,29 @@ def _name_batch_dimension(proto: object) -> None:
             dim.dim_param = "batch"
 
 
+def pixel_tensors(proto: object) -> list[str]:
+    """The graph input and the tensors that only re-lay it out (Reshape/Transpose) before
+    the first compute op: all of them hold raw pixels, so all may be uint8."""
+    graph = proto.graph  # type: ignore[attr-defined]
+    chain = [graph.input[0].name]
+    while True:
+        users = [n for n in graph.node if chain[-1] in n.input]
+        if len(users) != 1 or users[0].op_type not in LAYOUT_OPS or users[0].input[0] != chain[-1]:
+            return chain
+        chain.append(users[0].output[0])
+
+
 def _strip_input_quantize(proto: object, quant: QuantParams) -> bool:
-    """Feed the graph input straight into the consumers of its QuantizeLinear."""
+    """Feed raw integer pixels past the first QuantizeLinear, which they already satisfy."""
     from onnx import TensorProto, numpy_helper
 
     graph = proto.graph  # type: ignore[attr-defined]
-    graph_input = graph.input[0]
-    nodes = [n for n in graph.node
-             if n.op_type == "QuantizeLinear" and n.input[0] == graph_input.name]
-    if len(nodes) != 1 or any(graph_input.name in n.input for n in graph.node if n is not nodes[0]):
+    chain = pixel_tensors(proto)
+    last = chain[-1]
+    users = [n for n in graph.node if last in n.input]
+    if len(users) != 1 or users[0].op_type != "QuantizeLinear":
         return False
-    node = nodes[0]
+    node = users[0]
     inits = {i.name: i for i in graph.initializer}
     scale = float(numpy_helper.to_array(inits[node.input[1]]))
     zero = int(numpy_helper.to_array(inits[node.input[2]]))
@@ -167,10 +183,13 @@ def _strip_input_quantize(proto: object, quant: QuantParams) -> bool:
     for other in graph.node:
         for i, name in enumerate(other.input):
             if name == node.output[0]:
-                other.input[i] = graph_input.name
+                other.input[i] = last
     graph.node.remove(node)
-    graph_input.type.tensor_type.elem_type = TensorProto.UINT8 if quant.dtype == "uint8" \
-        else TensorProto.INT8
+    integer = TensorProto.UINT8 if quant.dtype == "uint8" else TensorProto.INT8
+    graph.input[0].type.tensor_type.elem_type = integer
+    for info in list(graph.value_info):  # intermediate layout tensors are integer now too
+        if info.name in chain:
+            graph.value_info.remove(info)
     return True
 
 

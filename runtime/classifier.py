@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import os
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -54,6 +54,9 @@ class Classifier:
                                       path, "input")
         self.output_quant = _quant_for(backend.output_dtype, backend.output_quant,
                                        spec.output_quant, path, "output")
+        self._encode = _input_encoder(spec, self.input_quant, backend.input_dtype)
+        self._decode = _output_decoder(spec, self.output_quant)
+        self._input_shape = spec.input_shape
 
     @property
     def labels(self) -> tuple[str, ...]:
@@ -70,22 +73,18 @@ class Classifier:
 
     def probabilities(self, pixels: np.ndarray) -> np.ndarray:
         """Class probabilities for prepared model inputs: (N, H, W, C) uint8 → (N, classes)."""
-        if pixels.dtype != np.uint8 or pixels.shape[1:] != self.spec.input_shape:
+        if pixels.dtype != np.uint8 or pixels.shape[1:] != self._input_shape:
             raise ImageError(f"model inputs must be uint8 {_shape(self.spec.input_shape)}, got "
                              f"{pixels.dtype} {_shape(pixels.shape[1:])}; use predict() for "
                              "images of other sizes")
+        if 0 < len(pixels) <= MAX_BATCH:  # the per-frame path: no chunking, no concatenation
+            return self._run(pixels)
         chunks = [self._run(pixels[i:i + MAX_BATCH]) for i in range(0, len(pixels), MAX_BATCH)]
-        return np.concatenate(chunks) if chunks else np.zeros((0, self.spec.num_classes))
+        return np.concatenate(chunks) if chunks else np.zeros((0, self.spec.num_classes),
+                                                              np.float32)
 
     def _run(self, pixels: np.ndarray) -> np.ndarray:
-        values = to_model_values(pixels, self.spec)
-        if self.input_quant is not None:
-            batch = self.input_quant.quantize(values)
-        else:
-            batch = values.astype(self.backend.input_dtype, copy=False)
-        raw = self.backend.run(batch)
-        out = self.output_quant.dequantize(raw) if self.output_quant else raw.astype(np.float32)
-        return softmax(out) if self.spec.output == "logits" else out
+        return self._decode(self.backend.run(self._encode(pixels)))
 
     def classify_frame(self, frame: np.ndarray, roi: Sequence[int] | None = None,
                        top_k: int = 3) -> FrameResult:
@@ -127,6 +126,40 @@ def load(path: str | os.PathLike[str], threads: int | None = None) -> Classifier
     path = Path(path)
     backend = open_backend(path, threads)
     return Classifier(backend, read_spec(path, backend.embedded_spec), path)
+
+
+def _input_encoder(spec: ModelSpec, quant: QuantParams | None,
+                   dtype: np.dtype) -> Callable[[np.ndarray], np.ndarray]:
+    """uint8 pixels → what the engine takes. Exact shortcuts where pixels already are it."""
+    raw_pixels = tuple(spec.value_range) == (0.0, 255.0)
+    if quant is not None and raw_pixels and quant.scale == 1.0:
+        if quant.dtype == "uint8" and quant.zero_point == 0:
+            return lambda pixels: pixels
+        if quant.dtype == "int8" and quant.zero_point == -128:
+            return lambda pixels: (pixels ^ np.uint8(0x80)).view(np.int8)  # pixel - 128, exact
+    if quant is not None:
+        return lambda pixels: quant.quantize(to_model_values(pixels, spec))
+    if raw_pixels:
+        return lambda pixels: pixels.astype(dtype)
+    return lambda pixels: to_model_values(pixels, spec).astype(dtype, copy=False)
+
+
+def _output_decoder(spec: ModelSpec,
+                    quant: QuantParams | None) -> Callable[[np.ndarray], np.ndarray]:
+    """Engine output → probabilities. Integer outputs go through a 256-entry table: one
+    indexing op instead of a cast, a subtraction and a multiplication per frame."""
+    if quant is not None:
+        codes = np.arange(256, dtype=np.uint8).view(quant.dtype)
+        table = quant.dequantize(codes)
+
+        def dequantize(raw: np.ndarray) -> np.ndarray:
+            return table[raw.view(np.uint8)]
+    else:
+        def dequantize(raw: np.ndarray) -> np.ndarray:
+            return raw.astype(np.float32, copy=False)
+    if spec.output == "logits":
+        return lambda raw: softmax(dequantize(raw))
+    return dequantize
 
 
 def softmax(logits: np.ndarray) -> np.ndarray:

@@ -1,0 +1,193 @@
+"""The device runtime: no TensorFlow, quantized I/O, one preprocessing, bad input."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+
+import runtime
+from conftest import ROOT, assert_clean_failure, run_module
+from runtime.bundle import load_images
+from runtime.errors import ImageError, ModelFileError, SpecError
+from runtime.preprocess import prepare, to_model_values
+from runtime.spec import ModelSpec, QuantParams
+
+SPEC = ModelSpec(labels=("a", "b", "c"), height=28, width=28)
+
+
+def test_runtime_never_imports_tensorflow(exported_bundle: Path) -> None:
+    """A fresh interpreter: import, load both engines, predict; TensorFlow stays out."""
+    code = f"""
+import sys, numpy as np, runtime
+image = np.full((40, 30, 3), 200, np.uint8)
+for name in ("model.onnx", "model.int8.onnx", "model.tflite", "model.int8.tflite"):
+    runtime.load(r"{exported_bundle}/" + name).predict(image)
+heavy = [m for m in ("tensorflow", "keras", "onnx", "tf2onnx") if m in sys.modules]
+print("HEAVY", heavy)
+"""
+    result = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True,
+                            text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    assert "HEAVY []" in result.stdout
+
+
+def test_float_and_int8_files_give_the_top1_export_reported(exported_bundle: Path) -> None:
+    images, labels = load_images(exported_bundle / "eval.npz")
+    report = json.loads((exported_bundle / "export_report.json").read_text())
+    for entry in report["files"]:
+        classifier = runtime.load(exported_bundle / entry["file"])
+        predicted = classifier.probabilities(images).argmax(1)
+        assert float((predicted == labels).mean()) == pytest.approx(entry["accuracy"])
+
+
+def test_int8_io_uses_the_files_own_quantization(exported_bundle: Path) -> None:
+    tflite = runtime.load(exported_bundle / "model.int8.tflite")
+    onnx = runtime.load(exported_bundle / "model.int8.onnx")
+    assert tflite.backend.input_dtype == np.int8 and onnx.backend.input_dtype == np.uint8
+    assert tflite.input_quant == QuantParams(1.0, -128, "int8")  # raw pixels minus 128: exact
+    assert onnx.input_quant == QuantParams(1.0, 0, "uint8")
+    images, _ = load_images(exported_bundle / "eval.npz")
+    raw = tflite.backend.run(tflite.input_quant.quantize(images[:4].astype(np.float32)))
+    assert raw.dtype == np.int8  # the engine really runs int8 ...
+    probs = tflite.probabilities(images[:4])
+    assert probs.dtype == np.float32 and np.allclose(probs.sum(1), 1, atol=0.05)  # ... callers don't
+    assert np.array_equal(probs, tflite.output_quant.dequantize(raw))
+
+
+def test_quant_params_round_trip_and_saturate() -> None:
+    q = QuantParams(0.5, 10, "int8")
+    values = np.array([-100.0, -1.0, 0.0, 3.2, 1000.0], np.float32)
+    assert q.quantize(values).tolist() == [-128, 8, 10, 16, 127]
+    assert q.dequantize(q.quantize(np.array([3.0]))).tolist() == [3.0]
+    with pytest.raises(SpecError):
+        QuantParams(0.0, 0, "int8")
+
+
+def test_one_preprocessing_for_any_colour_layout_and_size() -> None:
+    gray = np.random.default_rng(0).integers(0, 256, (50, 40), dtype=np.uint8)
+    bgr = cv2.cvtColor(gray, cv2.COLOR_GRAY2BGR)
+    bgra = cv2.cvtColor(bgr, cv2.COLOR_BGR2BGRA)  # fully opaque
+    results = [prepare(image, SPEC) for image in (gray, gray[:, :, None], bgr, bgra)]
+    assert all(r.shape == (28, 28, 1) and r.dtype == np.uint8 for r in results)
+    assert all(np.array_equal(results[0], r) for r in results[1:])
+    rgb_spec = SPEC.replace(color="rgb")
+    blue = np.zeros((10, 10, 3), np.uint8)
+    blue[:, :, 0] = 255  # BGR blue
+    assert prepare(blue, rgb_spec)[0, 0].tolist() == [0, 0, 255]  # model sees RGB
+    transparent = np.zeros((10, 10, 4), np.uint8)  # alpha 0: composited over white paper
+    assert prepare(transparent, SPEC).min() == 255
+    assert to_model_values(np.array([0, 255], np.uint8), SPEC.replace(
+        value_range=(-1.0, 1.0))).tolist() == [-1.0, 1.0]
+
+
+@pytest.mark.parametrize(("image", "message"), [
+    (np.zeros((28, 28), np.float32), "uint8"),
+    (np.zeros((28, 28, 2), np.uint8), "shape"),
+    (np.zeros((0, 28), np.uint8), "empty"),
+    ([[0, 1], [2, 3]], "numpy array"),
+])
+def test_images_of_unexpected_shape_or_dtype_are_refused(image: object, message: str,
+                                                         exported_bundle: Path) -> None:
+    classifier = runtime.load(exported_bundle / "model.int8.tflite")
+    with pytest.raises(ImageError, match=message):
+        classifier.predict(image)  # type: ignore[arg-type]
+    with pytest.raises(ImageError, match="model inputs must be uint8"):
+        classifier.probabilities(np.zeros((1, 32, 32, 1), np.uint8))
+
+
+def test_broken_model_files_are_clear_errors_and_never_crash(exported_bundle: Path,
+                                                            tmp_path: Path) -> None:
+    """Every corruption in a child interpreter: it must survive and report each one."""
+    rng = np.random.default_rng(0)
+    cases = []
+    for name in ("model.int8.onnx", "model.int8.tflite"):
+        data = (exported_bundle / name).read_bytes()
+        suffix = Path(name).suffix
+        variants = {"empty": b"", "truncated": data[: len(data) // 3],
+                    "header_only": data[:16], "random": rng.bytes(len(data))}
+        for label, content in variants.items():
+            path = tmp_path / f"{label}{suffix}"
+            path.write_bytes(content)
+            cases.append(str(path))
+    cases.append(str(tmp_path / "missing.onnx"))
+    code = f"""
+import runtime
+for path in {cases!r}:
+    try:
+        runtime.load(path)
+        print("LOADED", path)
+    except runtime.ModelFileError as exc:
+        print("CLEAR", str(exc).splitlines()[0][:80])
+"""
+    result = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True,
+                            text=True, timeout=120)
+    assert result.returncode == 0, result.stderr  # no segfault, no uncaught exception
+    assert result.stdout.count("CLEAR") == len(cases), result.stdout
+
+
+def test_wrong_suffix_and_spec_fallbacks(exported_bundle: Path, tmp_path: Path) -> None:
+    with pytest.raises(ModelFileError, match="unknown model type"):
+        runtime.load(exported_bundle / "spec.json")
+    import onnx
+
+    bare = onnx.load(str(exported_bundle / "model.onnx"))
+    del bare.metadata_props[:]
+    onnx.save(bare, str(tmp_path / "bare.onnx"))
+    with pytest.raises(SpecError, match="no sidecar"):
+        runtime.load(tmp_path / "bare.onnx")
+    shutil.copyfile(exported_bundle / "model.onnx.json", tmp_path / "bare.onnx.json")
+    assert runtime.load(tmp_path / "bare.onnx").labels == tuple("0123456789")
+    wrong = json.loads((exported_bundle / "model.onnx.json").read_text()) | {"height": 32}
+    (tmp_path / "bare.onnx.json").write_text(json.dumps(wrong))
+    with pytest.raises(SpecError, match="spec describes 32x28x1"):
+        runtime.load(tmp_path / "bare.onnx")
+
+
+def test_frames_of_non_digit_models_use_the_roi_or_whole_frame(tmp_path: Path) -> None:
+    import keras
+
+    from export.tflite import convert
+
+    inputs = keras.Input((16, 16, 3))
+    model = keras.Model(inputs, keras.layers.Dense(3, activation="softmax")(
+        keras.layers.Flatten()(inputs)))
+    spec = ModelSpec(labels=("x", "y", "z"), height=16, width=16, color="rgb")
+    data, _ = convert(model, spec, "float32")
+    (tmp_path / "m.tflite").write_bytes(data)
+    classifier = runtime.load(tmp_path / "m.tflite")
+    frame = np.random.default_rng(0).integers(0, 256, (120, 160, 3), dtype=np.uint8)
+    whole = classifier.classify_frame(frame)
+    assert whole.roi == (0, 0, 160, 120) and len(whole.predictions) == 3
+    part = classifier.classify_frame(frame, roi=(10, 20, 40, 30))
+    expected = classifier.predict(frame[20:50, 10:50])
+    assert [p.label for p in part.predictions] == [p.label for p in expected]
+    with pytest.raises(ImageError, match="does not lie inside"):
+        classifier.classify_frame(frame, roi=(150, 0, 40, 40))
+
+
+def test_predict_cli_text_json_and_errors(exported_bundle: Path, tmp_path: Path) -> None:
+    images, labels = load_images(exported_bundle / "eval.npz")
+    digit = tmp_path / "digit.png"
+    cv2.imwrite(str(digit), images[0])
+    model = str(exported_bundle / "model.int8.tflite")
+    text = run_module("runtime", "predict", "--model", model, str(digit), "--top-k", "2")
+    assert text.returncode == 0 and text.stdout.startswith(f"{digit}: ")
+    as_json = run_module("runtime", "predict", "--model", model, str(digit), "--json")
+    record = json.loads(as_json.stdout)
+    assert len(record["predictions"]) == 3 and record["image"] == str(digit)
+    assert_clean_failure(run_module("runtime", "predict", "--model", model,
+                                    str(tmp_path / "none.png")), "cannot read image")
+    assert_clean_failure(run_module("runtime", "predict", "--model", str(tmp_path / "x.onnx"),
+                                    str(digit)), "cannot read model")
+    (tmp_path / "bad.png").write_bytes(b"not a png")
+    assert_clean_failure(run_module("runtime", "predict", "--model", model,
+                                    str(tmp_path / "bad.png")), "cannot decode")
+    assert_clean_failure(run_module("runtime", "predict", "--model", model, str(digit),
+                                    "--roi", "1,2,3"), "--roi")
