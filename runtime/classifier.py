@@ -54,8 +54,10 @@ class Classifier:
                                       path, "input")
         self.output_quant = _quant_for(backend.output_dtype, backend.output_quant,
                                        spec.output_quant, path, "output")
-        self._encode = _input_encoder(spec, self.input_quant, backend.input_dtype)
-        self._decode = _output_decoder(spec, self.output_quant)
+        # encode: uint8 pixels → engine input; decode: engine output → probabilities. Public
+        # so benchmarks can time the engine alone on exactly what the classifier feeds it.
+        self.encode = _input_encoder(spec, self.input_quant, backend.input_dtype)
+        self.decode = _output_decoder(spec, self.output_quant)
         self._input_shape = spec.input_shape
 
     @property
@@ -84,7 +86,7 @@ class Classifier:
                                                               np.float32)
 
     def _run(self, pixels: np.ndarray) -> np.ndarray:
-        return self._decode(self.backend.run(self._encode(pixels)))
+        return self.decode(self.backend.run(self.encode(pixels)))
 
     def classify_frame(self, frame: np.ndarray, roi: Sequence[int] | None = None,
                        top_k: int = 3) -> FrameResult:

@@ -1,0 +1,102 @@
+"""The Keras model as the reference row: loaded with TensorFlow, called the fastest honest way.
+
+Imported only when TensorFlow is installed; on a device with just the runtime extra the
+benchmark runs without this row. The reference pays what a Keras user pays per image: uint8
+pixels → float values → the model → a numpy array.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from runtime.classifier import softmax
+from runtime.preprocess import to_model_values
+from runtime.quiet import native_stderr_silenced
+from runtime.spec import ModelSpec
+
+TRIAL_CALLS = 30  # per call style when choosing between eager and tf.function
+
+
+def tensorflow_available() -> bool:
+    try:
+        return all(importlib.util.find_spec(name) is not None for name in ("tensorflow", "keras"))
+    except (ImportError, ValueError):  # a module set to None in sys.modules: treat as absent
+        return False
+
+
+def import_keras(threads: int | None) -> str:
+    """Import TensorFlow and Keras quietly, with ``threads`` intra-op threads if still possible.
+
+    TensorFlow fixes its thread pools at the first op; ``runtime.quiet.import_tensorflow``
+    runs one, so the threads are set here first. Returns what was applied, for the record.
+    """
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    with native_stderr_silenced():
+        import keras  # noqa: F401
+        import tensorflow as tf
+
+        applied = "TensorFlow defaults"
+        if threads is not None:
+            try:
+                tf.config.threading.set_intra_op_parallelism_threads(threads)
+                tf.config.threading.set_inter_op_parallelism_threads(1)
+                applied = f"intra_op={threads}, inter_op=1"
+            except RuntimeError:  # already initialized in this process (e.g. under pytest)
+                applied = "unchanged: TensorFlow was initialized before the benchmark"
+        tf.constant(0) + 0
+    return applied
+
+
+def load_keras(path: Path) -> Any:
+    import keras
+
+    with native_stderr_silenced():
+        return keras.models.load_model(path, compile=False)
+
+
+class KerasReference:
+    """``model(x, training=False)`` eager or as a ``tf.function``; :meth:`choose` picks one."""
+
+    def __init__(self, model: Any, spec: ModelSpec) -> None:
+        import tensorflow as tf
+
+        self.model, self.spec = model, spec
+        # autograph off: the call has no Python control flow, and it warns on lambdas
+        graph = tf.function(lambda v: model(v, training=False), reduce_retracing=True,
+                            autograph=False)
+        self.calls: dict[str, Callable[[np.ndarray], Any]] = {
+            "eager": lambda v: model(v, training=False), "tf.function": graph}
+        self.call_name = "tf.function"
+        self.trial_us: dict[str, float] = {}
+
+    def choose(self, pixels: np.ndarray) -> str:
+        """Time both call styles on one prepared image; keep the faster for every row."""
+        values = self.engine_input(pixels)
+        for name, call in self.calls.items():
+            for _ in range(3):  # the first calls trace the graph or build the layers
+                call(values)
+            times = []
+            for _ in range(TRIAL_CALLS):
+                start = time.perf_counter_ns()
+                np.asarray(call(values))
+                times.append(time.perf_counter_ns() - start)
+            self.trial_us[name] = float(np.median(times)) / 1e3
+        self.call_name = min(self.trial_us, key=self.trial_us.__getitem__)
+        return self.call_name
+
+    def engine_input(self, pixels: np.ndarray) -> np.ndarray:
+        return to_model_values(pixels, self.spec)
+
+    def engine(self, values: np.ndarray) -> np.ndarray:
+        return np.asarray(self.calls[self.call_name](values))
+
+    def probabilities(self, pixels: np.ndarray) -> np.ndarray:
+        out = self.engine(self.engine_input(pixels)).astype(np.float32, copy=False)
+        return softmax(out) if self.spec.output == "logits" else out
