@@ -1,13 +1,12 @@
 """Graph clean-up for tf2onnx output, before quantization.
 
-tf2onnx translates an NHWC Keras model op by op. Four things it leaves cost latency on a
-tiny model and add nodes for the quantizer to wrap:
+tf2onnx translates an NHWC Keras model op by op. What it leaves costs latency on a tiny model
+and adds nodes for the quantizer to wrap (a dynamic ``Flatten`` is handled before conversion,
+see :mod:`export.keras_graph`):
 
 * the input scaling (``Rescaling``: Mul, Add) runs as separate ops; it folds into the first
   Conv's weights, since conv(s·x + b) = conv_{s·W}(x) + b·ΣW (b only when unpadded);
-* ``Flatten`` becomes Shape→Gather→Cast→Slice→Concat→Cast→Reshape to keep the batch dynamic;
-  with static feature dims a constant ``[-1, N]`` shape does the same;
-* the NCHW→NHWC ``Transpose`` before that Flatten exists only to match Keras's row order of
+* the NCHW→NHWC ``Transpose`` before a flatten exists only to match Keras's row order of
   the Dense weights; permuting those rows instead removes it;
 * then nodes and initializers nothing uses any more are dropped.
 
@@ -26,7 +25,6 @@ def simplify(model: object) -> list[str]:
     """Rewrite ``model`` (an onnx.ModelProto) in place; return the names of applied rewrites."""
     graph = _Graph(model)
     applied = [name for name, rewrite in (("fold-input-scaling", _fold_input_scaling),
-                                          ("static-flatten", _static_flatten),
                                           ("transpose-into-matmul", _transpose_into_matmul))
                if rewrite(graph)]
     graph.prune()
@@ -124,27 +122,6 @@ def _fold_input_scaling(graph: _Graph) -> bool:
     for consumer in graph.consumers(tail):
         consumer.input[list(consumer.input).index(tail)] = source
     return True
-
-
-def _static_flatten(graph: _Graph) -> bool:
-    shapes = None
-    changed = False
-    for node in graph.graph.node:
-        if node.op_type != "Reshape" or graph.initializer(node.input[1]) is not None:
-            continue
-        shapes = shapes or graph.static_shapes()
-        data, out = shapes.get(node.input[0]), shapes.get(node.output[0])
-        if not data or not out or len(out) != 2 or any(d <= 0 for d in data[1:]):
-            continue
-        name = f"{node.output[0]}_flat_shape"
-        features = int(np.prod(data[1:]))
-        from onnx import numpy_helper
-
-        graph.graph.initializer.append(numpy_helper.from_array(
-            np.array([-1, features], np.int64), name))
-        node.input[1] = name
-        changed = True
-    return changed
 
 
 def _transpose_into_matmul(graph: _Graph) -> bool:

@@ -54,6 +54,9 @@ def export_all(source: ExportSource, out: Path, options: ExportOptions) -> dict[
     log.info("Keras reference on %d check images …", len(source.check))
     reference = keras_reference(source.model, source.spec, source.check.images,
                                 source.check.labels)
+    from export.keras_graph import export_graph  # Keras is loaded by now
+
+    graph = export_graph(source.model)  # the same function, converter-friendly
     checks: list[Check] = []
     float_onnx: Path | None = None
     for step, (fmt, precision) in enumerate(plan, start=1):
@@ -62,15 +65,14 @@ def export_all(source: ExportSource, out: Path, options: ExportOptions) -> dict[
         log.info("[%d/%d] %s %s → %s", step, len(plan), fmt, precision, final.name)
         with scratch_path(final) as tmp:
             if fmt == "onnx" and precision == "float32":
-                spec = onnx_format.export_float(source.model, source.spec, tmp)
+                spec = onnx_format.export_float(graph, source.spec, tmp)
             elif fmt == "onnx":
                 if float_onnx is None:
                     raise RuntimeError("the float32 ONNX file must be built before int8")
                 spec = onnx_format.export_int8(float_onnx, source.spec, tmp, calibration,
                                                options.calib_method, options.onnx_activations)
             else:
-                data, spec = tflite_format.convert(source.model, source.spec, precision,
-                                                   calibration)
+                data, spec = tflite_format.convert(graph, source.spec, precision, calibration)
                 tflite_format.save(data, tmp)
             check = validate(tmp, fmt, precision, reference, source.check.images,
                              atol=options.atol, max_drop=options.max_drop)
