@@ -11,7 +11,7 @@ import logging
 import sys
 from collections.abc import Callable, Sequence
 
-from runtime.errors import EdgeCNNError
+from runtime.errors import EdgeCNNError, RunFailed
 
 OUR_PACKAGES = ("runtime", "train", "export", "benchmarks", "demos")
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
@@ -31,6 +31,9 @@ def run_cli(prog: str, main: Callable[[], int]) -> int:
     except EdgeCNNError as exc:
         print(f"{prog}: error: {exc}", file=sys.stderr)
         return EXIT_USAGE
+    except RunFailed as exc:
+        print(f"{prog}: error: {exc}", file=sys.stderr)
+        return EXIT_FAILED
     except KeyboardInterrupt:
         print(f"{prog}: interrupted", file=sys.stderr)
         return EXIT_INTERRUPTED

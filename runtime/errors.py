@@ -29,6 +29,11 @@ class BundleError(EdgeCNNError):
     """A bundle folder is missing, incomplete, or would be overwritten without consent."""
 
 
+class RunFailed(RuntimeError):
+    """A run broke for a reason outside the user's input (a lost worker, say). The message
+    says what to do; ``__main__`` prints it as one line with exit code 1."""
+
+
 def first_line(exc: BaseException, limit: int = 200) -> str:
     """The first line of an exception's message: engines often append pages of context."""
     text = str(exc).strip()

@@ -29,12 +29,15 @@ BOX = 20  # longer side of the digit's bounding box inside the field
 ROI_FRACTION = 0.6  # default box side / the frame's shorter side (288 px on 640×480)
 WHOLE_FRAME_BELOW = 64  # shorter frame side under which the frame is already a crop
 MIN_ROI_SIDE = 8  # smaller boxes cannot hold a paper border and a digit
+WORK_SIDE = 160  # larger ROIs are area-averaged down to this: 8× the 20 px box, half the noise
 BORDER_FRACTION = 0.03  # width of the ROI's ring that is assumed to be paper
 SEED_SIGMAS = 4.0  # ink seeds stand this many noise sigmas above the paper
 GROW_SIGMAS = 3.0  # ink grows from seeds over pixels this many sigmas above the paper
+GROW_FRACTION = 0.25  # ... and at least this share of the seed threshold (lighting misfit)
 MIN_CONTRAST = 24.0  # grey levels: weaker marks are paper texture or lighting, not ink
 SPECK_FRACTION = 0.05  # components smaller than this share of the largest are specks
 INK_PERCENTILE = 75.0  # this percentile of the ink becomes 255, like MNIST's solid strokes
+EDGE_FRACTION = 0.5  # the ink's box ends where it falls to half strength: the pen's edge
 
 
 @dataclass(frozen=True, eq=False)
@@ -102,13 +105,18 @@ def frame_digit(frame: np.ndarray, roi: Sequence[int] | None = None) -> FramedDi
     box = default_roi(height, width) if roi is None else check_roi(roi, height, width)
     x, y, w, h = box
     gray = convert_color(image[y:y + h, x:x + w], "grayscale")[:, :, 0]
+    scale = WORK_SIDE / min(w, h)
+    if scale < 1.0:  # the digit ends up 20 px tall: finer detail is only noise and time
+        size = (max(1, round(w * scale)), max(1, round(h * scale)))
+        gray = cv2.resize(gray, size, interpolation=cv2.INTER_AREA)
     ink, inverted, sigma = ink_map(gray)
     found = find_ink(ink, sigma)
     if found is None:
         return FramedDigit(np.zeros((FIELD, FIELD), np.uint8), box, False, inverted)
-    mask, low, (bx, by, bw, bh) = found
-    digit = normalize_ink(ink[by:by + bh, bx:bx + bw], mask[by:by + bh, bx:bx + bw], low)
-    return FramedDigit(center_digit(digit), box, True, inverted, (x + bx, y + by, bw, bh))
+    digit, (bx, by, bw, bh) = crop_ink(ink, *found)
+    sx, sy = w / gray.shape[1], h / gray.shape[0]
+    ink_box = (x + round(bx * sx), y + round(by * sy), round(bw * sx), round(bh * sy))
+    return FramedDigit(center_digit(digit), box, True, inverted, ink_box)
 
 
 def ink_map(gray: np.ndarray) -> tuple[np.ndarray, bool, float]:
@@ -124,8 +132,8 @@ def ink_map(gray: np.ndarray) -> tuple[np.ndarray, bool, float]:
     darker = np.count_nonzero(residual < -strong)
     lighter = np.count_nonzero(residual > strong)
     inverted = darker > lighter if darker != lighter else paper >= 128
-    if inverted:
-        residual = np.negative(residual, out=residual)
+    if inverted:  # paper reflects the light: divide it out so ink is as dark in the shade
+        residual *= np.float32(-paper) / np.maximum(background, np.float32(paper / 4))
     ink = np.clip(residual, 0, 255, out=residual).astype(np.uint8)
     return ink, bool(inverted), sigma
 
@@ -140,42 +148,45 @@ def fit_paper(gray: np.ndarray) -> tuple[np.ndarray, float, float]:
     """
     h, w = gray.shape
     ring = max(1, min(round(min(h, w) * BORDER_FRACTION), min(h, w) // 4))
-    ys = np.linspace(-1.0, 1.0, h)
-    xs = np.linspace(-1.0, 1.0, w)
-    strips = [(slice(0, ring), slice(0, w)), (slice(h - ring, h), slice(0, w)),
-              (slice(ring, h - ring), slice(0, ring)), (slice(ring, h - ring), slice(w - ring, w))]
+    ys = np.linspace(-1.0, 1.0, h, dtype=np.float32)
+    xs = np.linspace(-1.0, 1.0, w, dtype=np.float32)
+    step = 2 if min(h, w) > 64 else 1  # every other border pixel is plenty for 6 unknowns
+    strips = [(slice(0, ring), slice(0, w, step)), (slice(h - ring, h), slice(0, w, step)),
+              (slice(ring, h - ring, step), slice(0, ring)),
+              (slice(ring, h - ring, step), slice(w - ring, w))]
     values, rows, cols = [], [], []
     for r, c in strips:
         grid_y, grid_x = np.meshgrid(ys[r], xs[c], indexing="ij")
         values.append(gray[r, c].ravel())
         rows.append(grid_y.ravel())
         cols.append(grid_x.ravel())
-    v = np.concatenate(values).astype(np.float64)
+    v = np.concatenate(values).astype(np.float32)
     by, bx = np.concatenate(rows), np.concatenate(cols)
     design = np.stack([np.ones_like(bx), bx, by, bx * bx, by * by, bx * by], axis=1)
     coef = _least_squares(design, v)
-    residual = v - design @ coef
-    spread = 1.4826 * float(np.median(np.abs(residual)))
-    inliers = np.abs(residual) <= max(3.0 * spread, 2.0)
+    deviation = np.abs(v - design @ coef)
+    inliers = deviation <= max(3.0 * 1.4826 * float(np.median(deviation)), 2.0)
     if inliers.sum() >= 6:
-        coef = _least_squares(design[inliers], v[inliers])
-        residual = v[inliers] - design[inliers] @ coef
-    sigma = 1.4826 * float(np.median(np.abs(residual)))
-    c0, cx, cy, cxx, cyy, cxy = coef
-    surface = ((c0 + cy * ys + cyy * ys * ys)[:, None] + (cx * xs + cxx * xs * xs)[None, :]
-               + cxy * np.outer(ys, xs))
-    return surface.astype(np.float32), sigma, float(np.median(v))
+        design, v = design[inliers], v[inliers]
+        coef = _least_squares(design, v)
+        deviation = np.abs(v - design @ coef)
+    sigma = 1.4826 * float(np.median(deviation))
+    c0, cx, cy, cxx, cyy, cxy = (np.float32(c) for c in coef)
+    surface = (c0 + cy * ys + cyy * ys * ys)[:, None] + (cx * xs + cxx * xs * xs)[None, :]
+    surface += cxy * np.outer(ys, xs)
+    return surface, sigma, float(np.median(v))
 
 
 def _least_squares(design: np.ndarray, values: np.ndarray) -> np.ndarray:
     # Normal equations: 6 unknowns over a few thousand border pixels; lstsq guards the
     # degenerate case (a ring one pixel wide cannot pin the curvature down).
+    design = design.astype(np.float64)
     coef, *_ = np.linalg.lstsq(design.T @ design, design.T @ values, rcond=None)
     return coef
 
 
-def find_ink(ink: np.ndarray, sigma: float) -> tuple[np.ndarray, float, Roi] | None:
-    """Mask of the digit's ink, the grow threshold and its bounding box; None on blank paper.
+def find_ink(ink: np.ndarray, sigma: float) -> tuple[np.ndarray, float] | None:
+    """The digit's ink as a 0/1 mask and the threshold it was grown to; None on blank paper.
 
     Hysteresis: Otsu (never below the noise) picks the seeds, and each seed's connected
     region above a lower threshold keeps the grey anti-aliased edge of its strokes. Isolated
@@ -184,7 +195,7 @@ def find_ink(ink: np.ndarray, sigma: float) -> tuple[np.ndarray, float, Roi] | N
     """
     otsu, _ = cv2.threshold(ink, 0, 255, cv2.THRESH_BINARY | cv2.THRESH_OTSU)
     high = max(float(otsu), SEED_SIGMAS * sigma, MIN_CONTRAST)
-    low = max(GROW_SIGMAS * sigma, high / 4)
+    low = max(GROW_SIGMAS * sigma, GROW_FRACTION * high)
     grown = (ink > low).astype(np.uint8)
     count, labels, stats, _ = cv2.connectedComponentsWithStats(grown, connectivity=8)
     seeded = np.zeros(count, bool)
@@ -202,23 +213,24 @@ def find_ink(ink: np.ndarray, sigma: float) -> tuple[np.ndarray, float, Roi] | N
         keep &= inside
     if not keep.any():
         return None
-    ids = np.flatnonzero(keep)
-    mask = keep.astype(np.uint8)[labels]
-    left, top = int(x0[ids].min()), int(y0[ids].min())
-    box = (left, top, int(x1[ids].max()) - left, int(y1[ids].max()) - top)
-    return mask, low, box
+    return keep.astype(np.uint8)[labels], low
 
 
-def normalize_ink(ink: np.ndarray, mask: np.ndarray, low: float) -> np.ndarray:
-    """Stretch the cropped ink to 0–255 float32: paper and noise to 0, solid strokes to 255.
+def crop_ink(ink: np.ndarray, mask: np.ndarray, low: float) -> tuple[np.ndarray, Roi]:
+    """Crop to the ink's bounding box and stretch it to 0–255 float32 (white on black).
 
-    Grey edge values stay grey (MNIST is anti-aliased); pixels outside ``mask`` (specks,
-    other marks inside the box) are cleared.
+    The box is where the ink reaches half its strength: a camera's blur spreads a stroke's
+    edge, and half way is where the pen's edge was, which is what MNIST's 20 px box holds.
+    Solid strokes become 255 and paper and noise 0, while edge pixels stay grey (MNIST is
+    anti-aliased); pixels outside ``mask`` (specks, other marks in the box) are cleared.
     """
-    values = ink.astype(np.float32)
-    level = max(float(np.percentile(values[mask > 0], INK_PERCENTILE)), low + 1.0)
+    level = max(float(np.percentile(ink[mask > 0], INK_PERCENTILE)), low + 1.0)
+    solid = ((ink >= EDGE_FRACTION * level) & (mask > 0)).astype(np.uint8)
+    x, y, w, h = cv2.boundingRect(solid)
+    values = ink[y:y + h, x:x + w].astype(np.float32)
     scaled = (values - np.float32(low)) * np.float32(255.0 / (level - low))
-    return np.clip(scaled, 0, 255, out=scaled) * mask
+    np.clip(scaled, 0, 255, out=scaled)
+    return scaled * mask[y:y + h, x:x + w], (x, y, w, h)
 
 
 def center_digit(digit: np.ndarray) -> np.ndarray:

@@ -9,8 +9,8 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
-
 from conftest import assert_clean_failure, run_module
+
 from runtime.bundle import load_images
 
 

@@ -11,9 +11,9 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
+from conftest import ROOT, assert_clean_failure, run_module
 
 import runtime
-from conftest import ROOT, assert_clean_failure, run_module
 from runtime.bundle import load_images
 from runtime.errors import ImageError, ModelFileError, SpecError
 from runtime.preprocess import prepare, to_model_values
@@ -57,7 +57,8 @@ def test_int8_io_uses_the_files_own_quantization(exported_bundle: Path) -> None:
     raw = tflite.backend.run(tflite.input_quant.quantize(images[:4].astype(np.float32)))
     assert raw.dtype == np.int8  # the engine really runs int8 ...
     probs = tflite.probabilities(images[:4])
-    assert probs.dtype == np.float32 and np.allclose(probs.sum(1), 1, atol=0.05)  # ... callers don't
+    assert probs.dtype == np.float32  # ... callers never see it
+    assert np.allclose(probs.sum(1), 1, atol=0.05)
     assert np.array_equal(probs, tflite.output_quant.dequantize(raw))
 
 
@@ -173,7 +174,7 @@ def test_frames_of_non_digit_models_use_the_roi_or_whole_frame(tmp_path: Path) -
 
 
 def test_predict_cli_text_json_and_errors(exported_bundle: Path, tmp_path: Path) -> None:
-    images, labels = load_images(exported_bundle / "eval.npz")
+    images, _ = load_images(exported_bundle / "eval.npz")
     digit = tmp_path / "digit.png"
     cv2.imwrite(str(digit), images[0])
     model = str(exported_bundle / "model.int8.tflite")

@@ -107,3 +107,20 @@ def test_dense512_on_rgb_folder_of_mixed_sizes_reports_the_corrupt_file(tmp_path
     assert metrics["dataset"]["skipped"][0]["path"].endswith("broken.png")
     assert metrics["test"]["accuracy"] >= 0.9  # colour is easy: a sensible model gets it
     assert metrics["model"]["architecture"] == "dense512"
+
+
+def test_same_seed_same_model_other_seed_other_model(tmp_path: Path) -> None:
+    """--seed fixes split, initial weights, shuffling and augmentation."""
+    from train.__main__ import main
+
+    def train(seed: str, name: str) -> dict:
+        out = tmp_path / name
+        assert main(["--data", "digits", "--epochs", "2", "--seed", seed, "--out", str(out),
+                     "--calib-size", "50"]) == 0
+        return json.loads((out / "metrics.json").read_text())
+
+    first, again, other = train("5", "a"), train("5", "b"), train("6", "c")
+    assert first["training"]["history"]["loss"] == again["training"]["history"]["loss"]
+    assert first["test"]["confusion_matrix"] == again["test"]["confusion_matrix"]
+    assert (tmp_path / "a" / "eval.npz").read_bytes() == (tmp_path / "b" / "eval.npz").read_bytes()
+    assert first["training"]["history"]["loss"] != other["training"]["history"]["loss"]

@@ -16,13 +16,15 @@ import math
 import shutil
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
 import keras
 import numpy as np
 import tensorflow as tf
+
+from runtime.errors import BundleError
 
 log = logging.getLogger(__name__)
 SUM = tf.distribute.ReduceOp.SUM
@@ -59,8 +61,9 @@ def fit(*, model: keras.Model, optimizer: keras.optimizers.Optimizer,
         strategy: tf.distribute.Strategy, train_batches: Callable[[int], tf.data.Dataset],
         val_batches: tf.data.Dataset, epochs: int, steps_per_epoch: int, global_batch: int,
         patience: int, checkpoint_dir: Path, checkpoint_write_dir: Path,
-        verbose: bool) -> FitResult:
-    """Train until ``epochs`` or early stopping; resume from ``checkpoint_dir`` if it holds one.
+        verbose: bool, resume: bool = True) -> FitResult:
+    """Train until ``epochs`` or early stopping; resume from ``checkpoint_dir`` if it holds one
+    (and ``resume`` is true).
 
     ``train_batches(epoch)`` returns that epoch's shuffled batches (seeded per epoch, so a
     resumed run sees the same order it would have). Every worker must call this; only the
@@ -68,13 +71,16 @@ def fit(*, model: keras.Model, optimizer: keras.optimizers.Optimizer,
     """
     with strategy.scope():
         optimizer.build(model.trainable_variables)
-        state = _State(model)
+    # Plain (not mirrored) variables: every worker updates them identically from all-reduced
+    # figures, and MultiWorkerMirroredStrategy cannot broadcast the string-valued history.
+    state = _State(model)
     checkpoint = tf.train.Checkpoint(model=model, optimizer=optimizer, **state.trackables())
     manager = tf.train.CheckpointManager(checkpoint, str(checkpoint_write_dir), max_to_keep=1)
-    latest = tf.train.latest_checkpoint(str(checkpoint_dir))
+    latest = tf.train.latest_checkpoint(str(checkpoint_dir)) if resume else None
     if latest:
         checkpoint.restore(latest).assert_existing_objects_matched()
     resumed_after = int(state.epoch.numpy())
+    _check_workers_agree(strategy, resumed_after, checkpoint_dir)
     if resumed_after and verbose:
         log.info("resuming from %s: %d epoch(s) already finished", latest, resumed_after)
 
@@ -92,7 +98,7 @@ def fit(*, model: keras.Model, optimizer: keras.optimizers.Optimizer,
         for step, batch in enumerate(dataset, start=1):
             totals += np.array([float(v) for v in train_step(batch)])
             progress.update(step, [("loss", totals[0] / totals[2]),
-                                   ("accuracy", totals[1] / totals[2])])
+                                   ("accuracy", totals[1] / totals[2])], finalize=False)
         if totals[2] == 0:
             raise RuntimeError("the training split produced no batches")
         val_loss, val_accuracy = _evaluate(eval_step, strategy, val_batches)
@@ -119,6 +125,30 @@ def fit(*, model: keras.Model, optimizer: keras.optimizers.Optimizer,
         variable.assign(best)
     return FitResult(history=history, best_epoch=int(state.best_epoch.numpy()),
                      resumed_after=resumed_after, stopped_early=bool(state.stopped.numpy()))
+
+
+def _check_workers_agree(strategy: tf.distribute.Strategy, epoch: int,
+                         checkpoint_dir: Path) -> None:
+    """Every worker must resume from the same epoch, or their collectives would not line up.
+
+    A worker that cannot read the chief's checkpoints (``--checkpoint-dir`` not on shared
+    storage) would otherwise start from scratch beside resumed peers. The sum and the sum of
+    squares of the epoch over all replicas equal ``n·e`` and ``n·e²`` only if all agree.
+    """
+    if strategy.num_replicas_in_sync == 1:
+        return
+    value = tf.constant([epoch, epoch * epoch], tf.float64)
+
+    @tf.function
+    def summed() -> tf.Tensor:
+        return strategy.reduce(SUM, strategy.run(tf.identity, args=(value,)), axis=None)
+
+    total = summed().numpy()
+    n = strategy.num_replicas_in_sync
+    if total[0] != n * epoch or total[1] != n * epoch * epoch:
+        raise BundleError(f"this worker resumes after epoch {epoch} from {checkpoint_dir}, but "
+                          "other workers found different checkpoints; put --checkpoint-dir on "
+                          "storage every worker can read, or add --restart")
 
 
 def _progress_mode(verbose: bool) -> int:
@@ -190,11 +220,15 @@ def _evaluate(eval_step: Callable, strategy: tf.distribute.Strategy,
     return totals[0] / totals[2], totals[1] / totals[2]
 
 
-def predict(model: keras.Model, batches: tf.data.Dataset) -> tuple[np.ndarray, np.ndarray]:
-    """Probabilities and labels for every example of ``batches`` (one process, no strategy)."""
-    forward = tf.function(lambda x: model(x, training=False))
+def predict(model: keras.Model,
+            batches: Iterable[tuple[object, object]]) -> tuple[np.ndarray, np.ndarray]:
+    """Probabilities and labels for every (images, labels) batch (one process, no strategy).
+
+    Batches may be tensors or numpy slices; images of any dtype are cast to float32 here.
+    """
+    forward = tf.function(lambda x: model(tf.cast(x, tf.float32), training=False))
     probs, labels = [], []
     for images, batch_labels in batches:
         probs.append(forward(images).numpy())
-        labels.append(batch_labels.numpy())
+        labels.append(np.asarray(batch_labels))
     return np.concatenate(probs), np.concatenate(labels)

@@ -1,10 +1,13 @@
 """tf.data input pipelines: stream, shuffle, batch, augment, prefetch.
 
 Image files are decoded by :func:`train.data.load_file` (the runtime's preprocessing) inside
-``tf.numpy_function`` in parallel, so memory stays flat however many images a folder holds.
+``tf.numpy_function`` in parallel and never accumulate, so memory does not grow with the images
+a folder holds (docs/distributed.md lists the small per-file costs that do).
 """
 
 from __future__ import annotations
+
+from collections.abc import Callable
 
 import numpy as np
 import tensorflow as tf
@@ -22,11 +25,25 @@ def examples(split: Split, spec: ModelSpec, skipped: SkipLog, *, shuffle_seed: i
     if not split.streamed:
         ds = tf.data.Dataset.from_tensor_slices((split.images, split.labels))
         return ds if shuffle_seed is None else ds.shuffle(len(split), seed=shuffle_seed)
-
+    if cache is not None:
+        return _shuffled(decoded_cache(split, spec, skipped, cache), len(split), shuffle_seed)
     ds = tf.data.Dataset.from_tensor_slices((split.paths, split.labels))
-    if shuffle_seed is not None and cache is None:
+    if shuffle_seed is not None:
         ds = ds.shuffle(len(split), seed=shuffle_seed)  # shuffling names is cheap
+    return _decoded(ds, spec, skipped)
 
+
+def decoded_cache(split: Split, spec: ModelSpec, skipped: SkipLog, cache: str) -> tf.data.Dataset:
+    """A streamed split decoded once, then read from ``cache`` ("memory" or a file prefix).
+
+    An in-memory cache belongs to this dataset object: build it once and reuse it every
+    epoch (see :func:`training_epochs`), or each epoch decodes and fills a new one.
+    """
+    ds = tf.data.Dataset.from_tensor_slices((split.paths, split.labels))
+    return _decoded(ds, spec, skipped).cache("" if cache == "memory" else cache)
+
+
+def _decoded(paths: tf.data.Dataset, spec: ModelSpec, skipped: SkipLog) -> tf.data.Dataset:
     def decode(path: np.bytes_) -> tuple[np.ndarray, bool]:
         image = load_file(path.decode(), spec, skipped)
         if image is None:
@@ -39,23 +56,57 @@ def examples(split: Split, spec: ModelSpec, skipped: SkipLog, *, shuffle_seed: i
         ok.set_shape(())
         return image, label, ok
 
-    ds = ds.map(load, num_parallel_calls=AUTOTUNE, deterministic=True)
-    ds = ds.filter(lambda image, label, ok: ok).map(lambda image, label, ok: (image, label))
-    if cache is not None:
-        ds = ds.cache("" if cache == "memory" else cache)
-        if shuffle_seed is not None:
-            ds = ds.shuffle(min(len(split), SHUFFLE_BUFFER_DECODED), seed=shuffle_seed)
-    return ds
+    # Named functions, not two lambdas on one line: AutoGraph cannot tell those apart and
+    # prints a page of warnings for each dataset built.
+    def decodable(image: tf.Tensor, label: tf.Tensor, ok: tf.Tensor) -> tf.Tensor:
+        return ok
+
+    def without_flag(image: tf.Tensor, label: tf.Tensor, ok: tf.Tensor) -> tuple[tf.Tensor, ...]:
+        return image, label
+
+    ds = paths.map(load, num_parallel_calls=AUTOTUNE, deterministic=True)
+    return ds.filter(decodable).map(without_flag)
+
+
+def _shuffled(ds: tf.data.Dataset, size: int, seed: int | None) -> tf.data.Dataset:
+    if seed is None:
+        return ds
+    return ds.shuffle(min(size, SHUFFLE_BUFFER_DECODED), seed=seed)
 
 
 def training_batches(split: Split, spec: ModelSpec, skipped: SkipLog, *, batch_size: int,
                      seed: int, augmenter: object | None, cache: str | None) -> tf.data.Dataset:
     """Shuffled, augmented float32 batches of one epoch; ``seed`` differs per epoch."""
-    ds = examples(split, spec, skipped, shuffle_seed=seed, cache=cache)
+    return _batched(examples(split, spec, skipped, shuffle_seed=seed, cache=cache), batch_size,
+                    augmenter)
+
+
+def training_epochs(split: Split, spec: ModelSpec, skipped: SkipLog, *, batch_size: int,
+                    seed: int, augmenter: object | None,
+                    cache: str | None) -> Callable[[int], tf.data.Dataset]:
+    """``epoch -> that epoch's batches``, shuffled with seed ``seed + epoch``.
+
+    A streamed split's cache is built here once, so later epochs read what the first decoded.
+    """
+    cached = decoded_cache(split, spec, skipped, cache) if split.streamed and cache else None
+
+    def batches(epoch: int) -> tf.data.Dataset:
+        if cached is None:
+            return training_batches(split, spec, skipped, batch_size=batch_size,
+                                    seed=seed + epoch, augmenter=augmenter, cache=None)
+        return _batched(_shuffled(cached, len(split), seed + epoch), batch_size, augmenter)
+
+    return batches
+
+
+def _batched(ds: tf.data.Dataset, batch_size: int, augmenter: object | None) -> tf.data.Dataset:
     ds = ds.batch(batch_size, drop_remainder=True)
     ds = ds.map(lambda x, y: (tf.cast(x, tf.float32), y), num_parallel_calls=AUTOTUNE)
     if augmenter is not None:
-        ds = ds.map(lambda x, y: (augmenter(x, training=True), y), num_parallel_calls=AUTOTUNE)
+        # One batch at a time: parallel calls would draw from the layers' random state in
+        # whatever order threads run, and --seed would no longer reproduce a run. The batch
+        # is augmented in one vectorized call, and prefetch overlaps it with the train step.
+        ds = ds.map(lambda x, y: (augmenter(x, training=True), y))
     return _with_options(ds.prefetch(AUTOTUNE))
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import platform
 import shutil
+import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -12,9 +13,9 @@ from typing import Any
 import numpy as np
 
 from runtime import bundle as names
-from runtime.errors import BundleError, EdgeCNNError
+from runtime.errors import BundleError, EdgeCNNError, RunFailed, first_line
 from runtime.files import read_json, write_json
-from runtime.quiet import import_tensorflow
+from runtime.quiet import import_tensorflow, native_stderr_silenced
 from train.bundle import StagedBundle, check_target, work_folder
 from train.config import TrainConfig
 from train.data import PreparedData, calibration_sample, materialize, prepare_data
@@ -30,13 +31,20 @@ def run(cfg: TrainConfig) -> dict[str, Any]:
     check_target(out, cfg.overwrite)
     source = load_source(cfg.data)  # fails fast, before TensorFlow is even imported
 
-    import_tensorflow()  # heavy imports only once the input is known to be good
-    import keras
+    # Heavy imports only once the input is known to be good. The strategy must exist before
+    # TensorFlow runs its first op (MultiWorkerMirroredStrategy configures collectives at
+    # start-up), so it is made while TensorFlow's start-up lines are still silenced.
+    with native_stderr_silenced():
+        from train import distribute
 
-    from train import distribute, loop, pipeline
+        strategy = distribute.make_strategy(cfg.strategy)
+    import_tensorflow()  # the first op (device set-up), still quiet
+    import keras
+    import tensorflow as tf
+
+    from train import loop, pipeline
     from train.models import build_augmenter, build_model
 
-    strategy = distribute.make_strategy(cfg.strategy)  # must precede other TF work
     chief = distribute.is_chief(strategy)
     data = prepare_data(cfg, source)
     replicas = strategy.num_replicas_in_sync
@@ -44,7 +52,9 @@ def run(cfg: TrainConfig) -> dict[str, Any]:
     work = work_folder(out)
     checkpoint_dir = Path(cfg.checkpoint_dir) if cfg.checkpoint_dir else work / "checkpoints"
     _prepare_resume(cfg, work, checkpoint_dir, chief)
-    write_dir = checkpoint_dir if chief else checkpoint_dir / f".{distribute.worker_name(strategy)}"
+    # Other workers must save too (saving is collective) but into a private throwaway folder,
+    # never inside the chief's work folder, which the chief deletes when it is done.
+    write_dir = checkpoint_dir if chief else Path(tempfile.mkdtemp(prefix="edgecnn-ckpt-"))
     log.info("data %s: %d train / %d val / %d test images, %d classes, input %s %s",
              source.name, len(data.train), len(data.val), len(data.test), data.spec.num_classes,
              "x".join(map(str, data.spec.input_shape)), data.spec.color)
@@ -62,17 +72,24 @@ def run(cfg: TrainConfig) -> dict[str, Any]:
         augmenter = build_augmenter(seed=cfg.seed, flip=cfg.flip, fill=fill)
     cache = _cache_path(cfg.cache, work, distribute.worker_name(strategy))
 
-    def train_batches(epoch: int) -> Any:
-        return pipeline.training_batches(data.train, data.spec, data.skipped,
-                                         batch_size=cfg.batch_size, seed=cfg.seed * 1000 + epoch,
-                                         augmenter=augmenter, cache=cache)
-
+    # Built once, so that a --cache filled in the first epoch serves the later ones.
+    train_batches = pipeline.training_epochs(data.train, data.spec, data.skipped,
+                                             batch_size=cfg.batch_size, seed=cfg.seed * 1000,
+                                             augmenter=augmenter, cache=cache)
     val_batches = pipeline.eval_batches(data.val, data.spec, data.skipped, cfg.batch_size)
-    result = loop.fit(model=model, optimizer=optimizer, strategy=strategy,
-                      train_batches=train_batches, val_batches=val_batches, epochs=cfg.epochs,
-                      steps_per_epoch=steps, global_batch=cfg.batch_size, patience=cfg.patience,
-                      checkpoint_dir=checkpoint_dir, checkpoint_write_dir=write_dir,
-                      verbose=chief)
+    try:
+        result = loop.fit(model=model, optimizer=optimizer, strategy=strategy,
+                          train_batches=train_batches, val_batches=val_batches,
+                          epochs=cfg.epochs, steps_per_epoch=steps, global_batch=cfg.batch_size,
+                          patience=cfg.patience, checkpoint_dir=checkpoint_dir,
+                          checkpoint_write_dir=write_dir, verbose=chief, resume=not cfg.restart)
+    except tf.errors.UnavailableError as exc:  # a peer stopped sending heartbeats
+        raise RunFailed(f"lost contact with another worker ({first_line(exc, 120)}); start "
+                        "every worker again with the same command to resume from the last "
+                        "finished epoch") from None
+    finally:
+        if not chief:
+            shutil.rmtree(write_dir, ignore_errors=True)
     if not chief:
         return {}
 
@@ -80,8 +97,10 @@ def run(cfg: TrainConfig) -> dict[str, Any]:
     final = build_model(cfg.arch, shape, classes, activation=cfg.activation, dropout=cfg.dropout,
                         l2=cfg.l2)
     final.set_weights(model.get_weights())
-    test = materialize(data.test, data.spec, data.skipped)
-    probs, labels = loop.predict(final, pipeline.eval_batches(test, data.spec, data.skipped, 256))
+    test = materialize(data.test, data.spec, data.skipped)  # held once: it becomes eval.npz
+    # Slices of that array rather than a tf.data copy of it (see docs/distributed.md, memory).
+    slices = ((test.images[i:i + 256], test.labels[i:i + 256]) for i in range(0, len(test), 256))
+    probs, labels = loop.predict(final, slices)
     metrics = _metrics(cfg, data, test, probs, labels, result, strategy, final, started)
     _write_bundle(cfg, out, work, data, test, final, metrics, result)
     if not cfg.keep_checkpoints:
@@ -127,7 +146,7 @@ def _prepare_resume(cfg: TrainConfig, work: Path, checkpoint_dir: Path, chief: b
         shutil.rmtree(checkpoint_dir, ignore_errors=True)
         record.unlink(missing_ok=True)
     has_checkpoint = any(checkpoint_dir.glob("ckpt-*.index")) if checkpoint_dir.is_dir() else False
-    if has_checkpoint and record.is_file():
+    if has_checkpoint and record.is_file() and not cfg.restart:  # other workers: chief deletes
         before = read_json(record)
         now = cfg.resume_key()
         changed = {k: (before.get(k), v) for k, v in now.items() if before.get(k) != v}
