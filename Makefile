@@ -15,8 +15,13 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install --quiet --disable-pip-version-check -e ".[all,dev]"
 	@touch $(STAMP)
 
+# train → export (validated) → a sample camera clip → the webcam demo on it → benchmarks
 demo: setup
 	$(PY) -m train --out $(BUNDLE) --overwrite
+	$(PY) -m export --bundle $(BUNDLE) --int8 --fp16 --dynamic
+	$(PY) -m demos.make_clip --bundle $(BUNDLE)
+	$(PY) -m demos.webcam --model $(BUNDLE)/model.int8.tflite --source $(BUNDLE)/clip.avi --headless
+	$(PY) -m benchmarks --bundle $(BUNDLE) --quick
 
 test: setup
 	$(PY) -m pytest
