@@ -55,27 +55,12 @@ def export_int8(float_path: Path, spec: ModelSpec, path: Path, calibration: np.n
                 method: str = "minmax", activations: str = "uint8") -> ModelSpec:
     """Static QDQ int8 from the float32 file; calibration images are uint8 model inputs."""
     import onnx
-    from onnxruntime.quantization import (
-        CalibrationDataReader,
-        CalibrationMethod,
-        QuantFormat,
-        QuantType,
-        quantize_static,
-    )
+    from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
     from onnxruntime.quantization.shape_inference import quant_pre_process
 
     activation_type = QuantType.QUInt8 if activations == "uint8" else QuantType.QInt8
     input_name = onnx.load(str(float_path)).graph.input[0].name
-    values = to_model_values(calibration, spec)
-
-    class Reader(CalibrationDataReader):
-        def __init__(self) -> None:
-            self.batches = iter(values[i:i + 1] for i in range(len(values)))
-
-        def get_next(self) -> dict[str, np.ndarray] | None:
-            batch = next(self.batches, None)
-            return None if batch is None else {input_name: batch}
-
+    reader = calibration_reader(input_name, to_model_values(calibration, spec))
     input_quant = exact_pixel_quant(spec, activations)
     overrides = {}
     if input_quant is not None:  # wherever the quantizer puts the input's Q, it gets this
@@ -86,7 +71,7 @@ def export_int8(float_path: Path, spec: ModelSpec, path: Path, calibration: np.n
         pre, quantized = Path(tmp) / "pre.onnx", Path(tmp) / "int8.onnx"
         quant_pre_process(str(float_path), str(pre), skip_symbolic_shape=True)
         quantize_static(
-            str(pre), str(quantized), Reader(), quant_format=QuantFormat.QDQ, per_channel=True,
+            str(pre), str(quantized), reader, quant_format=QuantFormat.QDQ, per_channel=True,
             activation_type=activation_type, weight_type=QuantType.QInt8,
             calibrate_method={"minmax": CalibrationMethod.MinMax,
                               "entropy": CalibrationMethod.Entropy,
@@ -102,6 +87,21 @@ def export_int8(float_path: Path, spec: ModelSpec, path: Path, calibration: np.n
         file_spec = file_spec.replace(output_quant=output_quant)
     save(proto, file_spec, path)
     return file_spec
+
+
+def calibration_reader(input_name: str, values: np.ndarray) -> object:
+    """Feed calibration values one image at a time, as onnxruntime's calibrators expect."""
+    from onnxruntime.quantization import CalibrationDataReader
+
+    class Reader(CalibrationDataReader):
+        def __init__(self) -> None:
+            self.batches = iter(values[i:i + 1] for i in range(len(values)))
+
+        def get_next(self) -> dict[str, np.ndarray] | None:
+            batch = next(self.batches, None)
+            return None if batch is None else {input_name: batch}
+
+    return Reader()
 
 
 def exact_pixel_quant(spec: ModelSpec, dtype: str) -> QuantParams | None:

@@ -13,6 +13,7 @@ hysteresis thresholding above the sensor noise, and scale and centre it the way 
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -36,8 +37,9 @@ GROW_SIGMAS = 3.0  # ink grows from seeds over pixels this many sigmas above the
 GROW_FRACTION = 0.25  # ... and at least this share of the seed threshold (lighting misfit)
 MIN_CONTRAST = 24.0  # grey levels: weaker marks are paper texture or lighting, not ink
 SPECK_FRACTION = 0.05  # components smaller than this share of the largest are specks
+MIN_SPECK = 0.04  # ... and so are blobs under this share of the ROI side squared (dust, dots)
 INK_PERCENTILE = 75.0  # this percentile of the ink becomes 255, like MNIST's solid strokes
-EDGE_FRACTION = 0.5  # the ink's box ends where it falls to half strength: the pen's edge
+EDGE_FRACTION = 0.3  # the box ends where ink falls below this share of its strength
 
 
 @dataclass(frozen=True, eq=False)
@@ -104,7 +106,7 @@ def frame_digit(frame: np.ndarray, roi: Sequence[int] | None = None) -> FramedDi
     height, width = image.shape[:2]
     box = default_roi(height, width) if roi is None else check_roi(roi, height, width)
     x, y, w, h = box
-    gray = convert_color(image[y:y + h, x:x + w], "grayscale")[:, :, 0]
+    gray = np.ascontiguousarray(convert_color(image[y:y + h, x:x + w], "grayscale")[:, :, 0])
     scale = WORK_SIDE / min(w, h)
     if scale < 1.0:  # the digit ends up 20 px tall: finer detail is only noise and time
         size = (max(1, round(w * scale)), max(1, round(h * scale)))
@@ -133,7 +135,7 @@ def ink_map(gray: np.ndarray) -> tuple[np.ndarray, bool, float]:
     lighter = np.count_nonzero(residual > strong)
     inverted = darker > lighter if darker != lighter else paper >= 128
     if inverted:  # paper reflects the light: divide it out so ink is as dark in the shade
-        residual *= np.float32(-paper) / np.maximum(background, np.float32(paper / 4))
+        residual *= np.float32(-paper) / np.maximum(background, np.float32(max(paper / 4, 1.0)))
     ink = np.clip(residual, 0, 255, out=residual).astype(np.uint8)
     return ink, bool(inverted), sigma
 
@@ -142,45 +144,54 @@ def fit_paper(gray: np.ndarray) -> tuple[np.ndarray, float, float]:
     """Fit a quadratic lighting surface to the ROI's border ring: (surface, noise sigma, level).
 
     The user aims the digit inside the box, so the border is paper; fitting only there keeps
-    the ink out of the lighting estimate. A quadratic covers a gradient and vignetting; one
-    refit without outliers (a stroke or shadow crossing the border) keeps it robust, and the
-    residual spread (MAD) is the sensor noise that must not become ink.
+    the ink out of the lighting estimate. A quadratic covers a gradient and vignetting. The
+    fit starts flat at the ring's median and is refitted on the pixels that look like paper,
+    so a desk edge, a shadow or a stroke crossing the ring does not bend it; the spread (MAD)
+    of the paper around it is the sensor noise that must not become ink.
     """
-    h, w = gray.shape
-    ring = max(1, min(round(min(h, w) * BORDER_FRACTION), min(h, w) // 4))
-    ys = np.linspace(-1.0, 1.0, h, dtype=np.float32)
-    xs = np.linspace(-1.0, 1.0, w, dtype=np.float32)
-    step = 2 if min(h, w) > 64 else 1  # every other border pixel is plenty for 6 unknowns
-    strips = [(slice(0, ring), slice(0, w, step)), (slice(h - ring, h), slice(0, w, step)),
-              (slice(ring, h - ring, step), slice(0, ring)),
-              (slice(ring, h - ring, step), slice(w - ring, w))]
-    values, rows, cols = [], [], []
-    for r, c in strips:
-        grid_y, grid_x = np.meshgrid(ys[r], xs[c], indexing="ij")
-        values.append(gray[r, c].ravel())
-        rows.append(grid_y.ravel())
-        cols.append(grid_x.ravel())
-    v = np.concatenate(values).astype(np.float32)
-    by, bx = np.concatenate(rows), np.concatenate(cols)
-    design = np.stack([np.ones_like(bx), bx, by, bx * bx, by * by, bx * by], axis=1)
-    coef = _least_squares(design, v)
-    deviation = np.abs(v - design @ coef)
-    inliers = deviation <= max(3.0 * 1.4826 * float(np.median(deviation)), 2.0)
-    if inliers.sum() >= 6:
-        design, v = design[inliers], v[inliers]
-        coef = _least_squares(design, v)
-        deviation = np.abs(v - design @ coef)
-    sigma = 1.4826 * float(np.median(deviation))
+    index, design, ys, xs = _ring(*gray.shape)
+    values = gray.ravel()[index].astype(np.float64)
+    coef = np.array([np.median(values), 0, 0, 0, 0, 0], np.float64)
+    paper = np.ones(values.shape, bool)
+    for _ in range(3):
+        deviation = np.abs(values - design @ coef)
+        looks_paper = deviation <= max(3.0 * 1.4826 * float(np.median(deviation[paper])), 2.0)
+        if looks_paper.sum() < 2 * design.shape[1]:
+            break  # too little paper to fit a surface: keep the last one
+        paper = looks_paper
+        coef = _least_squares(design[paper], values[paper])
+    sigma = 1.4826 * float(np.median(np.abs(values - design @ coef)[paper]))
     c0, cx, cy, cxx, cyy, cxy = (np.float32(c) for c in coef)
     surface = (c0 + cy * ys + cyy * ys * ys)[:, None] + (cx * xs + cxx * xs * xs)[None, :]
     surface += cxy * np.outer(ys, xs)
-    return surface, sigma, float(np.median(v))
+    # An over-exposed sensor clips the paper at 255; a fit above that would make paper ink.
+    return np.minimum(surface, 255, out=surface), sigma, float(c0)
+
+
+@functools.lru_cache(maxsize=8)
+def _ring(height: int, width: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Flat indices of the border ring, their quadratic terms, and the y and x axes in [-1, 1].
+
+    Cached: a camera's ROI keeps its size from frame to frame. Every other ring pixel is
+    plenty for six unknowns.
+    """
+    ring = max(1, min(round(min(height, width) * BORDER_FRACTION), min(height, width) // 4))
+    on_ring = np.zeros((height, width), bool)
+    on_ring[:ring] = on_ring[-ring:] = True
+    on_ring[:, :ring] = on_ring[:, -ring:] = True
+    index = np.flatnonzero(on_ring)[:: 2 if min(height, width) > 64 else 1]
+    ys = np.linspace(-1.0, 1.0, height, dtype=np.float32)
+    xs = np.linspace(-1.0, 1.0, width, dtype=np.float32)
+    by, bx = ys[index // width].astype(np.float64), xs[index % width].astype(np.float64)
+    design = np.stack([np.ones_like(bx), bx, by, bx * bx, by * by, bx * by], axis=1)
+    for array in (index, design, ys, xs):
+        array.flags.writeable = False
+    return index, design, ys, xs
 
 
 def _least_squares(design: np.ndarray, values: np.ndarray) -> np.ndarray:
     # Normal equations: 6 unknowns over a few thousand border pixels; lstsq guards the
     # degenerate case (a ring one pixel wide cannot pin the curvature down).
-    design = design.astype(np.float64)
     coef, *_ = np.linalg.lstsq(design.T @ design, design.T @ values, rcond=None)
     return coef
 
@@ -204,7 +215,7 @@ def find_ink(ink: np.ndarray, sigma: float) -> tuple[np.ndarray, float] | None:
     areas = stats[:, cv2.CC_STAT_AREA]
     if not seeded.any():
         return None
-    min_area = max(2.0, (0.02 * min(ink.shape)) ** 2, SPECK_FRACTION * areas[seeded].max())
+    min_area = max(2.0, (MIN_SPECK * min(ink.shape)) ** 2, SPECK_FRACTION * areas[seeded].max())
     keep = seeded & (areas >= min_area)
     x0, y0 = stats[:, cv2.CC_STAT_LEFT], stats[:, cv2.CC_STAT_TOP]
     x1, y1 = x0 + stats[:, cv2.CC_STAT_WIDTH], y0 + stats[:, cv2.CC_STAT_HEIGHT]
@@ -219,9 +230,10 @@ def find_ink(ink: np.ndarray, sigma: float) -> tuple[np.ndarray, float] | None:
 def crop_ink(ink: np.ndarray, mask: np.ndarray, low: float) -> tuple[np.ndarray, Roi]:
     """Crop to the ink's bounding box and stretch it to 0–255 float32 (white on black).
 
-    The box is where the ink reaches half its strength: a camera's blur spreads a stroke's
-    edge, and half way is where the pen's edge was, which is what MNIST's 20 px box holds.
-    Solid strokes become 255 and paper and noise 0, while edge pixels stay grey (MNIST is
+    The box ends where the ink falls below ``EDGE_FRACTION`` of its strength: MNIST's 20 px
+    box holds every pixel the pen partly covered, but not the faint halo a camera's blur
+    spreads around a stroke (else the digit's scale would follow the camera's focus). Solid
+    strokes become 255 and paper and noise 0, while edge pixels stay grey (MNIST is
     anti-aliased); pixels outside ``mask`` (specks, other marks in the box) are cleared.
     """
     level = max(float(np.percentile(ink[mask > 0], INK_PERCENTILE)), low + 1.0)
@@ -244,9 +256,11 @@ def center_digit(digit: np.ndarray) -> np.ndarray:
     size = (max(1, round(w * scale)), max(1, round(h * scale)))
     shrink = cv2.INTER_AREA if scale < 1 else cv2.INTER_LINEAR
     small = cv2.resize(digit.astype(np.float32), size, interpolation=shrink)
-    moments = cv2.moments(small)
-    if moments["m00"] > 0:
-        cx, cy = moments["m10"] / moments["m00"], moments["m01"] / moments["m00"]
+    # Not cv2.moments: it reads an N×2 array (a digit "1" two pixels wide) as a contour.
+    total = float(small.sum())
+    if total > 0:
+        cx = float(small.sum(axis=0) @ np.arange(size[0])) / total
+        cy = float(small.sum(axis=1) @ np.arange(size[1])) / total
     else:
         cx, cy = (size[0] - 1) / 2, (size[1] - 1) / 2
     shift = np.float32([[1, 0, np.floor(FIELD / 2 - cx + 0.5)],
