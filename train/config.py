@@ -24,7 +24,7 @@ class TrainConfig:
     out: str = "artifacts"         # bundle folder to write
     overwrite: bool = False        # replace an existing bundle (never done silently)
     epochs: int = 40               # upper bound; early stopping usually ends sooner
-    batch_size: int = 64           # global batch size, summed over every worker and device
+    batch_size: int = 32           # global batch size, summed over every worker and device
     lr: float = 1e-3               # initial learning rate; cosine-decayed to 0 over `epochs`
     optimizer: str = "adam"        # adam | sgd (SGD uses Nesterov momentum 0.9)
     activation: str = "relu"       # hidden-layer activation: relu | tanh | sigmoid
@@ -35,7 +35,7 @@ class TrainConfig:
     augment: bool = True           # random rotation, translation and zoom while training
     flip: bool = False             # random horizontal flips (off: a flipped digit is another)
     seed: int = 42                 # fixes the split, initial weights, shuffling and augmentation
-    patience: int = 6              # epochs without val-loss improvement before stopping
+    patience: int = 10             # epochs without val-loss improvement before stopping
     val_fraction: float = 0.10     # share of each class held out for early stopping
     test_fraction: float = 0.15    # share of each class held out for the final evaluation only
     calib_size: int = 1000         # training images saved for quantization calibration
