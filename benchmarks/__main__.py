@@ -241,7 +241,11 @@ def _compare(args: argparse.Namespace) -> int:
     from runtime.files import write_text
 
     a, b = (load_run(Path(p)) for p in args.compare)
-    text = compare(a, b, (args.compare[0], args.compare[1]))
+    try:
+        text = compare(a, b, (args.compare[0], args.compare[1]))
+    except (KeyError, TypeError, ValueError, AttributeError) as exc:  # a hand-edited result
+        raise BenchmarkError(f"--compare: a result has a malformed field ({exc!r}); compare "
+                             "files written by `python -m benchmarks`") from None
     print(text)
     if args.out:
         write_text(args.out, text)

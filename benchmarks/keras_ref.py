@@ -8,7 +8,6 @@ pixels → float values → the model → a numpy array.
 from __future__ import annotations
 
 import importlib.util
-import os
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -32,26 +31,10 @@ def tensorflow_available() -> bool:
 
 
 def import_keras(threads: int | None) -> str:
-    """Import TensorFlow and Keras quietly, with ``threads`` intra-op threads if still possible.
+    """Start TensorFlow with ``threads`` intra-op threads; returns what was applied."""
+    from train.tf_env import import_tensorflow
 
-    TensorFlow fixes its thread pools at the first op; ``runtime.quiet.import_tensorflow``
-    runs one, so the threads are set here first. Returns what was applied, for the record.
-    """
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    with native_stderr_silenced():
-        import keras  # noqa: F401
-        import tensorflow as tf
-
-        applied = "TensorFlow defaults"
-        if threads is not None:
-            try:
-                tf.config.threading.set_intra_op_parallelism_threads(threads)
-                tf.config.threading.set_inter_op_parallelism_threads(1)
-                applied = f"intra_op={threads}, inter_op=1"
-            except RuntimeError:  # already initialized in this process (e.g. under pytest)
-                applied = "unchanged: TensorFlow was initialized before the benchmark"
-        tf.constant(0) + 0
-    return applied
+    return import_tensorflow(threads)
 
 
 def load_keras(path: Path) -> Any:

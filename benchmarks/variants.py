@@ -201,7 +201,7 @@ def _onnx_dtype(session: Any) -> type:
 def _raw_tf2onnx(bundle: Path, scratch: Path, notes: list[str]) -> Path | None:
     """The bundle's Keras model through Keras's ONNX export, with none of edgecnn's passes."""
     try:
-        from runtime.quiet import import_tensorflow
+        from train.tf_env import import_tensorflow
 
         import_tensorflow()
         import keras

@@ -193,6 +193,7 @@ def _writers(save: str | None, jsonl: str | None) -> Iterator[tuple[object, IO[s
         if save:
             tmp_video = stack.enter_context(scratch_path(save))
             video = _VideoSink(tmp_video)
+            stack.callback(video.release)  # on errors too; after finish() it does nothing
         if jsonl:
             tmp_log = stack.enter_context(scratch_path(jsonl))
             log = stack.enter_context(open(tmp_log, "w", encoding="utf-8"))
@@ -219,9 +220,14 @@ class _VideoSink:
                 raise EdgeCNNError(f"cannot write video {self.path.suffix}: use .mp4 or .avi")
         self.writer.write(frame)
 
-    def finish(self, final: Path) -> None:
+    def release(self) -> None:
         if self.writer is not None:
             self.writer.release()
+            self.writer = None
+
+    def finish(self, final: Path) -> None:
+        if self.writer is not None:
+            self.release()
             self.path.replace(final)
 
 

@@ -7,6 +7,7 @@ import argparse
 import sys
 from pathlib import Path
 
+from export.validate import FLOAT_ATOL, MAX_DROP_PP
 from runtime.cli import EXIT_FAILED, EXIT_OK, Parser, parse_csv, run_cli, setup_logging
 from runtime.errors import EdgeCNNError
 
@@ -26,9 +27,9 @@ def build_parser() -> argparse.ArgumentParser:
         help="ONNX activation-range calibration (TFLite's converter always uses min/max)")
     add("--onnx-activations", choices=["uint8", "int8"], default="uint8",
         help="ONNX activation type; weights are always per-channel int8")
-    add("--max-drop", type=float, default=1.0,
-        help="largest accuracy drop (percentage points) a quantized file may show")
-    add("--atol", type=float, default=1e-4,
+    add("--max-drop", type=float, default=MAX_DROP_PP, help="largest accuracy drop, and "
+        "largest top-1 disagreement with Keras, a quantized file may show (percentage points)")
+    add("--atol", type=float, default=FLOAT_ATOL,
         help="largest probability difference a float32 file may show")
     add("--model", default=None, help="a Keras model to export instead of the bundle's; "
         "without a bundle it needs --calib-data")
@@ -52,13 +53,14 @@ def _export(args: argparse.Namespace) -> int:
     options = _options(args)
     bundle = Path(args.bundle)
     foreign = args.calib_data is not None or (args.model and not (bundle / "spec.json").is_file())
-    from export.run import export_all  # TensorFlow loads here, after the arguments are checked
+    from export.run import check_output_folder, export_all
     from export.source import from_bundle, from_foreign_model
     from runtime.bundle import require_bundle
 
     if foreign:
         if args.model is None:
             raise EdgeCNNError("--calib-data is for foreign models: pass --model FILE.keras too")
+        check_output_folder(bundle, Path(args.model))  # before TensorFlow loads the model
         source = from_foreign_model(Path(args.model), _path(args.calib_data),
                                     _labels(args.labels), _value_range(args.value_range))
     else:

@@ -39,7 +39,9 @@ class StaticFlatten(keras.layers.Layer):
 
 def export_graph(model: keras.Model) -> keras.Model:
     """``model`` with every static-size ``Flatten`` replaced, or ``model`` itself."""
+    # channels_first Flattens transpose before flattening; only channels_last is a reshape.
     flattens = {id(layer) for layer in model.layers if isinstance(layer, keras.layers.Flatten)
+                and getattr(layer, "data_format", "channels_last") == "channels_last"
                 and None not in tuple(layer.input.shape[1:])}
     if not flattens:
         return model

@@ -59,14 +59,15 @@ def export_int8(float_path: Path, spec: ModelSpec, path: Path, calibration: np.n
     from onnxruntime.quantization.shape_inference import quant_pre_process
 
     activation_type = QuantType.QUInt8 if activations == "uint8" else QuantType.QInt8
-    input_name = onnx.load(str(float_path)).graph.input[0].name
+    float_model = onnx.load(str(float_path))
+    input_name = float_model.graph.input[0].name
     reader = calibration_reader(input_name, to_model_values(calibration, spec))
     input_quant = exact_pixel_quant(spec, activations)
     overrides = {}
     if input_quant is not None:  # wherever the quantizer puts the input's Q, it gets this
         pixels = {"scale": np.array(input_quant.scale, dtype=np.float32),
                   "zero_point": np.array(input_quant.zero_point, dtype=activations)}
-        overrides = {name: [dict(pixels)] for name in pixel_tensors(onnx.load(str(float_path)))}
+        overrides = {name: [dict(pixels)] for name in pixel_tensors(float_model)}
     with tempfile.TemporaryDirectory() as tmp:
         pre, quantized = Path(tmp) / "pre.onnx", Path(tmp) / "int8.onnx"
         quant_pre_process(str(float_path), str(pre), skip_symbolic_shape=True)

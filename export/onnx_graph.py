@@ -114,7 +114,8 @@ def _fold_input_scaling(graph: _Graph) -> bool:
     if offset and (any(pads) or auto_pad not in (b"NOTSET", b"VALID")):
         return False  # zero padding would no longer be zero after the offset moved
     if offset:
-        if len(node.input) < 3 or graph.array(node.input[2]) is None:
+        if len(node.input) < 3 or graph.array(node.input[2]) is None \
+                or len(graph.consumers(node.input[2])) != 1:  # tf2onnx shares equal constants
             return False
         bias = graph.array(node.input[2]) + offset * weights.sum(axis=(1, 2, 3))
         graph.set_array(node.input[2], bias.astype(np.float32))
@@ -145,6 +146,9 @@ def _transpose_into_matmul(graph: _Graph) -> bool:
         before = shapes.get(transpose.input[0])
         if not before or any(d <= 0 for d in before[1:]):
             continue
+        features = int(np.prod(before[1:]))
+        if int(target[-1]) != features or weights.shape[0] != features:
+            continue  # not a full flatten feeding these weights: leave it alone
         # Row r of the weights belongs to feature r of the transposed flatten; find, for each
         # feature of the untransposed flatten, which row that is.
         transposed = [before[p] for p in perm]

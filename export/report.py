@@ -15,6 +15,10 @@ def table(checks: list[Check], keras_size: int, keras_accuracy: float | None) ->
     for c in checks:
         change = "" if c.accuracy_change_pp is None else f"{c.accuracy_change_pp:+.2f}"
         mark = "[✓]" if c.passed else "[x]"
+        if c.backend == "-":
+            rows.append(f"{c.file:<22} {'-':<11} {c.precision:<9} {'':>9} {'':>9} {'':>6} "
+                        f"{'':>7} {'':>9} {'':>9}  {mark} {c.detail}")
+            continue
         rows.append(f"{c.file:<22} {c.backend:<11} {c.precision:<9} {_kb(c.size_bytes):>9} "
                     f"{_pct(c.accuracy):>9} {change:>6} {c.agreement * 100:6.2f}% "
                     f"{_sci(c.max_abs_diff):>9} {_sci(c.mean_abs_diff):>9}  {mark} {c.criterion}")

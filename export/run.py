@@ -1,9 +1,16 @@
-"""An export run: build each requested file, validate it, then name it final or rejected."""
+"""An export run: build and validate every requested file, then place them all at once.
+
+Files are built in a hidden scratch folder inside the output folder. Only when every file
+has been built and validated are they moved to their final (or ``.rejected``) names, so an
+export that stops with an error leaves the folder exactly as it was.
+"""
 
 from __future__ import annotations
 
 import logging
 import os
+import shutil
+import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -11,10 +18,11 @@ from typing import Any
 
 from export import onnx as onnx_format
 from export import tflite as tflite_format
+from export.errors import ExportError
 from export.source import ExportSource, calibration_images
-from export.validate import Check, Reference, keras_reference, validate
+from export.validate import FLOAT_ATOL, MAX_DROP_PP, Check, Reference, keras_reference, validate
 from runtime import bundle as names
-from runtime.files import scratch_path, sha256, write_json
+from runtime.files import read_json, sha256, write_json
 from runtime.metadata import sidecar_path
 
 log = logging.getLogger(__name__)
@@ -28,8 +36,18 @@ class ExportOptions:
     calib_samples: int = 500
     calib_method: str = "minmax"
     onnx_activations: str = "uint8"
-    atol: float = 1e-4
-    max_drop: float = 1.0
+    atol: float = FLOAT_ATOL
+    max_drop: float = MAX_DROP_PP
+
+
+@dataclass
+class Built:
+    """One validated file waiting in the scratch folder for its final name."""
+
+    path: Path
+    final: Path
+    check: Check
+    spec: Any
 
 
 def targets(options: ExportOptions) -> list[tuple[str, str]]:
@@ -44,6 +62,21 @@ def targets(options: ExportOptions) -> list[tuple[str, str]]:
     return wanted
 
 
+def check_output_folder(out: Path, model_path: Path) -> None:
+    """A foreign model never writes into a trained bundle or over another model's exports."""
+    if not out.is_dir():
+        return
+    if (out / names.SPEC).is_file():
+        raise ExportError(f"--bundle {out}/ holds a trained bundle; export a model that is not "
+                          "from it into a new or empty folder")
+    report = out / names.EXPORT_REPORT
+    if report.is_file():
+        previous = read_json(report).get("source_sha256")
+        if previous and model_path.is_file() and previous != sha256(model_path):
+            raise ExportError(f"--bundle {out}/ holds the exports of another model; choose a "
+                              "new or empty folder")
+
+
 def export_all(source: ExportSource, out: Path, options: ExportOptions) -> dict[str, Any]:
     """Build, validate and place every target; returns the report (also written to disk)."""
     out.mkdir(parents=True, exist_ok=True)
@@ -54,52 +87,72 @@ def export_all(source: ExportSource, out: Path, options: ExportOptions) -> dict[
     log.info("Keras reference on %d check images …", len(source.check))
     reference = keras_reference(source.model, source.spec, source.check.images,
                                 source.check.labels)
-    from export.keras_graph import export_graph  # Keras is loaded by now
-
-    graph = export_graph(source.model)  # the same function, converter-friendly
-    checks: list[Check] = []
-    float_onnx: Path | None = None
-    for step, (fmt, precision) in enumerate(plan, start=1):
-        final = out / names.EXPORT_NAMES[(fmt, precision)]
-        started = time.perf_counter()
-        log.info("[%d/%d] %s %s → %s", step, len(plan), fmt, precision, final.name)
-        with scratch_path(final) as tmp:
-            if fmt == "onnx" and precision == "float32":
-                spec = onnx_format.export_float(graph, source.spec, tmp)
-            elif fmt == "onnx":
-                if float_onnx is None:
-                    raise RuntimeError("the float32 ONNX file must be built before int8")
-                spec = onnx_format.export_int8(float_onnx, source.spec, tmp, calibration,
-                                               options.calib_method, options.onnx_activations)
-            else:
-                data, spec = tflite_format.convert(graph, source.spec, precision, calibration)
-                tflite_format.save(data, tmp)
-            check = validate(tmp, fmt, precision, reference, source.check.images,
-                             atol=options.atol, max_drop=options.max_drop)
-            placed = _place(tmp, final, check, spec)
-        if fmt == "onnx" and precision == "float32":
-            float_onnx = placed
-        log.info("      %s %s (%.1f s)", "[✓]" if check.passed else "[x]", check.detail,
-                 time.perf_counter() - started)
-        checks.append(check)
+    scratch = Path(tempfile.mkdtemp(prefix=".export-", dir=out))
+    try:
+        built = _build_all(source, plan, scratch, out, calibration, reference, options)
+        for item in built:
+            _place(item)
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
+    checks = [item.check for item in built]
     report = _report(source, options, reference, checks)
     write_json(out / names.EXPORT_REPORT, report)
     return report
 
 
-def _place(tmp: Path, final: Path, check: Check, spec: Any) -> Path:
-    """Passed: the final name, with a sidecar. Failed: ``<name>.rejected``, never loadable."""
-    rejected = final.with_name(final.name + REJECTED_SUFFIX)
-    target = final if check.passed else rejected
-    check.file = target.name
-    write_json(sidecar_path(target), {**spec.to_dict(), "validation": check.to_dict()})
-    if check.passed:
+def _build_all(source: ExportSource, plan: list[tuple[str, str]], scratch: Path, out: Path,
+               calibration: Any, reference: Reference, options: ExportOptions) -> list[Built]:
+    from export.keras_graph import export_graph  # Keras is loaded by now
+
+    graph = export_graph(source.model)  # the same function, converter-friendly
+    built: list[Built] = []
+    float_onnx: Built | None = None
+    for step, (fmt, precision) in enumerate(plan, start=1):
+        name = names.EXPORT_NAMES[(fmt, precision)]
+        path = scratch / name
+        started = time.perf_counter()
+        log.info("[%d/%d] %s %s → %s", step, len(plan), fmt, precision, name)
+        if fmt == "onnx" and precision == "int8" and (float_onnx is None
+                                                      or not float_onnx.check.passed):
+            check = Check.not_built(name, fmt, precision, "model.onnx, its float32 source, "
+                                    "was not built or failed validation")
+            built.append(Built(path, out / name, check, source.spec))
+            log.info("      [x] %s", check.detail)
+            continue
+        if fmt == "onnx" and precision == "float32":
+            spec = onnx_format.export_float(graph, source.spec, path)
+        elif fmt == "onnx":
+            spec = onnx_format.export_int8(float_onnx.path, source.spec, path,  # type: ignore
+                                           calibration, options.calib_method,
+                                           options.onnx_activations)
+        else:
+            data, spec = tflite_format.convert(graph, source.spec, precision, calibration)
+            tflite_format.save(data, path)
+        check = validate(path, fmt, precision, reference, source.check.images,
+                         atol=options.atol, max_drop=options.max_drop)
+        item = Built(path, out / name, check, spec)
+        if fmt == "onnx" and precision == "float32":
+            float_onnx = item
+        built.append(item)
+        log.info("      %s %s (%.1f s)", "[✓]" if check.passed else "[x]", check.detail,
+                 time.perf_counter() - started)
+    return built
+
+
+def _place(item: Built) -> None:
+    """Passed: the final name. Failed: ``<name>.rejected``, which no runtime will load."""
+    rejected = item.final.with_name(item.final.name + REJECTED_SUFFIX)
+    target = item.final if item.check.passed else rejected
+    item.check.file = target.name
+    if item.path.exists():
+        os.replace(item.path, target)
+        write_json(sidecar_path(target), {**item.spec.to_dict(),
+                                          "validation": item.check.to_dict()})
+    if item.check.passed:
         rejected.unlink(missing_ok=True)
         sidecar_path(rejected).unlink(missing_ok=True)
-    elif final.exists():
-        log.info("      kept the earlier %s; the new one is %s", final.name, target.name)
-    os.replace(tmp, target)
-    return target
+    elif item.final.exists():
+        log.info("kept the earlier %s; the new one failed validation", item.final.name)
 
 
 def _report(source: ExportSource, options: ExportOptions, reference: Reference,

@@ -18,7 +18,6 @@ from export.errors import CalibrationError, ExportError, UnsupportedModelError
 from runtime import bundle as names
 from runtime.errors import BundleError, EdgeCNNError, first_line
 from runtime.preprocess import IMAGE_SUFFIXES, prepare, read_image
-from runtime.quiet import import_tensorflow
 from runtime.spec import ModelSpec
 
 log = logging.getLogger(__name__)
@@ -88,6 +87,8 @@ def load_keras(path: Path) -> Any:
     if not zipfile.is_zipfile(path):
         raise ExportError(f"{path} is not a .keras file (not a zip archive); it may be "
                           "truncated or corrupt")
+    from train.tf_env import import_tensorflow
+
     import_tensorflow()
     import keras
 

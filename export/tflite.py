@@ -18,10 +18,10 @@ from runtime.errors import first_line
 from runtime.files import write_bytes
 from runtime.metadata import with_tflite_metadata
 from runtime.preprocess import to_model_values
+from runtime.quiet import native_stderr_silenced
 from runtime.spec import ModelSpec, QuantParams
 
 log = logging.getLogger(__name__)
-PRECISIONS = ("float32", "float16", "dynamic", "int8")
 
 
 def convert(model: object, spec: ModelSpec, precision: str,
@@ -47,7 +47,9 @@ def convert(model: object, spec: ModelSpec, precision: str,
         converter.inference_output_type = tf.int8
     try:
         # The converter prints its temporary SavedModel's signature listing: not for users.
-        with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()):
+        # and the C++ side prints "fully_quantize: …" on stderr; errors still raise.
+        with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()), \
+                native_stderr_silenced():
             warnings.simplefilter("ignore")
             flatbuffer = converter.convert()
     except Exception as exc:  # ConverterError and friends: the model needs ops LiteRT lacks

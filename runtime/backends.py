@@ -19,6 +19,7 @@ from runtime.quiet import native_stderr_silenced
 from runtime.spec import QuantParams
 
 SUFFIXES = {".onnx": "onnxruntime", ".tflite": "litert"}
+MAX_THREADS = max(64, 4 * (os.cpu_count() or 1))  # more only stalls: pools are pre-spawned
 
 
 class Backend(ABC):
@@ -28,6 +29,7 @@ class Backend(ABC):
     input_dtype: np.dtype
     output_dtype: np.dtype
     input_shape: tuple[int | None, ...]   # NHWC; None for a dynamic batch
+    output_classes: int | None = None     # width of the (batch, classes) output, when static
     input_quant: QuantParams | None = None   # what the file itself says, when it says it
     output_quant: QuantParams | None = None
     embedded_spec: str | None = None
@@ -44,8 +46,9 @@ def open_backend(path: str | os.PathLike[str], threads: int | None = None) -> Ba
     if kind is None:
         raise ModelFileError(f"{path}: unknown model type {path.suffix!r}; expected .onnx "
                              "(onnxruntime) or .tflite (LiteRT)")
-    if threads is not None and threads < 1:
-        raise ModelFileError(f"threads={threads}: use a positive number, or None for the default")
+    if threads is not None and not 1 <= threads <= MAX_THREADS:
+        raise ModelFileError(f"threads={threads}: use 1 to {MAX_THREADS}, or leave it out for "
+                             "the engine's default")
     try:
         data = path.read_bytes()
     except OSError as exc:
@@ -74,11 +77,11 @@ class OnnxBackend(Backend):
         options = ort.SessionOptions()
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         options.log_severity_level = 3  # errors surface as exceptions, not console noise
+        options.inter_op_num_threads = 1
         if threads is not None:
             options.intra_op_num_threads = threads
-            options.inter_op_num_threads = 1
-            # Spinning threads burn a core between frames; a camera loop has gaps.
-            options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+        # Spinning threads burn a core between frames, and a camera loop has gaps.
+        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
         self.session = ort.InferenceSession(model, options, providers=["CPUExecutionProvider"])
         inputs, outputs = self.session.get_inputs(), self.session.get_outputs()
         if len(inputs) != 1 or len(outputs) != 1:
@@ -88,6 +91,8 @@ class OnnxBackend(Backend):
         self.input_dtype = np.dtype(_ONNX_TYPES.get(inputs[0].type, np.float32))
         self.output_dtype = np.dtype(_ONNX_TYPES.get(outputs[0].type, np.float32))
         self.input_shape = tuple(d if isinstance(d, int) else None for d in inputs[0].shape)
+        width = outputs[0].shape[-1] if outputs[0].shape else None
+        self.output_classes = width if isinstance(width, int) else None
         self.embedded_spec = onnx_metadata(self.session)
 
     def run(self, batch: np.ndarray) -> np.ndarray:
@@ -113,6 +118,7 @@ class LiteRTBackend(Backend):
         self.input_dtype = np.dtype(self._input["dtype"])
         self.output_dtype = np.dtype(self._output["dtype"])
         self.input_shape = (None, *map(int, self._input["shape"][1:]))
+        self.output_classes = int(self._output["shape"][-1])
         self.input_quant = _tflite_quant(self._input)
         self.output_quant = _tflite_quant(self._output)
         self._batch = int(self._input["shape"][0])

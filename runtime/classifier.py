@@ -50,6 +50,9 @@ class Classifier:
         if tuple(backend.input_shape[1:]) != expected:
             raise SpecError(f"{path.name}: the spec describes {_shape(expected)} inputs but the "
                             f"model takes {_shape(backend.input_shape[1:])}")
+        if backend.output_classes not in (None, spec.num_classes):
+            raise SpecError(f"{path.name}: the spec lists {spec.num_classes} labels but the model "
+                            f"has {backend.output_classes} outputs")
         self.input_quant = _quant_for(backend.input_dtype, backend.input_quant, spec.input_quant,
                                       path, "input")
         self.output_quant = _quant_for(backend.output_dtype, backend.output_quant,
@@ -179,6 +182,9 @@ def _quant_for(dtype: np.dtype, from_file: QuantParams | None, from_spec: QuantP
     if params is None:
         raise SpecError(f"{path.name}: the model's {which} is {dtype.name} but neither the file "
                         "nor its spec gives a scale and zero point")
+    if params.dtype != dtype.name:
+        raise SpecError(f"{path.name}: the spec quantizes the {which} as {params.dtype} but the "
+                        f"model's {which} is {dtype.name}")
     return params
 
 

@@ -27,6 +27,8 @@ def scratch_path(path: str | os.PathLike[str]) -> Iterator[Path]:
     final.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp_name = tempfile.mkstemp(prefix=f".{final.stem}.", suffix=f".tmp{final.suffix}",
                                     dir=final.parent)
+    with contextlib.suppress(OSError):  # mkstemp makes 0600; artifacts are shared files
+        os.fchmod(fd, FILE_MODE)
     os.close(fd)
     tmp = Path(tmp_name)
     try:
@@ -41,7 +43,22 @@ def atomic_path(path: str | os.PathLike[str]) -> Iterator[Path]:
     """Yield a temporary path; it is renamed over ``path`` only if the block succeeds."""
     with scratch_path(path) as tmp:
         yield tmp
+        _fsync(tmp)  # the rename must not reach the disk before the data (power loss on a Pi)
         os.replace(tmp, path)
+
+
+def _fsync(path: Path) -> None:
+    with contextlib.suppress(OSError), open(path, "rb") as handle:
+        os.fsync(handle.fileno())
+
+
+def _default_file_mode() -> int:
+    umask = os.umask(0)
+    os.umask(umask)
+    return 0o666 & ~umask
+
+
+FILE_MODE = _default_file_mode()  # what open() would give a new file under this umask
 
 
 def write_bytes(path: str | os.PathLike[str], data: bytes) -> Path:

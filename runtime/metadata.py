@@ -7,7 +7,6 @@ A sidecar ``<file>.json`` is the fallback for files made elsewhere.
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import numpy as np
@@ -80,16 +79,3 @@ def onnx_metadata(session: object, key: str = METADATA_KEY) -> str | None:
     """Read the embedded spec from an onnxruntime session (no ``onnx`` package needed)."""
     meta = session.get_modelmeta().custom_metadata_map  # type: ignore[attr-defined]
     return meta.get(key)
-
-
-def spec_summary(spec: ModelSpec) -> str:
-    parts = [f"{spec.num_classes} classes", "x".join(map(str, spec.input_shape)), spec.color,
-             spec.precision]
-    if spec.input_quant:
-        parts.append(f"input {spec.input_quant.dtype} scale={spec.input_quant.scale:g} "
-                     f"zero_point={spec.input_quant.zero_point}")
-    return ", ".join(parts)
-
-
-def dumps(spec: ModelSpec) -> str:
-    return json.dumps(spec.to_dict(), sort_keys=True)

@@ -36,14 +36,3 @@ def native_stderr_silenced() -> Iterator[None]:
         os.close(saved)
         os.close(devnull)
 
-
-def import_tensorflow() -> None:
-    """Import TensorFlow and Keras once, without their native start-up lines."""
-    if "keras" in sys.modules and "tensorflow" in sys.modules:
-        return
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    with native_stderr_silenced():
-        import keras  # noqa: F401
-        import tensorflow as tf
-
-        tf.constant(0) + 0  # device set-up logs on the first op, not at import

@@ -54,6 +54,8 @@ class QuantParams:
     def from_dict(cls, data: dict[str, Any]) -> QuantParams:
         try:
             return cls(float(data["scale"]), int(data["zero_point"]), str(data["dtype"]))
+        except SpecError:
+            raise
         except (KeyError, TypeError, ValueError) as exc:
             raise SpecError(f"invalid quantization parameters {data!r}: {exc}") from None
 
@@ -126,24 +128,17 @@ class ModelSpec:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> ModelSpec:
+        """Build and validate a spec; any malformed field is a SpecError, never a TypeError."""
         if not isinstance(data, dict):
             raise SpecError(f"a spec must be a JSON object, got {type(data).__name__}")
-        known = {f.name for f in dataclasses.fields(cls)}
         missing = {"labels", "height", "width"} - set(data)
         if missing:
             raise SpecError(f"spec is missing {', '.join(sorted(missing))}")
-        kwargs = {key: value for key, value in data.items() if key in known}
-        kwargs["labels"] = tuple(kwargs["labels"]) if isinstance(kwargs["labels"], list) else ()
-        if "value_range" in kwargs:
-            kwargs["value_range"] = tuple(float(v) for v in kwargs["value_range"])
-        for key in ("input_quant", "output_quant"):
-            if kwargs.get(key) is not None:
-                kwargs[key] = QuantParams.from_dict(kwargs[key])
-        if "channels" in data and data.get("color") is None:
-            kwargs["color"] = "grayscale" if data["channels"] == 1 else "rgb"
         try:
-            return cls(**kwargs)
-        except TypeError as exc:
+            return cls(**_fields(data))
+        except SpecError:
+            raise
+        except (TypeError, ValueError, KeyError) as exc:
             raise SpecError(f"invalid spec: {exc}") from None
 
     @classmethod
@@ -153,6 +148,25 @@ class ModelSpec:
         except (json.JSONDecodeError, UnicodeDecodeError) as exc:
             raise SpecError(f"spec is not valid JSON: {exc}") from None
         return cls.from_dict(data)
+
+
+def _fields(data: dict[str, Any]) -> dict[str, Any]:
+    """The constructor's keyword arguments from JSON-shaped data (unknown keys ignored)."""
+    known = {f.name for f in dataclasses.fields(ModelSpec)}
+    kwargs = {key: value for key, value in data.items() if key in known}
+    labels = kwargs["labels"]
+    kwargs["labels"] = tuple(labels) if isinstance(labels, list | tuple) else ()
+    if "value_range" in kwargs:
+        low, high = kwargs["value_range"]
+        kwargs["value_range"] = (float(low), float(high))
+    for key in ("input_quant", "output_quant"):
+        if kwargs.get(key) is not None:
+            kwargs[key] = QuantParams.from_dict(kwargs[key])
+    if "channels" in data and data.get("color") is None:
+        kwargs["color"] = "grayscale" if data["channels"] == 1 else "rgb"
+    if not isinstance(kwargs.get("dataset", {}), dict):
+        raise SpecError("spec dataset must be an object")
+    return kwargs
 
 
 def _check_choice(name: str, value: Any, choices: tuple[str, ...]) -> None:

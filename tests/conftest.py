@@ -46,10 +46,11 @@ def run_module(*args: str, timeout: float = 300, env: dict | None = None,
                           text=True, timeout=timeout, env=full_env)
 
 
-def assert_clean_failure(result: subprocess.CompletedProcess, *needles: str) -> str:
-    """Exit 2, no traceback, and exactly one line on stderr that mentions ``needles``."""
+def assert_clean_failure(result: subprocess.CompletedProcess, *needles: str,
+                         code: int = 2) -> str:
+    """Exit ``code``, no traceback, exactly one line on stderr that mentions ``needles``."""
     lines = [line for line in result.stderr.splitlines() if line.strip()]
-    assert result.returncode == 2, (result.returncode, result.stderr[-2000:])
+    assert result.returncode == code, (result.returncode, result.stderr[-2000:])
     assert "Traceback" not in result.stderr, result.stderr[-2000:]
     assert len(lines) == 1, result.stderr[-2000:]
     for needle in needles:

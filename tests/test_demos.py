@@ -73,7 +73,8 @@ def test_max_frames_and_folder_source(clip: Path, tmp_path: Path) -> None:
     result = run_module("demos.webcam", "--model", str(clip.with_name("model.int8.tflite")),
                         "--source", str(folder), "--headless", "--max-frames", "3")
     assert result.returncode == 0, result.stderr
-    assert result.stdout.count("\n3 frames from") == 1 or "3 frames from" in result.stdout
+    summary = [line for line in result.stdout.splitlines() if " frames from " in line]
+    assert len(summary) == 1 and summary[0].startswith("3 frames from"), result.stdout
 
 
 def test_missing_camera_fails_fast_in_one_line(clip: Path, tmp_path: Path) -> None:

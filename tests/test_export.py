@@ -298,3 +298,62 @@ def test_unsupported_op_is_a_clear_error_with_nothing_left(formats: str, tmp_pat
     assert code == 2 and len(err) == 1 and ("Erfinv" in err[0] or "builtin" in err[0]), err
     assert not any(p.suffix in (".onnx", ".tflite") for p in out.iterdir())
     assert not any(p.name.startswith(".") for p in out.iterdir())
+
+
+def test_foreign_model_never_writes_into_a_trained_bundle(trained_bundle: Path,
+                                                          tmp_path: Path) -> None:
+    bundle = tmp_path / "bundle"
+    shutil.copytree(trained_bundle, bundle)
+    (tmp_path / "other.keras").write_bytes((trained_bundle / "model.keras").read_bytes())
+    result = run_module("export", "--model", str(tmp_path / "other.keras"), "--calib-data",
+                        str(bundle / "eval.npz"), "--bundle", str(bundle))
+    assert_clean_failure(result, "holds a trained bundle")
+
+
+def test_int8_onnx_is_not_built_from_a_rejected_float_file(trained_bundle: Path, tmp_path: Path,
+                                                           monkeypatch: pytest.MonkeyPatch) -> None:
+    from export import onnx as onnx_format
+    from export.__main__ import main
+
+    bundle = tmp_path / "bundle"
+    shutil.copytree(trained_bundle, bundle)
+    real = onnx_format.export_float
+
+    def tampered(model, spec, path):
+        result = real(model, spec, path)
+        tamper_onnx(path)
+        return result
+
+    monkeypatch.setattr(onnx_format, "export_float", tampered)
+    assert main(["--bundle", str(bundle), "--formats", "onnx", "--int8"]) == 1
+    report = json.loads((bundle / "export_report.json").read_text())
+    assert [(f["file"], f["passed"]) for f in report["files"]] == [
+        ("model.onnx.rejected", False), ("model.int8.onnx.rejected", False)]
+    assert report["files"][1]["detail"].startswith("not built")
+    assert not any(p.name in ("model.onnx", "model.int8.onnx") for p in bundle.iterdir())
+
+
+def test_an_export_that_stops_midway_changes_nothing(exported_bundle: Path, tmp_path: Path,
+                                                      monkeypatch: pytest.MonkeyPatch,
+                                                      capsys: pytest.CaptureFixture) -> None:
+    from export import tflite
+    from export.__main__ import main
+    from export.errors import UnsupportedModelError
+
+    bundle = tmp_path / "bundle"
+    shutil.copytree(exported_bundle, bundle)
+    before = {p.name: sha256(p) for p in bundle.iterdir()}
+
+    def fail(*args, **kwargs):
+        raise UnsupportedModelError("TFLite conversion failed (simulated)")
+
+    monkeypatch.setattr(tflite, "convert", fail)
+    assert main(["--bundle", str(bundle), "--int8"]) == 2  # ONNX files were built first
+    assert "simulated" in capsys.readouterr().err
+    assert {p.name: sha256(p) for p in bundle.iterdir()} == before
+
+
+def test_exported_files_are_readable_by_others(exported_bundle: Path) -> None:
+    """Atomic writes start from 0600 temporary files; the results follow the umask."""
+    for name in ("model.int8.tflite", "model.int8.onnx", "spec.json", "eval.npz"):
+        assert (exported_bundle / name).stat().st_mode & 0o044, name

@@ -14,7 +14,7 @@ import pytest
 from conftest import ROOT, assert_clean_failure, run_module
 
 import runtime
-from runtime.bundle import load_images
+from runtime.bundle import EXPORT_NAMES, load_images
 from runtime.errors import ImageError, ModelFileError, SpecError
 from runtime.preprocess import prepare, to_model_values
 from runtime.spec import ModelSpec, QuantParams
@@ -38,13 +38,37 @@ print("HEAVY", heavy)
     assert "HEAVY []" in result.stdout
 
 
-def test_float_and_int8_files_give_the_top1_export_reported(exported_bundle: Path) -> None:
-    images, labels = load_images(exported_bundle / "eval.npz")
+def test_float_and_int8_files_give_the_top1_export_reported(exported_bundle: Path,
+                                                           tmp_path: Path) -> None:
+    """In a fresh interpreter without TensorFlow, each file's top-1 against Keras's (computed
+    here, independently) is what export reported, and float32 files never disagree."""
+    import keras
+
+    images, _ = load_images(exported_bundle / "eval.npz")
+    keras_top1 = keras.models.load_model(exported_bundle / "model.keras").predict(
+        images.astype(np.float32), verbose=0).argmax(1)
+    np.save(tmp_path / "keras_top1.npy", keras_top1)
+    code = f"""
+import json, sys, numpy as np, runtime
+from runtime.bundle import EXPORT_NAMES, load_images
+images, labels = load_images(r"{exported_bundle}/eval.npz")
+keras_top1 = np.load(r"{tmp_path}/keras_top1.npy")
+for name in {sorted(EXPORT_NAMES.values())!r}:
+    top1 = runtime.load(r"{exported_bundle}/" + name).probabilities(images).argmax(1)
+    print(json.dumps({{"file": name, "agreement": float((top1 == keras_top1).mean()),
+                      "accuracy": float((top1 == labels).mean())}}))
+assert "tensorflow" not in sys.modules
+"""
+    result = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True,
+                            text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    measured = {r["file"]: r for r in map(json.loads, result.stdout.splitlines())}
     report = json.loads((exported_bundle / "export_report.json").read_text())
     for entry in report["files"]:
-        classifier = runtime.load(exported_bundle / entry["file"])
-        predicted = classifier.probabilities(images).argmax(1)
-        assert float((predicted == labels).mean()) == pytest.approx(entry["accuracy"])
+        assert measured[entry["file"]]["agreement"] == pytest.approx(entry["agreement"])
+        assert measured[entry["file"]]["accuracy"] == pytest.approx(entry["accuracy"])
+        if entry["precision"] == "float32":
+            assert measured[entry["file"]]["agreement"] == 1.0
 
 
 def test_int8_io_uses_the_files_own_quantization(exported_bundle: Path) -> None:
@@ -192,3 +216,23 @@ def test_predict_cli_text_json_and_errors(exported_bundle: Path, tmp_path: Path)
                                     str(tmp_path / "bad.png")), "cannot decode")
     assert_clean_failure(run_module("runtime", "predict", "--model", model, str(digit),
                                     "--roi", "1,2,3"), "--roi")
+
+
+@pytest.mark.parametrize(("change", "message"), [
+    ({"labels": ["a", "b", "c"]}, "3 labels but the model has 10 outputs"),
+    ({"output_quant": {"scale": 0.004, "zero_point": 0, "dtype": "int8"}}, "output as int8"),
+    ({"value_range": 5}, "invalid spec"),
+    ({"height": "28"}, "height must be a positive integer"),
+])
+def test_a_spec_that_does_not_fit_the_file_is_a_spec_error(change: dict, message: str,
+                                                          exported_bundle: Path,
+                                                          tmp_path: Path) -> None:
+    import onnx
+
+    bare = onnx.load(str(exported_bundle / "model.int8.onnx"))
+    del bare.metadata_props[:]  # only the (edited) sidecar describes it
+    onnx.save(bare, str(tmp_path / "m.onnx"))
+    sidecar = json.loads((exported_bundle / "model.int8.onnx.json").read_text()) | change
+    (tmp_path / "m.onnx.json").write_text(json.dumps(sidecar))
+    with pytest.raises(SpecError, match=message):
+        runtime.load(tmp_path / "m.onnx")

@@ -124,3 +124,31 @@ def test_same_seed_same_model_other_seed_other_model(tmp_path: Path) -> None:
     assert first["test"]["confusion_matrix"] == again["test"]["confusion_matrix"]
     assert (tmp_path / "a" / "eval.npz").read_bytes() == (tmp_path / "b" / "eval.npz").read_bytes()
     assert first["training"]["history"]["loss"] != other["training"]["history"]["loss"]
+
+
+def test_checkpoint_dir_keeps_files_that_are_not_checkpoints(tmp_path: Path) -> None:
+    from train.__main__ import main
+
+    folder = tmp_path / "mine"
+    folder.mkdir()
+    (folder / "notes.txt").write_text("keep me")
+    assert main(["--data", "digits", "--epochs", "1", "--calib-size", "20", "--out",
+                 str(tmp_path / "b"), "--checkpoint-dir", str(folder)]) == 0
+    assert [p.name for p in folder.iterdir()] == ["notes.txt"]  # only our checkpoints went
+
+
+def test_diverging_training_fails_in_one_line(tmp_path: Path) -> None:
+    result = run_module("train", "--data", "digits", "--epochs", "2", "--lr", "1e9",
+                        "--optimizer", "sgd", "--out", str(tmp_path / "b"))
+    assert_clean_failure(result, "diverged", "--lr", code=1)
+    assert not (tmp_path / "b").exists()
+
+
+def test_folder_of_unreadable_images_fails_in_one_line(tmp_path: Path) -> None:
+    for name in ("a", "b"):
+        (tmp_path / "junk" / name).mkdir(parents=True)
+        for i in range(6):
+            (tmp_path / "junk" / name / f"{i}.png").write_bytes(b"not an image")
+    result = run_module("train", "--data", str(tmp_path / "junk"), "--epochs", "1",
+                        "--batch-size", "1", "--out", str(tmp_path / "b"))
+    assert_clean_failure(result, "no batch", "unreadable")

@@ -88,7 +88,7 @@ def load_file(path: str, spec: ModelSpec, skipped: SkipLog) -> np.ndarray | None
     try:
         return prepare(read_image(path), spec)
     except ValueError as exc:
-        skipped.add(path, str(exc).replace(f"{path}", "").strip(" :") or "unreadable")
+        skipped.add(path, str(exc).split(": ", 1)[-1])  # the message minus "cannot … <path>"
         return None
 
 

@@ -24,7 +24,8 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from runtime.errors import BundleError
+from runtime.errors import BundleError, RunFailed
+from train.sources import DataError
 
 log = logging.getLogger(__name__)
 SUM = tf.distribute.ReduceOp.SUM
@@ -100,7 +101,11 @@ def fit(*, model: keras.Model, optimizer: keras.optimizers.Optimizer,
             progress.update(step, [("loss", totals[0] / totals[2]),
                                    ("accuracy", totals[1] / totals[2])], finalize=False)
         if totals[2] == 0:
-            raise RuntimeError("the training split produced no batches")
+            raise DataError("the training split produced no batch: it has fewer readable "
+                            "images than --batch-size")
+        if not np.isfinite(totals[0]):
+            raise RunFailed(f"training diverged in epoch {epoch + 1} (loss is not finite); "
+                            "lower --lr or use --optimizer adam")
         val_loss, val_accuracy = _evaluate(eval_step, strategy, val_batches)
         record = {"loss": totals[0] / totals[2], "accuracy": totals[1] / totals[2],
                   "val_loss": val_loss, "val_accuracy": val_accuracy,
@@ -216,7 +221,7 @@ def _evaluate(eval_step: Callable, strategy: tf.distribute.Strategy,
     for batch in strategy.experimental_distribute_dataset(batches):
         totals += np.array([float(v) for v in eval_step(batch)])
     if totals[2] == 0:
-        raise RuntimeError("the validation split produced no batches")
+        raise DataError("the validation split has no readable image")
     return totals[0] / totals[2], totals[1] / totals[2]
 
 

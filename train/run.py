@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import platform
 import shutil
@@ -15,11 +16,11 @@ import numpy as np
 from runtime import bundle as names
 from runtime.errors import BundleError, EdgeCNNError, RunFailed, first_line
 from runtime.files import read_json, write_json
-from runtime.quiet import import_tensorflow, native_stderr_silenced
+from runtime.quiet import native_stderr_silenced
 from train.bundle import StagedBundle, check_target, work_folder
 from train.config import TrainConfig
 from train.data import PreparedData, calibration_sample, materialize, prepare_data
-from train.sources import load_source
+from train.sources import DataError, load_source
 
 log = logging.getLogger(__name__)
 
@@ -27,7 +28,7 @@ log = logging.getLogger(__name__)
 def run(cfg: TrainConfig) -> dict[str, Any]:
     """Train, evaluate and write the bundle. Returns metrics (empty on non-chief workers)."""
     started = time.perf_counter()
-    out = Path(cfg.out)
+    out = Path(cfg.out).resolve()  # "." and "artifacts/" alike have a name and a parent
     check_target(out, cfg.overwrite)
     source = load_source(cfg.data)  # fails fast, before TensorFlow is even imported
 
@@ -38,6 +39,8 @@ def run(cfg: TrainConfig) -> dict[str, Any]:
         from train import distribute
 
         strategy = distribute.make_strategy(cfg.strategy)
+    from train.tf_env import import_tensorflow
+
     import_tensorflow()  # the first op (device set-up), still quiet
     import keras
     import tensorflow as tf
@@ -83,6 +86,8 @@ def run(cfg: TrainConfig) -> dict[str, Any]:
                           epochs=cfg.epochs, steps_per_epoch=steps, global_batch=cfg.batch_size,
                           patience=cfg.patience, checkpoint_dir=checkpoint_dir,
                           checkpoint_write_dir=write_dir, verbose=chief, resume=not cfg.restart)
+    except DataError as exc:  # say which files made a split come up empty
+        raise DataError(f"{exc}{_skipped_note(data.skipped.as_list())}") from None
     except tf.errors.UnavailableError as exc:  # a peer stopped sending heartbeats
         raise RunFailed(f"lost contact with another worker ({first_line(exc, 120)}); start "
                         "every worker again with the same command to resume from the last "
@@ -92,22 +97,45 @@ def run(cfg: TrainConfig) -> dict[str, Any]:
             shutil.rmtree(write_dir, ignore_errors=True)
     if not chief:
         return {}
+    if result.best_epoch == 0:
+        raise RunFailed("the validation loss never became finite: training diverged; lower "
+                        "--lr or use --optimizer adam")
 
     # A plain copy outside the strategy: the saved model is the same whatever trained it.
     final = build_model(cfg.arch, shape, classes, activation=cfg.activation, dropout=cfg.dropout,
                         l2=cfg.l2)
     final.set_weights(model.get_weights())
     test = materialize(data.test, data.spec, data.skipped)  # held once: it becomes eval.npz
+    if not len(test):
+        raise DataError("the test split has no readable image"
+                        f"{_skipped_note(data.skipped.as_list())}")
     # Slices of that array rather than a tf.data copy of it (see docs/distributed.md, memory).
     slices = ((test.images[i:i + 256], test.labels[i:i + 256]) for i in range(0, len(test), 256))
     probs, labels = loop.predict(final, slices)
     metrics = _metrics(cfg, data, test, probs, labels, result, strategy, final, started)
     _write_bundle(cfg, out, work, data, test, final, metrics, result)
     if not cfg.keep_checkpoints:
+        remove_checkpoints(checkpoint_dir)
         shutil.rmtree(work, ignore_errors=True)
-        if cfg.checkpoint_dir:
-            shutil.rmtree(checkpoint_dir, ignore_errors=True)
     return metrics
+
+
+def remove_checkpoints(folder: Path) -> None:
+    """Delete what the CheckpointManager wrote, and the folder only if nothing else is in it:
+    ``--checkpoint-dir`` may point at a folder that holds the user's own files."""
+    if not folder.is_dir():
+        return
+    for path in [*folder.glob("ckpt-*"), folder / "checkpoint"]:
+        path.unlink(missing_ok=True)
+    with contextlib.suppress(OSError):
+        folder.rmdir()
+
+
+def _skipped_note(skipped: list[dict[str, str]]) -> str:
+    if not skipped:
+        return ""
+    return (f" ({len(skipped)} unreadable file(s) skipped, e.g. {skipped[0]['path']}: "
+            f"{skipped[0]['reason']})")
 
 
 def _check_batch(cfg: TrainConfig, n_train: int, replicas: int) -> None:
@@ -143,7 +171,7 @@ def _prepare_resume(cfg: TrainConfig, work: Path, checkpoint_dir: Path, chief: b
     """Resume only a run started with the same options; ``--restart`` discards it."""
     record = work / "run.json"
     if cfg.restart and chief:
-        shutil.rmtree(checkpoint_dir, ignore_errors=True)
+        remove_checkpoints(checkpoint_dir)
         record.unlink(missing_ok=True)
     has_checkpoint = any(checkpoint_dir.glob("ckpt-*.index")) if checkpoint_dir.is_dir() else False
     if has_checkpoint and record.is_file() and not cfg.restart:  # other workers: chief deletes
