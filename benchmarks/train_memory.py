@@ -96,7 +96,7 @@ def measure(folder: Path, train_args: list[str], interval: float) -> dict[str, A
     """One ``python -m train`` run in a fresh interpreter: its peak RSS, whole and by phase."""
     out = Path(tempfile.mkdtemp(prefix="edgecnn-train-memory-"))
     command = [sys.executable, "-m", "train", "--data", str(folder), "--out", str(out / "bundle"),
-               "--strategy", "single", *train_args]
+               "--strategy", "single", "--batch-size", "64", *train_args]  # as in the docs
     env = {**os.environ, "PYTHONPATH": str(ROOT), "TF_CONFIG": ""}
     started = time.perf_counter()
     child = subprocess.Popen(command, cwd=ROOT, env=env, stdout=subprocess.PIPE,
