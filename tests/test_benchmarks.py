@@ -328,3 +328,20 @@ def test_pipeline_frames_are_640x480_jpegs(color: str, framing: str) -> None:
     assert len(frames) == 6 and len(labels) == 6
     decoded = cv2.imdecode(np.frombuffer(frames[0], np.uint8), cv2.IMREAD_COLOR)
     assert decoded.shape == (480, 640, 3)
+
+
+def test_variants_measure_every_option_and_write_their_table(exported_bundle: Path,
+                                                             tmp_path: Path) -> None:
+    """The schema of ``python -m benchmarks.variants`` (one tiny round; no timing checked)."""
+    from benchmarks.variants import main as variants_main
+
+    bundle = tmp_path / "bundle"
+    shutil.copytree(exported_bundle, bundle)
+    assert variants_main(["--bundle", str(bundle), "--rounds", "1", "--iterations", "3"]) == 0
+    result = json.loads((bundle / "variants.json").read_text())
+    names = {row["variant"] for row in result["rows"]}
+    assert {"model.onnx opt=all", "model.onnx io-binding", "tf2onnx as exported",
+            "int8.qoperator-s8", "model.int8.tflite xnnpack",
+            "model.int8.tflite builtin"} <= names
+    assert all(row["p50"] > 0 and row["p90"] >= row["p50"] for row in result["rows"])
+    assert (bundle / "variants.md").read_text().startswith("| variant |")
