@@ -74,9 +74,11 @@ def _benchmark(args: argparse.Namespace) -> int:
     variants = [measure.runtime_variant(path, args.threads) for path in files]
     keras_threads = keras_call = None
     if not skipped:
-        from benchmarks.keras_ref import KerasReference, import_keras, load_keras
+        from benchmarks.keras_ref import KerasReference, load_keras
+        from train.tf_env import import_tensorflow
 
-        keras_threads = import_keras(args.threads)  # only now: a light parent while children run
+        # Only now: the parent stays light while the cold-start children run.
+        keras_threads = import_tensorflow(args.threads)
         keras_model = KerasReference(load_keras(keras_path), spec)
         keras_call = keras_model.choose(images[:1])
         variants.insert(0, measure.keras_variant(keras_path, keras_model))

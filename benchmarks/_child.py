@@ -30,10 +30,11 @@ def main(argv: list[str] | None = None) -> int:
 
     mark = started_imports = time.perf_counter()
     if keras_model:
-        from benchmarks.keras_ref import import_keras, load_keras
+        from benchmarks.keras_ref import load_keras
         from runtime.preprocess import to_model_values
+        from train.tf_env import import_tensorflow
 
-        import_keras(args.threads)
+        import_tensorflow(args.threads)
     else:
         from pathlib import Path
 

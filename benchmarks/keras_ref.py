@@ -30,13 +30,6 @@ def tensorflow_available() -> bool:
         return False
 
 
-def import_keras(threads: int | None) -> str:
-    """Start TensorFlow with ``threads`` intra-op threads; returns what was applied."""
-    from train.tf_env import import_tensorflow
-
-    return import_tensorflow(threads)
-
-
 def load_keras(path: Path) -> Any:
     import keras
 

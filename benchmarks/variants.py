@@ -25,7 +25,7 @@ from typing import Any
 import numpy as np
 
 from benchmarks.errors import BenchmarkError
-from benchmarks.measure import gc_paused
+from benchmarks.measure import time_calls
 from benchmarks.stats import median_of_rounds, percentiles, schedule
 from runtime.cli import Parser, run_cli, setup_logging
 
@@ -278,13 +278,8 @@ def _measure(variants: list[Variant], rounds: int, iterations: int) -> dict[str,
     for number, order in enumerate(schedule(len(variants), rounds), start=1):
         for index in order:
             variant = variants[index]
-            samples = np.empty(iterations)
-            with gc_paused():
-                for i in range(iterations):
-                    started = time.perf_counter_ns()
-                    variant.run()
-                    samples[i] = time.perf_counter_ns() - started
-            per_round[variant.name].append(percentiles(samples / 1e3))
+            samples = time_calls(lambda _, run=variant.run: run(), [None], iterations)
+            per_round[variant.name].append(percentiles(samples))
         log.info("round %d/%d", number, rounds)
     return {name: median_of_rounds(values) for name, values in per_round.items()}
 

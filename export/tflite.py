@@ -14,12 +14,13 @@ import warnings
 import numpy as np
 
 from export.errors import UnsupportedModelError
+from runtime.backends import LiteRTBackend
 from runtime.errors import first_line
 from runtime.files import write_bytes
 from runtime.metadata import with_tflite_metadata
 from runtime.preprocess import to_model_values
 from runtime.quiet import native_stderr_silenced
-from runtime.spec import ModelSpec, QuantParams
+from runtime.spec import ModelSpec
 
 log = logging.getLogger(__name__)
 
@@ -58,8 +59,9 @@ def convert(model: object, spec: ModelSpec, precision: str,
     _reject_custom_ops(flatbuffer, precision)
     file_spec = spec.replace(precision=precision, input_quant=None, output_quant=None)
     if precision == "int8":
-        inp, out = _io_quantization(flatbuffer)
-        file_spec = file_spec.replace(input_quant=inp, output_quant=out)
+        engine = LiteRTBackend(flatbuffer, threads=None)  # the scale and zero point it chose
+        file_spec = file_spec.replace(input_quant=engine.input_quant,
+                                      output_quant=engine.output_quant)
     return with_tflite_metadata(flatbuffer, file_spec.to_json()), file_spec
 
 
@@ -81,17 +83,4 @@ def _reject_custom_ops(flatbuffer: bytes, precision: str) -> None:
         raise UnsupportedModelError(f"TFLite {precision} file needs custom/Flex ops "
                                     f"{', '.join(custom)}, which the LiteRT pip runtime cannot "
                                     "run; replace those layers with builtin-friendly ones")
-
-
-def _io_quantization(flatbuffer: bytes) -> tuple[QuantParams | None, QuantParams | None]:
-    """Read the int8 input/output scale and zero point the converter chose."""
-    from ai_edge_litert.interpreter import Interpreter
-
-    interpreter = Interpreter(model_content=flatbuffer)
-    found = []
-    for detail in (interpreter.get_input_details()[0], interpreter.get_output_details()[0]):
-        scale, zero_point = detail["quantization"]
-        dtype = np.dtype(detail["dtype"]).name
-        found.append(QuantParams(float(scale), int(zero_point), dtype) if scale else None)
-    return found[0], found[1]
 
