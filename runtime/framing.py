@@ -9,6 +9,10 @@ the same way first: :func:`frame_digit`, then :func:`runtime.preprocess.prepare`
 The steps, each a small function: take a region of interest (ROI), fit the paper's
 lighting from the ROI's border and subtract it, decide the ink's polarity, find the ink by
 hysteresis thresholding above the sensor noise, and scale and centre it the way MNIST was.
+
+It runs on every camera frame, so it costs about what the model does: the ROI is shrunk
+to the resolution a 20 px digit needs, per-pixel work is saturating uint8 OpenCV calls,
+and what depends only on the ROI's size is computed once (``docs/performance.md``).
 """
 
 from __future__ import annotations
@@ -30,7 +34,8 @@ BOX = 20  # longer side of the digit's bounding box inside the field
 ROI_FRACTION = 0.6  # default box side / the frame's shorter side (288 px on 640×480)
 WHOLE_FRAME_BELOW = 64  # shorter frame side under which the frame is already a crop
 MIN_ROI_SIDE = 8  # smaller boxes cannot hold a paper border and a digit
-WORK_SIDE = 160  # larger ROIs are area-averaged down to this: 8× the 20 px box, half the noise
+WORK_MIN = 120  # ROIs are halved while their shorter side stays above this: 6× the 20 px box
+RING_SAMPLES = 400  # border pixels the lighting fit reads: plenty for six unknowns and a MAD
 BORDER_FRACTION = 0.03  # width of the ROI's ring that is assumed to be paper
 SEED_SIGMAS = 4.0  # ink seeds stand this many noise sigmas above the paper
 GROW_SIGMAS = 3.0  # ink grows from seeds over pixels this many sigmas above the paper
@@ -106,19 +111,29 @@ def frame_digit(frame: np.ndarray, roi: Sequence[int] | None = None) -> FramedDi
     height, width = image.shape[:2]
     box = default_roi(height, width) if roi is None else check_roi(roi, height, width)
     x, y, w, h = box
-    gray = np.ascontiguousarray(convert_color(image[y:y + h, x:x + w], "grayscale")[:, :, 0])
-    scale = WORK_SIDE / min(w, h)
-    if scale < 1.0:  # the digit ends up 20 px tall: finer detail is only noise and time
-        size = (max(1, round(w * scale)), max(1, round(h * scale)))
-        gray = cv2.resize(gray, size, interpolation=cv2.INTER_AREA)
+    gray, factor = work_image(image[y:y + h, x:x + w])
     ink, inverted, sigma = ink_map(gray)
     found = find_ink(ink, sigma)
     if found is None:
         return FramedDigit(np.zeros((FIELD, FIELD), np.uint8), box, False, inverted)
     digit, (bx, by, bw, bh) = crop_ink(ink, *found)
-    sx, sy = w / gray.shape[1], h / gray.shape[0]
-    ink_box = (x + round(bx * sx), y + round(by * sy), round(bw * sx), round(bh * sy))
+    ink_box = (x + bx * factor, y + by * factor, bw * factor, bh * factor)
     return FramedDigit(center_digit(digit), box, True, inverted, ink_box)
+
+
+def work_image(region: np.ndarray) -> tuple[np.ndarray, int]:
+    """The ROI in grayscale, halved while its shorter side stays at least ``WORK_MIN``.
+
+    The digit ends up 20 px tall: finer detail is only noise and time. Halving by area
+    averaging is OpenCV's fast exact path (any other factor takes its slow general one); an
+    odd last row or column is dropped first. Returns the image and the factor it shrank by.
+    """
+    gray = convert_color(region, "grayscale")[:, :, 0]
+    factor = 1
+    while min(gray.shape) >= 2 * WORK_MIN:
+        gray = _half(gray)
+        factor *= 2
+    return gray, factor
 
 
 def ink_map(gray: np.ndarray) -> tuple[np.ndarray, bool, float]:
@@ -127,108 +142,181 @@ def ink_map(gray: np.ndarray) -> tuple[np.ndarray, bool, float]:
     Subtracting the fitted paper removes lighting gradients and vignetting. The ink is
     whichever side of the paper has more strongly deviating pixels, which still works when a
     dim frame makes light paper darker than 128; blank paper falls back to its brightness.
+    All of it is saturating uint8 arithmetic: one pass per step, no float copies.
     """
     background, sigma, paper = fit_paper(gray)
-    residual = gray.astype(np.float32) - background
+    darker_map = cv2.subtract(background, gray)
+    lighter_map = cv2.subtract(gray, background)
     strong = max(SEED_SIGMAS * sigma, MIN_CONTRAST)
-    darker = np.count_nonzero(residual < -strong)
-    lighter = np.count_nonzero(residual > strong)
+    darker = cv2.countNonZero(cv2.threshold(darker_map, strong, 1, cv2.THRESH_BINARY)[1])
+    lighter = cv2.countNonZero(cv2.threshold(lighter_map, strong, 1, cv2.THRESH_BINARY)[1])
     inverted = darker > lighter if darker != lighter else paper >= 128
-    if inverted:  # paper reflects the light: divide it out so ink is as dark in the shade
-        residual *= np.float32(-paper) / np.maximum(background, np.float32(max(paper / 4, 1.0)))
-    ink = np.clip(residual, 0, 255, out=residual).astype(np.uint8)
-    return ink, bool(inverted), sigma
+    if not inverted:
+        return lighter_map, False, sigma
+    # Paper reflects the light: divide it out so that ink is as dark in the shade.
+    floor = min(max(paper / 4, 1.0), 255.0)
+    return cv2.divide(darker_map, cv2.max(background, floor), scale=max(paper, 0.0)), True, sigma
 
 
 def fit_paper(gray: np.ndarray) -> tuple[np.ndarray, float, float]:
-    """Fit a quadratic lighting surface to the ROI's border ring: (surface, noise sigma, level).
+    """Fit a quadratic lighting surface to the ROI's border ring: (uint8 surface, sigma, level).
 
     The user aims the digit inside the box, so the border is paper; fitting only there keeps
-    the ink out of the lighting estimate. A quadratic covers a gradient and vignetting. The
-    fit starts flat at the ring's median and is refitted on the pixels that look like paper,
-    so a desk edge, a shadow or a stroke crossing the ring does not bend it; the spread (MAD)
-    of the paper around it is the sensor noise that must not become ink.
+    the ink out of the lighting estimate. A quadratic covers a gradient and vignetting. When
+    the plain fit leaves no ring pixel far off, it stands; otherwise the fit starts flat at
+    the ring's median and is refitted on the pixels that look like paper, so a desk edge, a
+    shadow or a stroke crossing the ring does not bend it. The spread (MAD) of the paper
+    around the fit is the sensor noise that must not become ink.
     """
-    index, design, ys, xs = _ring(*gray.shape)
-    values = gray.ravel()[index].astype(np.float64)
-    coef = np.array([np.median(values), 0, 0, 0, 0, 0], np.float64)
-    paper = np.ones(values.shape, bool)
-    for _ in range(3):
+    index, design, inverse, ys, xs, xy = _ring(*gray.shape)
+    values = gray.ravel()[index]
+    coef = inverse @ values  # the plain fit: right when the ring is all paper, as it mostly is
+    deviation = np.abs(values - design @ coef)
+    spread = _median(deviation)
+    paper = None  # all of the ring
+    if not (deviation <= _paper_band(spread)).all():
+        # Something else crosses the ring (a desk edge, a shadow, a stroke) and pulls the
+        # plain fit: start flat at the ring's median instead, and refit on what looks like
+        # paper until that stops changing.
+        coef = np.array([_median(values), 0, 0, 0, 0, 0], np.float64)
+        for _ in range(3):
+            predicted = design @ coef
+            deviation = np.abs(values - predicted)
+            looks_paper = deviation <= _paper_band(
+                _median(deviation if paper is None else deviation[paper]))
+            if np.count_nonzero(looks_paper) < 2 * design.shape[1]:
+                break  # too little paper to fit a surface: keep the last one
+            if paper is not None and np.array_equal(paper, looks_paper):
+                break  # the same pixels give the same fit
+            paper = looks_paper
+            # Least squares on the paper alone, by imputation: what is not paper takes the
+            # current fit's value, so the ring's precomputed fit applies (EM, missing data).
+            coef = inverse @ np.where(paper, values, predicted)
         deviation = np.abs(values - design @ coef)
-        looks_paper = deviation <= max(3.0 * 1.4826 * float(np.median(deviation[paper])), 2.0)
-        if looks_paper.sum() < 2 * design.shape[1]:
-            break  # too little paper to fit a surface: keep the last one
-        paper = looks_paper
-        coef = _least_squares(design[paper], values[paper])
-    sigma = 1.4826 * float(np.median(np.abs(values - design @ coef)[paper]))
-    c0, cx, cy, cxx, cyy, cxy = (np.float32(c) for c in coef)
-    surface = (c0 + cy * ys + cyy * ys * ys)[:, None] + (cx * xs + cxx * xs * xs)[None, :]
-    surface += cxy * np.outer(ys, xs)
-    # An over-exposed sensor clips the paper at 255; a fit above that would make paper ink.
-    return np.minimum(surface, 255, out=surface), sigma, float(c0)
+        spread = _median(deviation if paper is None else deviation[paper])
+    sigma = 1.4826 * spread
+    c0, cx, cy, cxx, cyy, cxy = coef
+    # The surface at half resolution, enlarged bilinearly: a quadratic is smooth enough
+    # that this misses by far less than a grey level, at a quarter of the arithmetic.
+    surface = (c0 + 0.5 + cy * ys + cyy * ys * ys).astype(np.float32) \
+        + (cx * xs + cxx * xs * xs).astype(np.float32)  # +0.5: the conversion below rounds
+    if cxy:
+        surface += np.float32(cxy) * xy
+    # An over-exposed sensor clips the paper at 255 and a fit above that would make paper
+    # ink; a wild fit below 0 is no paper either: saturate to 0-255 (the abs never sees < 0).
+    half = cv2.convertScaleAbs(np.maximum(surface, 0, out=surface))
+    return cv2.resize(half, gray.shape[::-1], interpolation=cv2.INTER_LINEAR), sigma, float(c0)
 
 
 @functools.lru_cache(maxsize=8)
-def _ring(height: int, width: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """Flat indices of the border ring, their quadratic terms, and the y and x axes in [-1, 1].
+def _ring(height: int, width: int) -> tuple[np.ndarray, ...]:
+    """Flat indices of sampled border-ring pixels, their quadratic terms and those terms'
+    least-squares fit; the y axis (a column), x axis (a row) and their product at half
+    resolution, in the full ROI's [-1, 1] coordinates.
 
-    Cached: a camera's ROI keeps its size from frame to frame. Every other ring pixel is
-    plenty for six unknowns.
+    Cached: a camera's ROI keeps its size from frame to frame.
     """
     ring = max(1, min(round(min(height, width) * BORDER_FRACTION), min(height, width) // 4))
     on_ring = np.zeros((height, width), bool)
     on_ring[:ring] = on_ring[-ring:] = True
     on_ring[:, :ring] = on_ring[:, -ring:] = True
-    index = np.flatnonzero(on_ring)[:: 2 if min(height, width) > 64 else 1]
-    ys = np.linspace(-1.0, 1.0, height, dtype=np.float32)
-    xs = np.linspace(-1.0, 1.0, width, dtype=np.float32)
-    by, bx = ys[index // width].astype(np.float64), xs[index % width].astype(np.float64)
+    index = np.flatnonzero(on_ring)
+    index = index[:: max(1, len(index) // RING_SAMPLES)]
+    by = np.linspace(-1.0, 1.0, height)[index // width]
+    bx = np.linspace(-1.0, 1.0, width)[index % width]
     design = np.stack([np.ones_like(bx), bx, by, bx * bx, by * by, bx * by], axis=1)
-    for array in (index, design, ys, xs):
+    ys, xs = _half_axis(height)[:, None], _half_axis(width)[None, :]
+    inverse = np.linalg.solve(_ridged(design.T @ design), design.T)  # the all-paper fit
+    arrays = (index, design, inverse, ys, xs, (ys * xs).astype(np.float32))
+    for array in arrays:
         array.flags.writeable = False
-    return index, design, ys, xs
+    return arrays
 
 
-def _least_squares(design: np.ndarray, values: np.ndarray) -> np.ndarray:
-    # Normal equations: 6 unknowns over a few thousand border pixels; lstsq guards the
-    # degenerate case (a ring one pixel wide cannot pin the curvature down).
-    coef, *_ = np.linalg.lstsq(design.T @ design, design.T @ values, rcond=None)
-    return coef
+def _half_axis(side: int) -> np.ndarray:
+    """Where the pixels of a half-size image sit on the full one's [-1, 1] axis, as
+    cv2.resize (INTER_LINEAR) maps them: source pixel i is at full-size (i + ½)·side/half − ½."""
+    half = (side + 1) // 2
+    position = (np.arange(half) + 0.5) * (side / half) - 0.5
+    return position / max(side - 1, 1) * 2.0 - 1.0
 
 
-def find_ink(ink: np.ndarray, sigma: float) -> tuple[np.ndarray, float] | None:
-    """The digit's ink as a 0/1 mask and the threshold it was grown to; None on blank paper.
+def _ridged(gram: np.ndarray) -> np.ndarray:
+    gram.flat[:: gram.shape[0] + 1] += 1e-9 * np.trace(gram) + 1e-12
+    return gram
+
+
+def _paper_band(spread: float) -> float:
+    """Paper lies within 3 robust sigmas (1.4826 × the median deviation) of the fit, or
+    within 2 grey levels."""
+    return max(3.0 * 1.4826 * spread, 2.0)
+
+
+def _median(values: np.ndarray) -> float:
+    """The upper median: np.median's own overhead is several times this partition's."""
+    middle = len(values) // 2
+    return float(np.partition(values, middle)[middle])
+
+
+def find_ink(ink: np.ndarray, sigma: float) -> tuple[np.ndarray, Roi, float] | None:
+    """The digit's ink: a 0/1 mask over the box that holds it, that box, and the threshold
+    the ink was grown to; None on blank paper.
 
     Hysteresis: Otsu (never below the noise) picks the seeds, and each seed's connected
     region above a lower threshold keeps the grey anti-aliased edge of its strokes. Isolated
     noise and specks have no seed or are tiny; components cut by the ROI's edge are clutter
     (a paper edge, a neighbour) unless they are all there is.
     """
-    otsu, _ = cv2.threshold(ink, 0, 255, cv2.THRESH_BINARY | cv2.THRESH_OTSU)
+    # Otsu on the ink averaged over 2×2 blocks: the same two populations, a quarter of the
+    # histogram work.
+    otsu, _ = cv2.threshold(_half(ink), 0, 255, cv2.THRESH_BINARY | cv2.THRESH_OTSU)
     high = max(float(otsu), SEED_SIGMAS * sigma, MIN_CONTRAST)
     low = max(GROW_SIGMAS * sigma, GROW_FRACTION * high)
-    grown = (ink > low).astype(np.uint8)
-    count, labels, stats, _ = cv2.connectedComponentsWithStats(grown, connectivity=8)
+    # On uint8, cv2.threshold compares with floor(t): the same as ink > t for integer ink.
+    grown = cv2.threshold(ink, low, 255, cv2.THRESH_BINARY)[1]
+    seeds = cv2.threshold(ink, high, 255, cv2.THRESH_BINARY)[1]
+    # Components are labelled at half resolution, each 2×2 block marked if any of its
+    # pixels is (area averaging rounds one 255 of four to 64): labelling costs per pixel,
+    # and no stroke breaks apart this way.
+    count, labels, stats, _ = cv2.connectedComponentsWithStatsWithAlgorithm(
+        _half(grown), 8, cv2.CV_32S, cv2.CCL_BBDT)
     seeded = np.zeros(count, bool)
-    seeded[labels[ink > high]] = True
-    seeded[0] = False  # label 0 is the paper
-    areas = stats[:, cv2.CC_STAT_AREA]
-    if not seeded.any():
+    seeded[labels[_half(seeds) > 0]] = True
+    # Few components: plain Python over their stats beats a dozen numpy calls on tiny arrays.
+    height, width = labels.shape
+    min_area = max(2.0, (MIN_SPECK * min(height, width)) ** 2)
+    candidates = []  # (area, left, top, right, bottom, label) of seeded components
+    for label in np.flatnonzero(seeded[1:]).tolist():
+        left, top, w, h, area = stats[label + 1].tolist()
+        candidates.append((area, left, top, left + w, top + h, label + 1))
+    if not candidates:
         return None
-    min_area = max(2.0, (MIN_SPECK * min(ink.shape)) ** 2, SPECK_FRACTION * areas[seeded].max())
-    keep = seeded & (areas >= min_area)
-    x0, y0 = stats[:, cv2.CC_STAT_LEFT], stats[:, cv2.CC_STAT_TOP]
-    x1, y1 = x0 + stats[:, cv2.CC_STAT_WIDTH], y0 + stats[:, cv2.CC_STAT_HEIGHT]
-    inside = (x0 > 0) & (y0 > 0) & (x1 < ink.shape[1]) & (y1 < ink.shape[0])
-    if (keep & inside).any():
-        keep &= inside
-    if not keep.any():
+    min_area = max(min_area, SPECK_FRACTION * max(c[0] for c in candidates))
+    kept = [c for c in candidates if c[0] >= min_area]
+    inside = [c for c in kept if c[1] > 0 and c[2] > 0 and c[3] < width and c[4] < height]
+    kept = inside or kept
+    if not kept:
         return None
-    return keep.astype(np.uint8)[labels], low
+    left, top = min(c[1] for c in kept), min(c[2] for c in kept)
+    right, bottom = max(c[3] for c in kept), max(c[4] for c in kept)
+    keep = np.zeros(count, np.uint8)
+    keep[[c[5] for c in kept]] = 1
+    box = (2 * left, 2 * top, 2 * (right - left), 2 * (bottom - top))
+    mask = cv2.resize(keep[labels[top:bottom, left:right]], box[2:],
+                      interpolation=cv2.INTER_NEAREST)
+    mask &= grown[box[1]:box[1] + box[3], box[0]:box[0] + box[2]]  # 255 & 1 is 1
+    return mask, box, low
 
 
-def crop_ink(ink: np.ndarray, mask: np.ndarray, low: float) -> tuple[np.ndarray, Roi]:
-    """Crop to the ink's bounding box and stretch it to 0–255 float32 (white on black).
+def _half(image: np.ndarray) -> np.ndarray:
+    """Half size by 2×2 area averaging (OpenCV's fast exact path); an odd last row or
+    column is left out."""
+    h, w = image.shape[0] // 2, image.shape[1] // 2
+    return cv2.resize(image[:2 * h, :2 * w], (w, h), interpolation=cv2.INTER_AREA)
+
+
+def crop_ink(ink: np.ndarray, mask: np.ndarray, box: Roi, low: float) -> tuple[np.ndarray, Roi]:
+    """Crop to the ink's bounding box and stretch it to 0–255 (uint8, white on black).
 
     The box ends where the ink falls below ``EDGE_FRACTION`` of its strength: MNIST's 20 px
     box holds every pixel the pen partly covered, but not the faint halo a camera's blur
@@ -236,35 +324,42 @@ def crop_ink(ink: np.ndarray, mask: np.ndarray, low: float) -> tuple[np.ndarray,
     strokes become 255 and paper and noise 0, while edge pixels stay grey (MNIST is
     anti-aliased); pixels outside ``mask`` (specks, other marks in the box) are cleared.
     """
-    level = max(float(np.percentile(ink[mask > 0], INK_PERCENTILE)), low + 1.0)
-    solid = ((ink >= EDGE_FRACTION * level) & (mask > 0)).astype(np.uint8)
-    x, y, w, h = cv2.boundingRect(solid)
-    values = ink[y:y + h, x:x + w].astype(np.float32)
-    scaled = (values - np.float32(low)) * np.float32(255.0 / (level - low))
-    np.clip(scaled, 0, 255, out=scaled)
-    return scaled * mask[y:y + h, x:x + w], (x, y, w, h)
+    left, top, width, height = box
+    region = ink[top:top + height, left:left + width]
+    strokes = region[mask.view(bool)]
+    rank = round((len(strokes) - 1) * INK_PERCENTILE / 100)
+    level = max(float(np.partition(strokes, rank)[rank]), low + 1.0)
+    solid = cv2.threshold(region, np.ceil(EDGE_FRACTION * level) - 1, 1, cv2.THRESH_BINARY)[1]
+    x, y, w, h = cv2.boundingRect(solid & mask)
+    values = cv2.subtract(region[y:y + h, x:x + w], low)  # saturating: what is below is 0
+    scaled = cv2.convertScaleAbs(values, alpha=255.0 / (level - low))  # saturating at 255
+    return scaled * mask[y:y + h, x:x + w], (left + x, top + y, w, h)
 
 
 def center_digit(digit: np.ndarray) -> np.ndarray:
     """MNIST's procedure: longer side to 20 px (aspect kept), centre of mass at (14, 14).
 
-    ``digit`` is white-on-black ink cropped to its bounding box. MNIST shifted by whole
+    ``digit`` is white-on-black ink cropped to its bounding box (uint8 or float32 in
+    0–255). MNIST shifted by whole
     pixels (its centres of mass sit within ±0.5 px of (14, 14)), so this does too.
     """
     h, w = digit.shape
     scale = BOX / max(h, w)
     size = (max(1, round(w * scale)), max(1, round(h * scale)))
     shrink = cv2.INTER_AREA if scale < 1 else cv2.INTER_LINEAR
-    small = cv2.resize(digit.astype(np.float32), size, interpolation=shrink)
-    # Not cv2.moments: it reads an N×2 array (a digit "1" two pixels wide) as a contour.
-    total = float(small.sum())
-    if total > 0:
-        cx = float(small.sum(axis=0) @ np.arange(size[0])) / total
-        cy = float(small.sum(axis=1) @ np.arange(size[1])) / total
+    # Area and linear resizing never leave 0-255: the saturating cast only rounds.
+    small = cv2.convertScaleAbs(cv2.resize(digit, size, interpolation=shrink))
+    # uint8: cv2.moments reads only float or int32 N×2 arrays as contours, not images.
+    moments = cv2.moments(small)
+    if moments["m00"] > 0:
+        cx, cy = moments["m10"] / moments["m00"], moments["m01"] / moments["m00"]
     else:
         cx, cy = (size[0] - 1) / 2, (size[1] - 1) / 2
-    shift = np.float32([[1, 0, np.floor(FIELD / 2 - cx + 0.5)],
-                        [0, 1, np.floor(FIELD / 2 - cy + 0.5)]])
-    field = cv2.warpAffine(small, shift, (FIELD, FIELD), flags=cv2.INTER_NEAREST,
-                           borderMode=cv2.BORDER_CONSTANT, borderValue=0)
-    return (np.clip(field, 0, 255) + 0.5).astype(np.uint8)
+    field = np.zeros((FIELD, FIELD), np.uint8)
+    dx, dy = int(np.floor(FIELD / 2 - cx + 0.5)), int(np.floor(FIELD / 2 - cy + 0.5))
+    # The shifted digit's overlap with the field (a lopsided digit may stick out).
+    fx0, fy0 = max(dx, 0), max(dy, 0)
+    fx1, fy1 = min(dx + size[0], FIELD), min(dy + size[1], FIELD)
+    if fx1 > fx0 and fy1 > fy0:
+        field[fy0:fy1, fx0:fx1] = small[fy0 - dy:fy1 - dy, fx0 - dx:fx1 - dx]
+    return field
