@@ -36,6 +36,7 @@ WHOLE_FRAME_BELOW = 64  # shorter frame side under which the frame is already a 
 MIN_ROI_SIDE = 8  # smaller boxes cannot hold a paper border and a digit
 WORK_MIN = 120  # ROIs are halved while their shorter side stays above this: 6× the 20 px box
 RING_SAMPLES = 400  # border pixels the lighting fit reads: plenty for six unknowns and a MAD
+OFF_RING_FRACTION = 0.02  # more ring pixels off the plain fit than this: fit robustly
 BORDER_FRACTION = 0.03  # width of the ROI's ring that is assumed to be paper
 SEED_SIGMAS = 4.0  # ink seeds stand this many noise sigmas above the paper
 GROW_SIGMAS = 3.0  # ink grows from seeds over pixels this many sigmas above the paper
@@ -171,10 +172,12 @@ def fit_paper(gray: np.ndarray) -> tuple[np.ndarray, float, float]:
     index, design, inverse, ys, xs, xy = _ring(*gray.shape)
     values = gray.ravel()[index]
     coef = inverse @ values  # the plain fit: right when the ring is all paper, as it mostly is
-    deviation = np.abs(values - design @ coef)
+    predicted = design @ coef
+    deviation = np.abs(values - predicted)
     spread = _median(deviation)
+    off = deviation > _paper_band(spread)
     paper = None  # all of the ring
-    if not (deviation <= _paper_band(spread)).all():
+    if np.count_nonzero(off) > OFF_RING_FRACTION * len(values):
         # Something else crosses the ring (a desk edge, a shadow, a stroke) and pulls the
         # plain fit: start flat at the ring's median instead, and refit on what looks like
         # paper until that stops changing.
@@ -189,11 +192,12 @@ def fit_paper(gray: np.ndarray) -> tuple[np.ndarray, float, float]:
             if paper is not None and np.array_equal(paper, looks_paper):
                 break  # the same pixels give the same fit
             paper = looks_paper
-            # Least squares on the paper alone, by imputation: what is not paper takes the
-            # current fit's value, so the ring's precomputed fit applies (EM, missing data).
-            coef = inverse @ np.where(paper, values, predicted)
+            coef = _refit(inverse, values, predicted, paper)
         deviation = np.abs(values - design @ coef)
         spread = _median(deviation if paper is None else deviation[paper])
+    elif off.any():  # a few stray pixels (noise tails, a speck): one refit without them
+        paper = ~off
+        coef = _refit(inverse, values, predicted, paper)
     sigma = 1.4826 * spread
     c0, cx, cy, cxx, cyy, cxy = coef
     # The surface at half resolution, enlarged bilinearly: a quadratic is smooth enough
@@ -239,6 +243,13 @@ def _half_axis(side: int) -> np.ndarray:
     half = (side + 1) // 2
     position = (np.arange(half) + 0.5) * (side / half) - 0.5
     return position / max(side - 1, 1) * 2.0 - 1.0
+
+
+def _refit(inverse: np.ndarray, values: np.ndarray, predicted: np.ndarray,
+           paper: np.ndarray) -> np.ndarray:
+    """Least squares on the paper alone, by imputation: what is not paper takes the current
+    fit's value, so the ring's precomputed fit applies (one EM step for missing data)."""
+    return inverse @ np.where(paper, values, predicted)
 
 
 def _ridged(gram: np.ndarray) -> np.ndarray:
