@@ -2,8 +2,9 @@
 
 The model is a small part of a camera loop; framing the digit and resizing it can cost
 more than the inference. Frames are rendered the way ``demos.make_clip`` renders its clip
-(held-out digits as ink on lit, noisy paper) and kept as JPEG, so decoding, which a camera
-or an MJPG stream costs too, is timed apart from the runtime's own stages.
+(held-out digits photographed by the camera model of :mod:`scenes.camera`) and kept as
+JPEG, so decoding, which a camera or an MJPG stream costs too, is timed apart from the
+runtime's own stages.
 """
 
 from __future__ import annotations
@@ -36,10 +37,9 @@ def render_frames(images: np.ndarray, labels: np.ndarray, spec: ModelSpec, count
     for index in picks:
         image = images[index]
         if spec.framing == "digit":
-            from demos.make_clip import random_scene, render
+            from scenes import camera
 
-            digit = image.reshape(image.shape[0], image.shape[1])
-            frame = render(digit, random_scene(rng), (0.0, 0.0), rng)
+            frame = camera.photograph(camera.mnist_coverage(image), camera.random_shot(rng), rng)
         else:  # any other model: its own image, enlarged to camera size, with sensor noise
             bgr = np.ascontiguousarray(image[:, :, ::-1]) if spec.color == "rgb" \
                 else np.repeat(image, 3, axis=2)
@@ -101,7 +101,7 @@ def measure(classifier: Classifier, images: np.ndarray, labels: np.ndarray, fram
         "frame_size": f"{WIDTH}x{HEIGHT}",
         "frames": len(encoded),
         "rounds": rounds,
-        "source": f"eval.npz rendered like demos/make_clip.py, JPEG quality {JPEG_QUALITY}",
+        "source": f"eval.npz photographed by scenes.camera, JPEG quality {JPEG_QUALITY}",
         "stages_us": stages,
         "topk_us": percentiles(topk_us, (50, 90)),
         "fps_runtime": 1e6 / runtime_p50 if runtime_p50 else None,

@@ -13,7 +13,7 @@ from collections.abc import Callable, Sequence
 
 from runtime.errors import EdgeCNNError, RunFailed
 
-OUR_PACKAGES = ("runtime", "train", "export", "benchmarks", "demos")
+OUR_PACKAGES = ("runtime", "train", "export", "benchmarks", "demos", "scenes")
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
 
 
