@@ -8,17 +8,24 @@ import numpy as np
 from runtime.classifier import FrameResult
 
 GREEN, GREY, WHITE, BLACK = (60, 200, 60), (150, 150, 150), (255, 255, 255), (0, 0, 0)
+AMBER = (0, 170, 255)  # BGR: the box when the model is not sure
 FONT = cv2.FONT_HERSHEY_SIMPLEX
 
 
-def draw(frame: np.ndarray, result: FrameResult, fps: float, wait_ms: float) -> np.ndarray:
-    """Return a copy of ``frame`` with the demo's overlay."""
+def draw(frame: np.ndarray, result: FrameResult, fps: float, wait_ms: float,
+         label: str | None = "") -> np.ndarray:
+    """Return a copy of ``frame`` with the demo's overlay. ``label`` None with predictions
+    means "not sure": "?" is shown above the top-3; "" shows the best prediction."""
     canvas = frame.copy()
     x, y, w, h = result.roi
-    cv2.rectangle(canvas, (x, y), (x + w, y + h), GREEN if result.ink_found else GREY, 2)
+    unsure = bool(result.predictions) and label is None
+    color = AMBER if unsure else GREEN if result.ink_found else GREY
+    cv2.rectangle(canvas, (x, y), (x + w, y + h), color, 2)
     if result.predictions:
         best = result.predictions[0]
-        _text(canvas, f"{best.label}  {best.probability * 100:.1f}%", (x, max(30, y - 12)), 0.9)
+        title = f"?  (not sure: {best.label} {best.probability * 100:.0f}%)" if unsure \
+            else f"{best.label}  {best.probability * 100:.1f}%"
+        _text(canvas, title, (x, max(30, y - 12)), 0.9)
         for row, p in enumerate(result.predictions[1:], start=1):
             _text(canvas, f"{p.label}  {p.probability * 100:.1f}%", (x, y + h + 24 * row), 0.6)
     else:

@@ -3,6 +3,10 @@
 The window shows the ROI box, the top-3 labels, FPS and per-stage times; ``q`` quits.
 ``--headless`` prints a rolling status line instead. With a ground-truth file (made by
 ``python -m demos.make_clip``) it ends by printing the frame accuracy.
+
+A frame whose best class is less probable than ``--min-confidence`` shows "?" and is
+logged with ``"label": null``: an honest "not sure" instead of a confident wrong digit.
+Blank paper still shows "no digit".
 """
 
 from __future__ import annotations
@@ -31,6 +35,8 @@ from runtime.files import scratch_path
 from runtime.framing import parse_roi
 
 WINDOW = "edgecnn"
+# Below this top-1 probability a frame says "?" (docs/printed.md: how it was chosen).
+MIN_CONFIDENCE = 0.5
 
 
 @dataclass
@@ -42,16 +48,18 @@ class Tally:
     inference_ms: list[float] = field(default_factory=list)
     correct: int = 0
     judged: int = 0
+    unsure: int = 0  # frames with a digit whose best class fell below --min-confidence
     recent: deque = field(default_factory=lambda: deque(maxlen=30))  # frame end times, for FPS
 
-    def add(self, frame: Frame, result: FrameResult, truth: list[str] | None) -> None:
+    def add(self, frame: Frame, result: FrameResult, truth: list[str] | None,
+            label: str | None) -> None:
         self.wait_ms.append(frame.wait_ms)
         self.preprocess_ms.append(result.preprocess_ms)
         self.inference_ms.append(result.inference_ms)
         self.recent.append(time.perf_counter())
+        self.unsure += bool(result.predictions) and label is None
         if truth is not None and frame.index < len(truth):
             self.judged += 1
-            label = result.predictions[0].label if result.predictions else None
             self.correct += label == truth[frame.index]
 
     @property
@@ -76,6 +84,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--threads", type=int, default=None, help="inference threads")
     p.add_argument("--truth", default=None, help="ground-truth labels (default: "
                    "<source>.truth.json when it exists)")
+    p.add_argument("--min-confidence", type=float, default=MIN_CONFIDENCE,
+                   help="below this top-1 probability a frame shows '?' (label null); 0 "
+                   "always answers")
     return p
 
 
@@ -90,6 +101,9 @@ def run(args: argparse.Namespace) -> int:
     cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_ERROR)
     if args.max_frames is not None and args.max_frames < 1:
         raise EdgeCNNError(f"--max-frames {args.max_frames} must be positive")
+    if not 0.0 <= args.min_confidence <= 1.0:
+        raise EdgeCNNError(f"--min-confidence {args.min_confidence} must be a probability, "
+                           "from 0 to 1")
     roi = parse_roi(args.roi) if args.roi else None
     classifier = runtime.load(args.model, threads=args.threads)
     truth = _load_truth(args.truth, args.source)
@@ -98,20 +112,21 @@ def run(args: argparse.Namespace) -> int:
     with open_source(args.source) as source, _writers(args.save, args.jsonl) as (video, log):
         for frame in source:
             result = classifier.classify_frame(frame.image, roi)
-            tally.add(frame, result, truth)
+            label = answer(result, args.min_confidence)
+            tally.add(frame, result, truth, label)
             annotated = None
             if show or video is not None:
-                annotated = draw(frame.image, result, tally.fps, frame.wait_ms)
+                annotated = draw(frame.image, result, tally.fps, frame.wait_ms, label)
             if video is not None:
                 video.write(annotated)
             if log is not None:
-                log.write(json.dumps(_record(frame, result)) + "\n")
+                log.write(json.dumps(_record(frame, result, label)) + "\n")
             if show:
                 cv2.imshow(WINDOW, annotated)
                 if cv2.waitKey(1) & 0xFF == ord("q"):
                     break
             else:
-                _status(frame, result, tally)
+                _status(frame, result, tally, label)
             if args.max_frames and frame.index + 1 >= args.max_frames:
                 break
         stats = source.stats
@@ -121,22 +136,33 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-def _record(frame: Frame, result: FrameResult) -> dict:
+def answer(result: FrameResult, min_confidence: float) -> str | None:
+    """The frame's label, or None for "no digit" and for "not sure" (best class below
+    ``min_confidence``)."""
+    if not result.predictions or result.predictions[0].probability < min_confidence:
+        return None
+    return result.predictions[0].label
+
+
+def _record(frame: Frame, result: FrameResult, label: str | None) -> dict:
     best = result.predictions[0] if result.predictions else None
-    return {"frame": frame.index, "label": best.label if best else None,
+    return {"frame": frame.index, "label": label,
+            "unsure": best is not None and label is None,
             "probability": round(best.probability, 5) if best else None,
             "top": [[p.label, round(p.probability, 5)] for p in result.predictions],
             "ms": {"wait": round(frame.wait_ms, 3), "preprocess": round(result.preprocess_ms, 3),
                    "inference": round(result.inference_ms, 3)}}
 
 
-def _status(frame: Frame, result: FrameResult, tally: Tally) -> None:
+def _status(frame: Frame, result: FrameResult, tally: Tally, label: str | None) -> None:
     """A rolling line on a terminal; one line every 50 frames when logging to a file."""
     interactive = sys.stdout.isatty()
     if not interactive and frame.index % 50:
         return
     best = result.predictions[0] if result.predictions else None
     shown = f"{best.label} {best.probability * 100:5.1f}%" if best else "no digit  "
+    if best and label is None:
+        shown = f"? ({best.label} {best.probability * 100:4.1f}%)"
     line = (f"frame {frame.index:6d} | {shown} | {tally.fps:6.1f} FPS | wait "
             f"{frame.wait_ms:5.2f} ms | pre {result.preprocess_ms:5.2f} ms | infer "
             f"{result.inference_ms:5.2f} ms")
@@ -156,6 +182,8 @@ def _summary(tally: Tally, stats: object, classifier: runtime.Classifier, source
           f" {classifier.spec.precision}); median ms: wait {median['wait']:.2f}, preprocess "
           f"{median['preprocess']:.2f}, inference {median['inference']:.3f}; dropped "
           f"{getattr(stats, 'dropped', 0)}")
+    if tally.unsure:
+        print(f"{tally.unsure} frames said '?' (best class below --min-confidence)")
     if tally.judged:
         print(f"frame accuracy {tally.correct / tally.judged * 100:.2f}% "
               f"({tally.correct}/{tally.judged} frames match the ground truth)")

@@ -113,9 +113,7 @@ def photograph(coverage: np.ndarray, shot: Shot, rng: np.random.Generator,
     if shot.weight:
         ink = thicken(ink, shot.weight * shot.height * height)
     if shot.grain:
-        grain = np.empty(ink.shape, np.float32)
-        cv2.randu(grain, 1.0 - shot.grain, 1.0)
-        ink *= grain
+        ink *= 1.0 - np.float32(shot.grain) * rng.random(ink.shape, dtype=np.float32)
     absorbed = ink * np.float32(shot.opacity)
     sheet = np.empty((height, width, 3), np.float32)
     for channel in range(3):
@@ -125,8 +123,7 @@ def photograph(coverage: np.ndarray, shot: Shot, rng: np.random.Generator,
     frame = sheet * (light * np.float32(1 / 255.0))[:, :, None]
     frame *= np.asarray(shot.cast, np.float32)
     frame = blur(frame, shot)
-    noise = np.empty(frame.shape, np.float32)
-    cv2.randn(noise, 0.0, 1.0)
+    noise = rng.standard_normal(frame.shape, dtype=np.float32)  # numpy's: seeded, unlike cv2's
     # Shot noise grows with the light: sigma is the noise at mid grey.
     frame += noise * (np.float32(shot.noise) * np.sqrt(np.maximum(frame, 1.0) / 128.0))
     image = np.clip(frame, 0, 255).astype(np.uint8)
