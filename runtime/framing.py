@@ -36,6 +36,7 @@ WHOLE_FRAME_BELOW = 64  # shorter frame side under which the frame is already a 
 MIN_ROI_SIDE = 8  # smaller boxes cannot hold a paper border and a digit
 WORK_MIN = 120  # ROIs are halved while their shorter side stays above this: 6× the 20 px box
 RING_SAMPLES = 400  # border pixels the lighting fit reads: plenty for six unknowns and a MAD
+SHADOW_SCALE = 28  # work-image px: wider dark regions are shade, narrower ones may be ink
 OFF_RING_FRACTION = 0.02  # more ring pixels off the plain fit than this: fit robustly
 BORDER_FRACTION = 0.03  # width of the ROI's ring that is assumed to be paper
 SEED_SIGMAS = 4.0  # ink seeds stand this many noise sigmas above the paper
@@ -152,12 +153,35 @@ def ink_map(gray: np.ndarray) -> tuple[np.ndarray, bool, float]:
     darker = cv2.countNonZero(cv2.threshold(darker_map, strong, 1, cv2.THRESH_BINARY)[1])
     lighter = cv2.countNonZero(cv2.threshold(lighter_map, strong, 1, cv2.THRESH_BINARY)[1])
     inverted = darker > lighter if darker != lighter else paper >= 128
+    if min(gray.shape) >= 2 * SHADOW_SCALE:
+        # Shadows (a hand, a phone) have edges no quadratic follows: where the paper is
+        # locally much darker (lighter, for light ink) than the fit, take its local level.
+        local = local_paper(gray, inverted)
+        margin = max(SEED_SIGMAS * sigma, MIN_CONTRAST / 2)
+        shade = cv2.compare(cv2.subtract(background, local) if inverted
+                            else cv2.subtract(local, background), margin, cv2.CMP_GT)
+        background = cv2.copyTo(local, shade, background)
     if not inverted:
-        return lighter_map, False, sigma
+        return cv2.subtract(gray, background), False, sigma
     # Paper reflects the light: divide it out so that ink is as dark in the shade.
     floor = min(max(paper / 4, 1.0), 255.0)
+    darker_map = cv2.subtract(background, gray)
     return cv2.divide(darker_map, cv2.max(background, floor), scale=max(paper, 0.0)), True, sigma
 
+
+def local_paper(gray: np.ndarray, inverted: bool) -> np.ndarray:
+    """The paper's brightness around each pixel: the ROI at 1/4 size, closed (dark ink) or
+    opened (light ink) over ``SHADOW_SCALE`` px of the work image, enlarged bilinearly.
+
+    Morphological closing removes dark marks narrower than its window, a marker's stroke
+    included, and keeps what is wider: a shadow, a desk edge, the lighting's falloff.
+    """
+    quarter = _half(_half(gray))
+    side = 2 * round(SHADOW_SCALE / 8) + 1  # the window at quarter size, odd
+    window = cv2.getStructuringElement(cv2.MORPH_RECT, (side, side))
+    paper = cv2.morphologyEx(quarter, cv2.MORPH_CLOSE if inverted else cv2.MORPH_OPEN, window,
+                             borderType=cv2.BORDER_REPLICATE)
+    return cv2.resize(paper, gray.shape[::-1], interpolation=cv2.INTER_LINEAR)
 
 def fit_paper(gray: np.ndarray) -> tuple[np.ndarray, float, float]:
     """Fit a quadratic lighting surface to the ROI's border ring: (uint8 surface, sigma, level).
