@@ -119,6 +119,12 @@ def _benchmark(args: argparse.Namespace) -> int:
     write_text(out.with_suffix(".md"), report.markdown(result))
     png = report.plot(result, out.with_suffix(".png"))
     print(report.text_table(rows))
+    if pipe is not None:
+        stages = pipe["stages_us"]
+        print(f"camera frames ({pipe['frame_size']}, {pipe['file']}): framing "
+              f"{stages['preprocess_us']['p50']:.0f} µs, inference "
+              f"{stages['inference_us']['p50']:.0f} µs per frame (p50): framing/inference "
+              f"{pipe['framing_to_inference']:.1f}×")
     for note in notes:
         print(f"note: {note}")
     print(f"wrote {out}, {out.with_suffix('.md').name}"

@@ -95,7 +95,8 @@ def pipeline_markdown(pipe: dict[str, Any], rows: Sequence[dict[str, Any]]) -> l
             f"{number(pipe['fps_runtime'], 0)} frames/s for the runtime, "
             f"{number(pipe['fps_with_decode'], 0)} with decoding; a digit found in "
             f"{pipe['ink_found']}/{pipe['frames']} frames, top-1 right in "
-            f"{pct(pipe['frame_accuracy'])}.", "",
+            f"{pct(pipe['frame_accuracy'])}. Framing costs "
+            f"{number(pipe.get('framing_to_inference'), 1)}× the inference (p50 over p50).", "",
             markdown_table(("stage", "p50 µs", "p90 µs"), body, {"stage"}),
             *_in_context(pipe, rows)]
 

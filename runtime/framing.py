@@ -153,35 +153,42 @@ def ink_map(gray: np.ndarray) -> tuple[np.ndarray, bool, float]:
     darker = cv2.countNonZero(cv2.threshold(darker_map, strong, 1, cv2.THRESH_BINARY)[1])
     lighter = cv2.countNonZero(cv2.threshold(lighter_map, strong, 1, cv2.THRESH_BINARY)[1])
     inverted = darker > lighter if darker != lighter else paper >= 128
+    if not inverted:
+        return lighter_map, False, sigma
     if min(gray.shape) >= 2 * SHADOW_SCALE:
         # Shadows (a hand, a phone) have edges no quadratic follows: where the paper is
-        # locally much darker (lighter, for light ink) than the fit, take its local level.
-        local = local_paper(gray, inverted)
-        margin = max(SEED_SIGMAS * sigma, MIN_CONTRAST / 2)
-        shade = cv2.compare(cv2.subtract(background, local) if inverted
-                            else cv2.subtract(local, background), margin, cv2.CMP_GT)
-        background = cv2.copyTo(local, shade, background)
-    if not inverted:
-        return cv2.subtract(gray, background), False, sigma
+        # locally darker than the fit, its local level is the paper.
+        background = cv2.min(background, local_paper(gray))
+        darker_map = cv2.subtract(background, gray)
     # Paper reflects the light: divide it out so that ink is as dark in the shade.
     floor = min(max(paper / 4, 1.0), 255.0)
-    darker_map = cv2.subtract(background, gray)
     return cv2.divide(darker_map, cv2.max(background, floor), scale=max(paper, 0.0)), True, sigma
 
+def local_paper(gray: np.ndarray) -> np.ndarray:
+    """The paper's brightness around each pixel, from the ROI at 1/4 size closed with a
+    disc ``SHADOW_SCALE`` work pixels wide, then enlarged.
 
-def local_paper(gray: np.ndarray, inverted: bool) -> np.ndarray:
-    """The paper's brightness around each pixel: the ROI at 1/4 size, closed (dark ink) or
-    opened (light ink) over ``SHADOW_SCALE`` px of the work image, enlarged bilinearly.
-
-    Morphological closing removes dark marks narrower than its window, a marker's stroke
-    included, and keeps what is wider: a shadow, a desk edge, the lighting's falloff.
+    Closing removes dark marks narrower than the disc, a marker's stroke included, and
+    keeps what is wider: a shadow, a desk edge. Its last step reaches one pixel further
+    and the result is shifted by its median offset from the ring, so that it errs dark:
+    next to a shadow's edge and in noise, paper must not read as ink.
     """
     quarter = _half(_half(gray))
-    side = 2 * round(SHADOW_SCALE / 8) + 1  # the window at quarter size, odd
-    window = cv2.getStructuringElement(cv2.MORPH_RECT, (side, side))
-    paper = cv2.morphologyEx(quarter, cv2.MORPH_CLOSE if inverted else cv2.MORPH_OPEN, window,
-                             borderType=cv2.BORDER_REPLICATE)
-    return cv2.resize(paper, gray.shape[::-1], interpolation=cv2.INTER_LINEAR)
+    side = 2 * round(SHADOW_SCALE / 8) + 1  # the disc at quarter size, odd
+    paper = cv2.erode(cv2.dilate(quarter, _disc(side), borderType=cv2.BORDER_REPLICATE),
+                      _disc(side + 2), borderType=cv2.BORDER_REPLICATE)
+    paper = cv2.resize(paper, gray.shape[::-1], interpolation=cv2.INTER_LINEAR)
+    index = _ring(*gray.shape)[0]
+    return cv2.subtract(paper, _median(paper.ravel()[index].astype(np.int16)
+                                       - gray.ravel()[index]))
+
+
+@functools.lru_cache(maxsize=4)
+def _disc(side: int) -> np.ndarray:
+    """A round window: a square one reaches 1.4× as far along diagonals and closes over
+    oblique shadow bands."""
+    return cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (side, side))
+
 
 def fit_paper(gray: np.ndarray) -> tuple[np.ndarray, float, float]:
     """Fit a quadratic lighting surface to the ROI's border ring: (uint8 surface, sigma, level).
