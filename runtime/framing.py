@@ -146,7 +146,7 @@ def ink_map(gray: np.ndarray) -> tuple[np.ndarray, bool, float]:
     dim frame makes light paper darker than 128; blank paper falls back to its brightness.
     All of it is saturating uint8 arithmetic: one pass per step, no float copies.
     """
-    background, sigma, paper = fit_paper(gray)
+    background, sigma, paper, clean = fit_paper(gray)
     darker_map = cv2.subtract(background, gray)
     lighter_map = cv2.subtract(gray, background)
     strong = max(SEED_SIGMAS * sigma, MIN_CONTRAST)
@@ -155,32 +155,41 @@ def ink_map(gray: np.ndarray) -> tuple[np.ndarray, bool, float]:
     inverted = darker > lighter if darker != lighter else paper >= 128
     if not inverted:
         return lighter_map, False, sigma
-    if min(gray.shape) >= 2 * SHADOW_SCALE:
+    if not clean and min(gray.shape) >= 2 * SHADOW_SCALE:
         # Shadows (a hand, a phone) have edges no quadratic follows: where the paper is
-        # locally darker than the fit, its local level is the paper.
-        background = cv2.min(background, local_paper(gray))
-        darker_map = cv2.subtract(background, gray)
+        # locally darker than the fit by more than the noise, its local level is the paper.
+        # A shadow across the ROI crosses its border too: a clean ring means none.
+        shaded = shade_paper(gray, background, max(GROW_SIGMAS * sigma, 6.0))
+        if shaded is not None:
+            background = shaded
+            darker_map = cv2.subtract(background, gray)
     # Paper reflects the light: divide it out so that ink is as dark in the shade.
     floor = min(max(paper / 4, 1.0), 255.0)
     return cv2.divide(darker_map, cv2.max(background, floor), scale=max(paper, 0.0)), True, sigma
 
-def local_paper(gray: np.ndarray) -> np.ndarray:
-    """The paper's brightness around each pixel, from the ROI at 1/4 size closed with a
-    disc ``SHADOW_SCALE`` work pixels wide, then enlarged.
+def shade_paper(gray: np.ndarray, fitted: np.ndarray, margin: float) -> np.ndarray | None:
+    """``fitted`` with the paper's local level wherever that is more than ``margin`` below
+    it (a shadow), or None when nowhere is.
 
-    Closing removes dark marks narrower than the disc, a marker's stroke included, and
-    keeps what is wider: a shadow, a desk edge. Its last step reaches one pixel further
-    and the result is shifted by its median offset from the ring, so that it errs dark:
-    next to a shadow's edge and in noise, paper must not read as ink.
+    The local level comes from the ROI at 1/4 size closed with a disc ``SHADOW_SCALE`` work
+    pixels wide: closing removes dark marks narrower than the disc, a marker's stroke
+    included, and keeps what is wider, a shadow or a desk edge. Its last step reaches one
+    pixel further and it is shifted by its median offset from the ring's paper, so that it
+    errs dark: next to a shadow's edge and in noise, paper must not read as ink.
     """
     quarter = _half(_half(gray))
     side = 2 * round(SHADOW_SCALE / 8) + 1  # the disc at quarter size, odd
-    paper = cv2.erode(cv2.dilate(quarter, _disc(side), borderType=cv2.BORDER_REPLICATE),
+    local = cv2.erode(cv2.dilate(quarter, _disc(side), borderType=cv2.BORDER_REPLICATE),
                       _disc(side + 2), borderType=cv2.BORDER_REPLICATE)
-    paper = cv2.resize(paper, gray.shape[::-1], interpolation=cv2.INTER_LINEAR)
-    index = _ring(*gray.shape)[0]
-    return cv2.subtract(paper, _median(paper.ravel()[index].astype(np.int16)
-                                       - gray.ravel()[index]))
+    ring = _ring(*quarter.shape)[0]
+    local = cv2.subtract(local, _median(local.ravel()[ring].astype(np.int16)
+                                        - quarter.ravel()[ring]))
+    below = cv2.subtract(_half(_half(fitted)), local)
+    if cv2.countNonZero(cv2.threshold(below, margin, 1, cv2.THRESH_BINARY)[1]) == 0:
+        return None  # no shadow: the quadratic fit stands (the common case, and cheap)
+    local = cv2.resize(local, gray.shape[::-1], interpolation=cv2.INTER_LINEAR)
+    shade = cv2.threshold(cv2.subtract(fitted, local), margin, 255, cv2.THRESH_BINARY)[1]
+    return cv2.copyTo(local, shade, fitted.copy())
 
 
 @functools.lru_cache(maxsize=4)
@@ -190,8 +199,9 @@ def _disc(side: int) -> np.ndarray:
     return cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (side, side))
 
 
-def fit_paper(gray: np.ndarray) -> tuple[np.ndarray, float, float]:
-    """Fit a quadratic lighting surface to the ROI's border ring: (uint8 surface, sigma, level).
+def fit_paper(gray: np.ndarray) -> tuple[np.ndarray, float, float, bool]:
+    """Fit a quadratic lighting surface to the ROI's border ring: (uint8 surface, noise
+    sigma, paper level, whether the ring was all paper).
 
     The user aims the digit inside the box, so the border is paper; fitting only there keeps
     the ink out of the lighting estimate. A quadratic covers a gradient and vignetting. When
@@ -200,7 +210,7 @@ def fit_paper(gray: np.ndarray) -> tuple[np.ndarray, float, float]:
     shadow or a stroke crossing the ring does not bend it. The spread (MAD) of the paper
     around the fit is the sensor noise that must not become ink.
     """
-    index, design, inverse, ys, xs, xy = _ring(*gray.shape)
+    index, design, inverse, basis = _ring(*gray.shape)
     values = gray.ravel()[index]
     coef = inverse @ values  # the plain fit: right when the ring is all paper, as it mostly is
     predicted = design @ coef
@@ -208,7 +218,8 @@ def fit_paper(gray: np.ndarray) -> tuple[np.ndarray, float, float]:
     spread = _median(deviation)
     off = deviation > _paper_band(spread)
     paper = None  # all of the ring
-    if np.count_nonzero(off) > OFF_RING_FRACTION * len(values):
+    clean = np.count_nonzero(off) <= OFF_RING_FRACTION * len(values)
+    if not clean:
         # Something else crosses the ring (a desk edge, a shadow, a stroke) and pulls the
         # plain fit: start flat at the ring's median instead, and refit on what looks like
         # paper until that stops changing.
@@ -230,24 +241,24 @@ def fit_paper(gray: np.ndarray) -> tuple[np.ndarray, float, float]:
         paper = ~off
         coef = _refit(inverse, values, predicted, paper)
     sigma = 1.4826 * spread
-    c0, cx, cy, cxx, cyy, cxy = coef
     # The surface at half resolution, enlarged bilinearly: a quadratic is smooth enough
     # that this misses by far less than a grey level, at a quarter of the arithmetic.
-    surface = (c0 + 0.5 + cy * ys + cyy * ys * ys).astype(np.float32) \
-        + (cx * xs + cxx * xs * xs).astype(np.float32)  # +0.5: the conversion below rounds
-    if cxy:
-        surface += np.float32(cxy) * xy
+    half_shape = ((gray.shape[0] + 1) // 2, (gray.shape[1] + 1) // 2)
+    terms = coef.astype(np.float32)
+    terms[0] += 0.5  # the uint8 cast below then rounds
+    surface = (terms @ basis).reshape(half_shape)
     # An over-exposed sensor clips the paper at 255 and a fit above that would make paper
     # ink; a wild fit below 0 is no paper either: saturate to 0-255 (the abs never sees < 0).
-    half = cv2.convertScaleAbs(np.maximum(surface, 0, out=surface))
-    return cv2.resize(half, gray.shape[::-1], interpolation=cv2.INTER_LINEAR), sigma, float(c0)
+    half = cv2.convertScaleAbs(cv2.max(surface, 0.0))
+    return (cv2.resize(half, gray.shape[::-1], interpolation=cv2.INTER_LINEAR), sigma,
+            float(coef[0]), clean)
 
 
 @functools.lru_cache(maxsize=8)
 def _ring(height: int, width: int) -> tuple[np.ndarray, ...]:
     """Flat indices of sampled border-ring pixels, their quadratic terms and those terms'
-    least-squares fit; the y axis (a column), x axis (a row) and their product at half
-    resolution, in the full ROI's [-1, 1] coordinates.
+    least-squares fit; the six terms at every pixel of the half-size ROI, in the full
+    ROI's [-1, 1] coordinates.
 
     Cached: a camera's ROI keeps its size from frame to frame.
     """
@@ -260,9 +271,11 @@ def _ring(height: int, width: int) -> tuple[np.ndarray, ...]:
     by = np.linspace(-1.0, 1.0, height)[index // width]
     bx = np.linspace(-1.0, 1.0, width)[index % width]
     design = np.stack([np.ones_like(bx), bx, by, bx * bx, by * by, bx * by], axis=1)
-    ys, xs = _half_axis(height)[:, None], _half_axis(width)[None, :]
     inverse = np.linalg.solve(_ridged(design.T @ design), design.T)  # the all-paper fit
-    arrays = (index, design, inverse, ys, xs, (ys * xs).astype(np.float32))
+    ys, xs = np.meshgrid(_half_axis(height), _half_axis(width), indexing="ij")
+    ys, xs = ys.ravel(), xs.ravel()
+    basis = np.stack([np.ones_like(xs), xs, ys, xs * xs, ys * ys, xs * ys]).astype(np.float32)
+    arrays = (index, design, inverse, basis)
     for array in arrays:
         array.flags.writeable = False
     return arrays
