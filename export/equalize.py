@@ -308,3 +308,59 @@ def _expected_output(layer: Any, error: np.ndarray, inputs: np.ndarray) -> np.nd
     if isinstance(layer, keras.layers.DepthwiseConv2D):
         return (error.sum(axis=(0, 1)) * mean[:, None]).reshape(-1)
     return np.einsum("hwio,i->o", error, mean)
+
+
+# --- BatchNorm folding (for quantization-aware training) ------------------------------------
+
+_RANGE_PRESERVING = (keras.layers.MaxPooling2D, keras.layers.GlobalMaxPooling2D,
+                     keras.layers.Flatten, StaticFlatten, keras.layers.Reshape,
+                     keras.layers.Dropout, keras.layers.SpatialDropout2D, keras.layers.Identity,
+                     keras.layers.ZeroPadding2D)
+
+
+def passes_range_through(layer: Any) -> bool:
+    """Ops whose int8 output reuses their input's scale and zero point in both converters."""
+    return isinstance(layer, _RANGE_PRESERVING)
+
+
+def fold_batchnorm(model: keras.Model) -> keras.Model:
+    """A copy where each BatchNorm that directly follows a linear Conv/Dense is folded into
+    it (W·γ/σ, (b − μ)·γ/σ + β) and replaced by Identity: what the converters do."""
+    consumers = _consumers(model)
+    folds = {}
+    for layer in model.layers:
+        if isinstance(layer, _COMPUTE):
+            batchnorm = _folded_batchnorm(layer, consumers)
+            if batchnorm is not None:
+                folds[layer.name] = batchnorm
+    if not folds:
+        return model
+    folded_names = {bn.name for bn in folds.values()}
+
+    def rebuild(layer: keras.layers.Layer) -> keras.layers.Layer:
+        if layer.name in folded_names:
+            return keras.layers.Identity(name=layer.name)
+        config = layer.get_config()
+        if layer.name in folds:
+            config["use_bias"] = True
+        return layer.__class__.from_config(config)
+
+    copy = keras.models.clone_model(model, clone_function=rebuild)
+    copy(np.zeros((1, *model.inputs[0].shape[1:]), np.float32))
+    for layer in model.layers:
+        target = copy.get_layer(layer.name)
+        if layer.name in folded_names or not layer.get_weights():
+            continue
+        if layer.name not in folds:
+            target.set_weights(layer.get_weights())
+            continue
+        batchnorm = folds[layer.name]
+        named = dict(zip([w.path.split("/")[-1] for w in batchnorm.weights],
+                         batchnorm.get_weights(), strict=True))
+        gain = _gain(batchnorm)
+        weights = layer.get_weights()
+        bias = weights[1] if len(weights) > 1 else 0.0
+        folded_bias = (bias - named["moving_mean"]) * gain + named.get("beta", 0.0)
+        target.set_weights([(weights[0] * _output_shape(layer, gain)).astype(np.float32),
+                            np.asarray(folded_bias, np.float32)])
+    return copy

@@ -138,7 +138,8 @@ def build_int8(job: Int8Job, fmt: str, name: str) -> Outcome:
     _diagnose(job, fmt, plain)
     record: dict[str, Any] = {"repair": job.repair, "before": plain.summary(job.notes),
                               "diagnosis": plain.diagnosis.to_dict()}  # type: ignore[union-attr]
-    if job.repair == "off" or (plain.check.passed and job.repair == "auto"):
+    if (job.repair == "off" and not job.qat_epochs) or \
+            (plain.check.passed and job.repair != "always"):
         record.update(applied="none", steps=[])
         return Outcome(plain, record)
     log.info("      repairing %s: worst layers %s", name,
@@ -169,7 +170,12 @@ def build_int8(job: Int8Job, fmt: str, name: str) -> Outcome:
 
 
 def _ladder(job: Int8Job, fmt: str, tried: list[Variant]) -> Iterator[tuple[str, Iterator]]:
-    """(step, variants) in cost order; variants are built lazily, as the loop asks."""
+    """(step, variants) in cost order; variants are built lazily, as the loop asks.
+    ``--repair off`` leaves post-training repair out; ``--qat`` still runs."""
+    if job.repair == "off":
+        yield "qat", (_build(job, fmt, "qat", Recipe(model="qat", method=job.method))
+                      for _ in range(1))
+        return
     yield "calibration", (_build(job, fmt, "calibration", r) for r in _calibrations(job, fmt))
     yield "equalization", (_build(job, fmt, "equalization", Recipe(model=m, method=job.method))
                            for m in ("equalized", "equalized+bias") if _model(job, m) is not None)

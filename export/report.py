@@ -40,7 +40,8 @@ def _quant_lines(check: Check, record: dict[str, Any] | None) -> list[str]:
     lines = []
     if record.get("applied", "none") != "none":
         before = record["before"]
-        lines.append(f"{'':<4}↳ repaired ({record['applied']}); plain int8 was "
+        verb = "repaired" if check.passed else "best repair"
+        lines.append(f"{'':<4}↳ {verb} ({record['applied']}); plain int8 was "
                      f"{_pp(before['accuracy_change_pp'])}, {before['agreement'] * 100:.2f} % "
                      "agreement")
     if not check.passed:
