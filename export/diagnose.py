@@ -53,6 +53,7 @@ class Diagnosis:
     engine: str
     images: int
     layers: list[LayerError]
+    error: str | None = None  # why the engine could not be asked, when it could not
 
     def worst(self, count: int = 3) -> list[LayerError]:
         """The layers whose own quantization loses the most, worst first."""
@@ -64,7 +65,7 @@ class Diagnosis:
     def to_dict(self) -> dict[str, Any]:
         return {"file": self.file, "engine": self.engine, "images": self.images,
                 "metric": "SQNR dB (int8 vs float; local: this tensor's own rounding)",
-                "layers": [asdict(e) for e in self.layers]}
+                "layers": [asdict(e) for e in self.layers], "error": self.error}
 
 
 def sqnr_db(reference: np.ndarray, approximation: np.ndarray) -> float:
@@ -154,7 +155,7 @@ def diagnose_onnx(name: str, float_path: Path, qdq_path: Path, values: np.ndarra
             layer=layer, op=producer.op_type if producer is not None else "input",
             tensor=tensor, sqnr_db=sqnr_db(reference, match["post_qdq"][0]),
             local_sqnr_db=channel_sqnr_db(reference, own, axis=1),  # NCHW, or (N, features)
-            nodes=[producer.name] * (producer is not None) + consumers))
+            nodes=([producer.name] if producer is not None else []) + consumers))
     return Diagnosis(name, "onnxruntime", len(values), errors)
 
 

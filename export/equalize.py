@@ -20,6 +20,7 @@ Imports Keras at module level: import this only once a model is being exported.
 from __future__ import annotations
 
 import logging
+import warnings
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -127,7 +128,9 @@ def correct_bias(model: keras.Model, images: np.ndarray) -> list[str]:
     if not layers:
         return []
     probe = keras.Model(model.inputs, [layer.input for layer in layers])
-    means = [np.asarray(m) for m in probe(images, training=False)]  # one call: no retracing
+    with warnings.catch_warnings():  # "the structure of inputs doesn't match": it does
+        warnings.simplefilter("ignore")
+        means = [np.asarray(m) for m in probe(images, training=False)]  # no retracing
     consumers = _consumers(model)
     corrected = []
     for layer, inputs in zip(layers, means, strict=True):

@@ -32,6 +32,7 @@ from export.diagnose import Diagnosis, diagnose_onnx, diagnose_tflite, sample
 from export.layers import layer_of, node_layer
 from export.source import ExportSource
 from export.validate import Check, Reference, keras_reference, validate
+from runtime.errors import first_line
 from runtime.preprocess import to_model_values
 from runtime.spec import ModelSpec
 
@@ -251,7 +252,9 @@ def _build(job: Int8Job, fmt: str, step: str, recipe: Recipe) -> Variant:
 
 
 def _diagnose(job: Int8Job, fmt: str, variant: Variant) -> Diagnosis:
-    if variant.diagnosis is None:
+    if variant.diagnosis is not None:
+        return variant.diagnosis
+    try:
         values = job.check_values()
         if fmt == "onnx":
             variant.diagnosis = diagnose_onnx(variant.path.name, variant.workdir / "pre.onnx",
@@ -260,6 +263,9 @@ def _diagnose(job: Int8Job, fmt: str, variant: Variant) -> Diagnosis:
             variant.diagnosis = diagnose_tflite(
                 variant.path.name, _float_tflite(job, variant.recipe.model),
                 variant.path.read_bytes(), values, [layer.name for layer in job.graph.layers])
+    except Exception as exc:  # a diagnosis must never cost the user the file itself
+        log.warning("      could not diagnose %s: %s", variant.path.name, first_line(exc))
+        variant.diagnosis = Diagnosis(variant.path.name, fmt, 0, [], error=first_line(exc))
     return variant.diagnosis
 
 
