@@ -315,10 +315,20 @@ def _expected_output(layer: Any, error: np.ndarray, inputs: np.ndarray) -> np.nd
 
 # --- BatchNorm folding (for quantization-aware training) ------------------------------------
 
+class FoldedAway(keras.layers.Layer):
+    """Where a folded BatchNorm was: passes its input on (and takes BatchNorm's arguments)."""
+
+    def call(self, inputs: Any, mask: Any = None, training: Any = None) -> Any:
+        return inputs
+
+    def compute_output_shape(self, input_shape: Any) -> Any:
+        return input_shape
+
+
 _RANGE_PRESERVING = (keras.layers.MaxPooling2D, keras.layers.GlobalMaxPooling2D,
                      keras.layers.Flatten, StaticFlatten, keras.layers.Reshape,
                      keras.layers.Dropout, keras.layers.SpatialDropout2D, keras.layers.Identity,
-                     keras.layers.ZeroPadding2D)
+                     keras.layers.ZeroPadding2D, FoldedAway)
 
 
 def passes_range_through(layer: Any) -> bool:
@@ -342,7 +352,7 @@ def fold_batchnorm(model: keras.Model) -> keras.Model:
 
     def rebuild(layer: keras.layers.Layer) -> keras.layers.Layer:
         if layer.name in folded_names:
-            return keras.layers.Identity(name=layer.name)
+            return FoldedAway(name=layer.name)
         config = layer.get_config()
         if layer.name in folds:
             config["use_bias"] = True
@@ -351,9 +361,9 @@ def fold_batchnorm(model: keras.Model) -> keras.Model:
     copy = keras.models.clone_model(model, clone_function=rebuild)
     copy(np.zeros((1, *model.inputs[0].shape[1:]), np.float32))
     for layer in model.layers:
-        target = copy.get_layer(layer.name)
         if layer.name in folded_names or not layer.get_weights():
             continue
+        target = copy.get_layer(layer.name)
         if layer.name not in folds:
             target.set_weights(layer.get_weights())
             continue
