@@ -108,34 +108,42 @@ def random_shot(rng: np.random.Generator, width: int = WIDTH, height: int = HEIG
 
 
 def photograph(coverage: np.ndarray, shot: Shot, rng: np.random.Generator,
-               width: int = WIDTH, height: int = HEIGHT) -> np.ndarray:
-    """``coverage`` (float32 0–1 ink, cropped to the digit) photographed as ``shot``: BGR."""
-    ink = place(coverage, shot, width, height)
-    if shot.weight:
-        ink = thicken(ink, shot.weight * shot.height * height)
+               width: int = WIDTH, height: int = HEIGHT,
+               view: tuple[int, int, int, int] | None = None) -> np.ndarray:
+    """``coverage`` (float32 0–1 ink, cropped to the digit) photographed as ``shot``: a BGR
+    ``width``×``height`` frame, or only its window ``view`` (x, y, w, h): the same pixels,
+    bar JPEG block edges, at a fraction of the cost (training renders the ROI alone)."""
+    x0, y0, w, h = view or (0, 0, width, height)
+    if shot.weight:  # on the glyph before it is warped: a small window, the same strokes
+        coverage = thicken(coverage, shot.weight * (coverage.shape[0] - 2))
+    ink = place(coverage, shot, width, height, (x0, y0, w, h))
     if shot.grain:
         ink *= 1.0 - np.float32(shot.grain) * rng.random(ink.shape, dtype=np.float32)
     absorbed = ink * np.float32(shot.opacity)
-    sheet = np.empty((height, width, 3), np.float32)
-    for channel in range(3):
-        paper, pigment = np.float32(shot.paper[channel]), np.float32(shot.ink[channel])
-        sheet[:, :, channel] = paper - (paper - pigment) * absorbed
-    light = illumination(shot, width, height)
-    frame = sheet * (light * np.float32(1 / 255.0))[:, :, None]
-    frame *= np.asarray(shot.cast, np.float32)
+    light = illumination(shot, width, height, (x0, y0, w, h))
+    cast = np.asarray(shot.cast, np.float32)
+    paper = np.asarray(shot.paper, np.float32) * cast / np.float32(255.0)
+    pigment = np.asarray(shot.ink, np.float32) * cast / np.float32(255.0)
+    frame = (paper - absorbed[:, :, None] * (paper - pigment)) * light[:, :, None]
     frame = blur(frame, shot)
-    noise = rng.standard_normal(frame.shape, dtype=np.float32)  # numpy's: seeded, unlike cv2's
-    # Shot noise grows with the light: sigma is the noise at mid grey.
-    frame += noise * (np.float32(shot.noise) * np.sqrt(np.maximum(frame, 1.0) / 128.0))
-    image = np.clip(frame, 0, 255).astype(np.uint8)
+    # Shot noise grows with the light (sigma is the noise at mid grey); numpy's generator,
+    # not OpenCV's, so that the seed decides it. Mostly luminance noise, as after a
+    # camera's demosaicing and denoising: one draw for the three channels.
+    noise = rng.standard_normal((h, w), dtype=np.float32)
+    noise *= np.float32(shot.noise) * np.sqrt(np.maximum(light, 1.0) / np.float32(128.0))
+    frame += noise[:, :, None]
+    image = cv2.convertScaleAbs(frame)  # rounds and saturates (values are never negative
+    #                                     enough for the absolute value to matter)
     if shot.jpeg:
         ok, data = cv2.imencode(".jpg", image, [cv2.IMWRITE_JPEG_QUALITY, shot.jpeg])
         image = cv2.imdecode(data, cv2.IMREAD_COLOR) if ok else image
     return image
 
 
-def place(coverage: np.ndarray, shot: Shot, width: int, height: int) -> np.ndarray:
-    """The digit's ink on the frame: scaled, slanted, rotated and seen on a tilted sheet."""
+def place(coverage: np.ndarray, shot: Shot, width: int, height: int,
+          view: tuple[int, int, int, int]) -> np.ndarray:
+    """The digit's ink on the frame's window ``view``: scaled, slanted, rotated and seen on
+    a tilted sheet."""
     gh, gw = coverage.shape
     scale = shot.height * height / max(gh - 2, 1)  # glyphs carry a one-pixel margin
     centre_glyph = np.array([[1, 0, -gw / 2], [0, 1, -gh / 2], [0, 0, 1]])
@@ -145,8 +153,10 @@ def place(coverage: np.ndarray, shot: Shot, width: int, height: int) -> np.ndarr
     rotate = np.array([[math.cos(angle), -math.sin(angle), 0],
                        [math.sin(angle), math.cos(angle), 0], [0, 0, 1]])
     move = np.array([[1, 0, shot.centre[0]], [0, 1, shot.centre[1]], [0, 0, 1]])
-    matrix = tilt_homography(shot.tilt, width, height) @ move @ rotate @ shape @ centre_glyph
-    return cv2.warpPerspective(coverage, matrix, (width, height), flags=cv2.INTER_LINEAR,
+    crop = np.array([[1, 0, -view[0]], [0, 1, -view[1]], [0, 0, 1]])
+    matrix = crop @ tilt_homography(shot.tilt, width, height) @ move @ rotate @ shape \
+        @ centre_glyph
+    return cv2.warpPerspective(coverage, matrix, view[2:], flags=cv2.INTER_LINEAR,
                                borderMode=cv2.BORDER_CONSTANT, borderValue=0.0)
 
 
@@ -184,11 +194,13 @@ def thicken(ink: np.ndarray, radius: float) -> np.ndarray:
     return np.maximum(thinner, ink * np.float32(0.35))
 
 
-def illumination(shot: Shot, width: int, height: int) -> np.ndarray:
-    """Light reaching the sheet (grey levels on white paper): exposure, gradient, vignette
-    and soft shadow bands."""
-    xs = np.linspace(-0.5, 0.5, width, dtype=np.float32)[None, :]
-    ys = np.linspace(-0.5, 0.5, height, dtype=np.float32)[:, None]
+def illumination(shot: Shot, width: int, height: int,
+                 view: tuple[int, int, int, int]) -> np.ndarray:
+    """Light reaching the sheet in the window ``view`` (grey levels on white paper):
+    exposure, gradient, vignette and soft shadow bands, in frame coordinates (-½ to ½)."""
+    x0, y0, w, h = view
+    xs = ((np.arange(x0, x0 + w, dtype=np.float32) + 0.5) / width - 0.5)[None, :]
+    ys = ((np.arange(y0, y0 + h, dtype=np.float32) + 0.5) / height - 0.5)[:, None]
     light = np.float32(shot.exposure) * (1 + np.float32(shot.gradient[0]) * xs
                                          + np.float32(shot.gradient[1]) * ys)
     light *= 1 - np.float32(shot.vignette) * 2 * (xs * xs + ys * ys)

@@ -1,0 +1,139 @@
+"""Printed digits as training data: 0–9 in every found font, photographed by the camera
+model, then cut out by the runtime's own framing, so training sees what inference sees.
+
+Each image has its own seed (from the run's seed, the font and the digit), so a set is the
+same whoever renders it, in any order, on any number of processes. Rendering costs a few
+milliseconds an image: sets are cached on disk under a key made of everything that
+decides their pixels (fonts, counts, seed, the code of the camera model and the framing,
+and the versions of the libraries that draw them).
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import hashlib
+import json
+import logging
+import multiprocessing
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from runtime.files import atomic_path
+from runtime.framing import default_roi, frame_digit
+from scenes import camera, fonts
+
+log = logging.getLogger(__name__)
+PER_DIGIT = 24  # photographs of each digit in each font (default)
+CACHE_ENV = "EDGECNN_CACHE"  # where rendered sets are kept (default ~/.cache/edgecnn)
+VERSION = 1  # bump when the rendering changes in a way the code hash below cannot see
+
+
+@dataclass(frozen=True)
+class PrintedSet:
+    """Framed 28×28 digits (white ink on black, uint8), their labels and their fonts."""
+
+    images: np.ndarray    # (N, 28, 28) uint8
+    labels: np.ndarray    # (N,) int64, the digit
+    families: np.ndarray  # (N,) str, the font family (the unit of a held-out split)
+    fonts: np.ndarray     # (N,) str, the font's name
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+
+def printed_set(font_list: list[fonts.Font], per_digit: int = PER_DIGIT, seed: int = 0,
+                cache: Path | None = None, workers: int | None = None) -> PrintedSet:
+    """Every digit of every font, ``per_digit`` times, photographed and framed; cached."""
+    fonts.require_fonts(font_list)
+    folder = cache_dir() if cache is None else cache
+    key = cache_key(font_list, per_digit, seed)
+    path = folder / f"printed-{key}.npz"
+    if path.is_file():
+        try:
+            with np.load(path, allow_pickle=False) as npz:
+                return PrintedSet(npz["images"], npz["labels"], npz["families"], npz["fonts"])
+        except (OSError, KeyError, ValueError) as exc:  # a damaged cache: render it again
+            log.warning("ignoring damaged cache %s (%s)", path, exc)
+    jobs = [(font, digit, per_digit, seed) for font in font_list for digit in range(10)]
+    log.info("rendering %d printed digits (%d fonts x 10 digits x %d photographs) into %s",
+             len(jobs) * per_digit, len(font_list), per_digit, path)
+    results = _run(jobs, workers)
+    images = np.concatenate([r for r in results])
+    labels = np.repeat([digit for _, digit, _, _ in jobs], per_digit).astype(np.int64)
+    families = np.repeat([font.family for font, _, _, _ in jobs], per_digit)
+    names = np.repeat([font.name for font, _, _, _ in jobs], per_digit)
+    result = PrintedSet(images, labels, families.astype(str), names.astype(str))
+    folder.mkdir(parents=True, exist_ok=True)
+    with atomic_path(path) as tmp, open(tmp, "wb") as handle:
+        np.savez(handle, images=result.images, labels=result.labels,
+                 families=result.families, fonts=result.fonts)
+    return result
+
+
+def render_digit(font: fonts.Font, digit: int, count: int, seed: int) -> np.ndarray:
+    """``count`` framed photographs of one font's ``digit``: (count, 28, 28) uint8.
+
+    Only the demo's ROI is rendered (the framing looks nowhere else), and framed whole.
+    """
+    glyph = fonts.glyph(font, str(digit))
+    roi = default_roi(camera.HEIGHT, camera.WIDTH)
+    rng = np.random.default_rng([seed, _stable_hash(font.source), digit])
+    out = np.zeros((count, 28, 28), np.uint8)
+    for i in range(count):
+        frame = camera.photograph(glyph, camera.random_shot(rng), rng, view=roi)
+        out[i] = frame_digit(frame, roi=(0, 0, roi[2], roi[3])).image
+    return out
+
+
+def cache_dir() -> Path:
+    root = os.environ.get(CACHE_ENV) or Path(os.environ.get("XDG_CACHE_HOME",
+                                                            Path.home() / ".cache")) / "edgecnn"
+    return Path(root)
+
+
+def cache_key(font_list: list[fonts.Font], per_digit: int, seed: int) -> str:
+    """A digest of everything that decides the pixels of a set."""
+    from PIL import __version__ as pillow
+
+    here = Path(__file__).resolve().parent
+    code = [here / "camera.py", here / "fonts.py", here / "printed.py",
+            here.parent / "runtime" / "framing.py", here.parent / "runtime" / "preprocess.py"]
+    parts = {
+        "version": VERSION, "per_digit": per_digit, "seed": seed,
+        "fonts": [[f.source, f.family, f.style, *_file_stamp(f.source)] for f in font_list],
+        "code": [hashlib.sha256(p.read_bytes()).hexdigest() for p in code],
+        "libraries": [cv2.__version__, np.__version__, pillow],
+    }
+    return hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()[:20]
+
+
+def _file_stamp(source: str) -> list[int]:
+    try:
+        stat = os.stat(source)
+    except OSError:  # a built-in font: its library's version stands for it
+        return []
+    return [stat.st_size, int(stat.st_mtime)]
+
+
+def _stable_hash(text: str) -> int:
+    return int.from_bytes(hashlib.sha256(text.encode()).digest()[:4], "little")
+
+
+def _render_job(job: tuple[fonts.Font, int, int, int]) -> np.ndarray:
+    cv2.setNumThreads(1)  # one process per core already
+    return render_digit(*job)
+
+
+def _run(jobs: list[tuple[fonts.Font, int, int, int]], workers: int | None) -> list[np.ndarray]:
+    """Render the jobs in order, on ``workers`` processes (default: every core)."""
+    workers = workers or os.cpu_count() or 1
+    if workers == 1 or len(jobs) < 4:
+        return [render_digit(*job) for job in jobs]
+    # spawn, not fork: the parent may already run threads (OpenCV's, a progress bar's).
+    context = multiprocessing.get_context("spawn")
+    with concurrent.futures.ProcessPoolExecutor(workers, mp_context=context) as pool:
+        return list(pool.map(_render_job, jobs, chunksize=max(1, len(jobs) // (workers * 8))))
