@@ -36,7 +36,9 @@ WHOLE_FRAME_BELOW = 64  # shorter frame side under which the frame is already a 
 MIN_ROI_SIDE = 8  # smaller boxes cannot hold a paper border and a digit
 WORK_MIN = 120  # ROIs are halved while their shorter side stays above this: 6× the 20 px box
 RING_SAMPLES = 400  # border pixels the lighting fit reads: plenty for six unknowns and a MAD
-SHADOW_SCALE = 28  # work-image px: wider dark regions are shade, narrower ones may be ink
+SHADOW_SCALE = 44  # work-image px: wider dark regions are shade, narrower ones may be ink
+INK_TAIL = 0.004  # share of the ROI the thinnest small digit covers: its strongest pixels
+DARK_INK_PRIOR = 1.5  # light ink must stand out this much more than dark ink to win
 OFF_RING_FRACTION = 0.02  # more ring pixels off the plain fit than this: fit robustly
 BORDER_FRACTION = 0.03  # width of the ROI's ring that is assumed to be paper
 SEED_SIGMAS = 4.0  # ink seeds stand this many noise sigmas above the paper
@@ -142,17 +144,18 @@ def ink_map(gray: np.ndarray) -> tuple[np.ndarray, bool, float]:
     """Grayscale ROI → (ink as uint8 above the paper, inverted?, noise sigma).
 
     Subtracting the fitted paper removes lighting gradients and vignetting. The ink is
-    whichever side of the paper has more strongly deviating pixels, which still works when a
-    dim frame makes light paper darker than 128; blank paper falls back to its brightness.
+    whichever side of the paper deviates most strongly, which still works when a dim frame
+    makes light paper darker than 128 or a shadow leaves lit paper above the fit.
     All of it is saturating uint8 arithmetic: one pass per step, no float copies.
     """
     background, sigma, paper, clean = fit_paper(gray)
     darker_map = cv2.subtract(background, gray)
     lighter_map = cv2.subtract(gray, background)
-    strong = max(SEED_SIGMAS * sigma, MIN_CONTRAST)
-    darker = cv2.countNonZero(cv2.threshold(darker_map, strong, 1, cv2.THRESH_BINARY)[1])
-    lighter = cv2.countNonZero(cv2.threshold(lighter_map, strong, 1, cv2.THRESH_BINARY)[1])
-    inverted = darker > lighter if darker != lighter else paper >= 128
+    # Ink is the most extreme mark on the page; shading is broad but mild. So the side
+    # whose strongest pixels (the top INK_TAIL of them) stand out more is the ink's, with
+    # dark ink given the benefit of the doubt: it is what cameras meet on paper.
+    darker, lighter = _top_level(darker_map), _top_level(lighter_map)
+    inverted = darker * DARK_INK_PRIOR >= lighter if darker or lighter else paper >= 128
     if not inverted:
         return lighter_map, False, sigma
     if not clean and min(gray.shape) >= 2 * SHADOW_SCALE:
@@ -166,6 +169,13 @@ def ink_map(gray: np.ndarray) -> tuple[np.ndarray, bool, float]:
     # Paper reflects the light: divide it out so that ink is as dark in the shade.
     floor = min(max(paper / 4, 1.0), 255.0)
     return cv2.divide(darker_map, cv2.max(background, floor), scale=max(paper, 0.0)), True, sigma
+
+def _top_level(image: np.ndarray) -> int:
+    """The grey level that the brightest ``INK_TAIL`` of a uint8 image's pixels reach."""
+    counts = cv2.calcHist([image], [0], None, [256], [0, 256]).ravel()
+    above = np.cumsum(counts[::-1])  # pixels at or above each level, from 255 down
+    return 255 - int(np.searchsorted(above, INK_TAIL * image.size))
+
 
 def shade_paper(gray: np.ndarray, fitted: np.ndarray, margin: float) -> np.ndarray | None:
     """``fitted`` with the paper's local level wherever that is more than ``margin`` below

@@ -98,11 +98,12 @@ def random_shot(rng: np.random.Generator, width: int = WIDTH, height: int = HEIG
         ink=tuple(c * rng.uniform(0.8, 1.2) for c in ink),  # type: ignore[arg-type]
         opacity=opacity * rng.uniform(0.7, 1.0),
         grain=rng.uniform(0.15, 0.4) if ink_name == "pencil" else 0.0,
-        exposure=rng.uniform(0.45, 1.15) * 255, gradient=tuple(rng.uniform(-0.4, 0.4, 2)),
+        # Auto exposure puts the paper between mid grey and white (and past it, clipping).
+        exposure=rng.uniform(0.6, 1.15) * 255, gradient=tuple(rng.uniform(-0.4, 0.4, 2)),
         vignette=rng.uniform(0, 0.4), shadows=shadows,
         cast=tuple(rng.uniform(0.94, 1.06, 3)),  # type: ignore[arg-type]
         defocus=rng.uniform(0, 2.2) if rng.random() < 0.7 else 0.0,
-        motion=(motion, rng.uniform(0, 180)), noise=rng.uniform(1, 9),
+        motion=(motion, rng.uniform(0, 180)), noise=rng.uniform(1, 8),
         jpeg=int(rng.integers(35, 96)) if rng.random() < 0.85 else 0,
     )
 

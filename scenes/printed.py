@@ -133,7 +133,9 @@ def _run(jobs: list[tuple[fonts.Font, int, int, int]], workers: int | None) -> l
     workers = workers or os.cpu_count() or 1
     if workers == 1 or len(jobs) < 4:
         return [render_digit(*job) for job in jobs]
-    # spawn, not fork: the parent may already run threads (OpenCV's, a progress bar's).
-    context = multiprocessing.get_context("spawn")
+    # fork where there is one: spawn re-runs the caller's main module in every worker, which
+    # breaks scripts without a __main__ guard. Workers render on one OpenCV thread each.
+    methods = multiprocessing.get_all_start_methods()
+    context = multiprocessing.get_context("fork" if "fork" in methods else "spawn")
     with concurrent.futures.ProcessPoolExecutor(workers, mp_context=context) as pool:
         return list(pool.map(_render_job, jobs, chunksize=max(1, len(jobs) // (workers * 8))))
