@@ -40,6 +40,7 @@ SHADOW_SCALE = 44  # work-image px: wider dark regions are shade, narrower ones 
 INK_TAIL = 0.004  # share of the ROI the thinnest small digit covers: its strongest pixels
 DARK_INK_PRIOR = 1.5  # light ink must stand out this much more than dark ink to win
 OFF_RING_FRACTION = 0.02  # more ring pixels off the plain fit than this: fit robustly
+MISFIT = 2.0  # ring spread around the fit over the sensor noise above which light is uneven
 BORDER_FRACTION = 0.03  # width of the ROI's ring that is assumed to be paper
 SEED_SIGMAS = 4.0  # ink seeds stand this many noise sigmas above the paper
 GROW_SIGMAS = 3.0  # ink grows from seeds over pixels this many sigmas above the paper
@@ -220,16 +221,21 @@ def fit_paper(gray: np.ndarray) -> tuple[np.ndarray, float, float, bool]:
     shadow or a stroke crossing the ring does not bend it. The spread (MAD) of the paper
     around the fit is the sensor noise that must not become ink.
     """
-    index, design, inverse, basis = _ring(*gray.shape)
-    values = gray.ravel()[index]
+    index, neighbour, design, inverse, basis = _ring(*gray.shape)
+    flat = gray.ravel()
+    values = flat[index]
     coef = inverse @ values  # the plain fit: right when the ring is all paper, as it mostly is
     predicted = design @ coef
     deviation = np.abs(values - predicted)
     spread = _median(deviation)
     off = deviation > _paper_band(spread)
     paper = None  # all of the ring
-    clean = np.count_nonzero(off) <= OFF_RING_FRACTION * len(values)
-    if not clean:
+    # The fit explains the ring when what is left is sensor noise: as large as the step
+    # from a ring pixel to its neighbour (/√2), which no smooth shading changes.
+    noise = _median(np.abs(values.astype(np.int16) - flat[neighbour])) / np.sqrt(2.0)
+    clean = spread <= MISFIT * max(noise, 0.5)
+    if np.count_nonzero(off) > OFF_RING_FRACTION * len(values):
+        clean = False
         # Something else crosses the ring (a desk edge, a shadow, a stroke) and pulls the
         # plain fit: start flat at the ring's median instead, and refit on what looks like
         # paper until that stops changing.
@@ -250,7 +256,9 @@ def fit_paper(gray: np.ndarray) -> tuple[np.ndarray, float, float, bool]:
     elif off.any():  # a few stray pixels (noise tails, a speck): one refit without them
         paper = ~off
         coef = _refit(inverse, values, predicted, paper)
-    sigma = 1.4826 * spread
+    # Where the light is uneven the spread around the fit is misfit, not noise: thresholds
+    # built on it would hide faint ink. The neighbour steps still measure the noise.
+    sigma = 1.4826 * (spread if clean else min(spread, max(noise, 0.5)))
     # The surface at half resolution, enlarged bilinearly: a quadratic is smooth enough
     # that this misses by far less than a grey level, at a quarter of the arithmetic.
     half_shape = ((gray.shape[0] + 1) // 2, (gray.shape[1] + 1) // 2)
@@ -278,6 +286,8 @@ def _ring(height: int, width: int) -> tuple[np.ndarray, ...]:
     on_ring[:, :ring] = on_ring[:, -ring:] = True
     index = np.flatnonzero(on_ring)
     index = index[:: max(1, len(index) // RING_SAMPLES)]
+    # Each sample's right-hand neighbour (left-hand on the last column), for the noise.
+    neighbour = np.where(index % width == width - 1, index - 1, index + 1)
     by = np.linspace(-1.0, 1.0, height)[index // width]
     bx = np.linspace(-1.0, 1.0, width)[index % width]
     design = np.stack([np.ones_like(bx), bx, by, bx * bx, by * by, bx * by], axis=1)
@@ -285,7 +295,7 @@ def _ring(height: int, width: int) -> tuple[np.ndarray, ...]:
     ys, xs = np.meshgrid(_half_axis(height), _half_axis(width), indexing="ij")
     ys, xs = ys.ravel(), xs.ravel()
     basis = np.stack([np.ones_like(xs), xs, ys, xs * xs, ys * ys, xs * ys]).astype(np.float32)
-    arrays = (index, design, inverse, basis)
+    arrays = (index, neighbour, design, inverse, basis)
     for array in arrays:
         array.flags.writeable = False
     return arrays

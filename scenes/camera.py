@@ -84,10 +84,10 @@ def random_shot(rng: np.random.Generator, width: int = WIDTH, height: int = HEIG
     paper = PAPERS[rng.choice(list(PAPERS), p=[0.55, 0.25, 0.2])]
     ink_name = rng.choice(list(INKS), p=[0.5, 0.25, 0.1, 0.15])
     ink, opacity = INKS[ink_name]
-    # Shade from a hand, a phone or a lamp's arm: mostly soft-edged under room light.
-    shadows = tuple((rng.uniform(0, 180), rng.uniform(-0.5, 0.5), rng.uniform(0.08, 0.5),
-                     rng.uniform(0.1, 0.4), float(np.exp(rng.uniform(np.log(0.02), np.log(0.2)))))
-                    for _ in range(rng.choice(3, p=[0.6, 0.32, 0.08])))
+    # Shade from a hand, a phone or a lamp's arm: broad and mostly soft-edged in room light.
+    shadows = tuple((rng.uniform(0, 180), rng.uniform(-0.5, 0.5), rng.uniform(0.15, 0.6),
+                     rng.uniform(0.1, 0.35), float(np.exp(rng.uniform(np.log(0.02), np.log(0.2)))))
+                    for _ in range(rng.choice(3, p=[0.65, 0.3, 0.05])))
     motion = rng.uniform(0, 7) if rng.random() < 0.4 else 0.0
     return Shot(
         height=digit, centre=centre, angle=rng.normal(0, 4), slant=rng.uniform(-12, 12),
