@@ -19,6 +19,7 @@ from runtime import bundle as names
 from runtime.errors import BundleError, EdgeCNNError, first_line
 from runtime.preprocess import IMAGE_SUFFIXES, prepare, read_image
 from runtime.spec import ModelSpec
+from train.split import balanced_sample
 
 log = logging.getLogger(__name__)
 MIN_CALIBRATION = 16  # fewer images give unstable activation ranges
@@ -163,7 +164,7 @@ def load_image_set(data: Path, spec: ModelSpec) -> ImageSet:
     if skipped:
         log.info("--calib-data: skipped %d unreadable image(s)", skipped)
     if not images:
-        raise CalibrationError(f"--calib-data {data}: no readable PNG/JPEG/BMP images")
+        raise CalibrationError(f"--calib-data {data}: no image OpenCV can read")
     known = np.array(labels) if labels and min(labels) >= 0 else None
     return ImageSet(np.stack(images), known)
 
@@ -191,5 +192,8 @@ def calibration_images(source: ExportSource, samples: int) -> np.ndarray:
     if available < samples:
         log.info("using all %d calibration images (fewer than --calib-samples %d)", available,
                  samples)
-    step = max(1, available // samples)  # spread over the (class-balanced) sample
+    labels = source.calibration.labels
+    if labels is not None:  # as many classes as the sample can hold, each equally often
+        return source.calibration.images[balanced_sample(labels, samples, seed=0)]
+    step = max(1, available // samples)  # spread over the images
     return source.calibration.images[::step][:samples]

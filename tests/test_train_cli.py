@@ -148,7 +148,7 @@ def test_folder_of_unreadable_images_fails_in_one_line(tmp_path: Path) -> None:
     for name in ("a", "b"):
         (tmp_path / "junk" / name).mkdir(parents=True)
         for i in range(6):
-            (tmp_path / "junk" / name / f"{i}.png").write_bytes(b"not an image")
+            (tmp_path / "junk" / name / f"{i}.png").write_bytes(b"\x89PNG\r\n\x1a\n broken")
     result = run_module("train", "--data", str(tmp_path / "junk"), "--epochs", "1",
                         "--batch-size", "1", "--out", str(tmp_path / "b"))
     assert_clean_failure(result, "no batch", "unreadable")
