@@ -114,18 +114,23 @@ def test_a_run_that_cannot_fit_is_refused_before_training(tmp_path: Path) -> Non
 
 
 @pytest.mark.slow
-def test_200_grey_classes_end_to_end(tmp_path: Path) -> None:
+def test_200_grey_classes_end_to_end(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
     """dense512 on 200 single-channel classes: 1-channel spec, bounded outputs, and the
-    runtime answers with the folder's class names."""
+    runtime answers with the folder's class names. (In one process, to spare the suite two
+    TensorFlow start-ups; the CLI's one-line behaviour is tested elsewhere.)"""
     from benchmarks.many_classes import make_folder
+    from export.__main__ import main as export
+    from runtime.__main__ import main as runtime_cli
+    from train.__main__ import main as train
 
     folder = make_folder(tmp_path / "data", CLASSES, 8, 32)
     out = tmp_path / "bundle"
-    trained = run_module("train", "--arch", "dense512", "--data", str(folder), "--epochs", "8",
-                         "--out", str(out), timeout=600)
-    assert trained.returncode == 0, trained.stderr[-2000:]
-    assert "colour: grayscale (auto: single-channel images" in trained.stdout
-    assert len(trained.stdout.splitlines()) < 60  # no 200-row table
+    capsys.readouterr()
+    assert train(["--arch", "dense512", "--data", str(folder), "--epochs", "8",
+                  "--out", str(out)]) == 0
+    printed = capsys.readouterr().out
+    assert "colour: grayscale (auto: single-channel images" in printed
+    assert len(printed.splitlines()) < 60, printed  # no 200-row table
     spec = json.loads((out / "spec.json").read_text())
     assert spec["channels"] == 1 and len(spec["labels"]) == CLASSES
     metrics = json.loads((out / "metrics.json").read_text())
@@ -134,15 +139,66 @@ def test_200_grey_classes_end_to_end(tmp_path: Path) -> None:
     assert 0 < metrics["resources"]["peak_rss_mb"] < 3 * 1024
     for png in ("confusion_matrix.png", "confused_pairs.png", "history.png"):
         assert max(png_size(out / png)) <= MAX_PIXELS
-    exported = run_module("export", "--bundle", str(out), "--formats", "onnx", timeout=600)
-    assert exported.returncode == 0, exported.stderr[-2000:]
+    assert export(["--bundle", str(out), "--formats", "onnx"]) == 0
     images = sorted(folder.glob("c01[0-9]*/00.png"))[:3]
-    predicted = run_module("runtime", "predict", "--model", str(out / "model.onnx"), "--json",
-                           "--top-k", "5", *map(str, images))
-    assert predicted.returncode == 0, predicted.stderr
-    records = [json.loads(line) for line in predicted.stdout.splitlines()]
-    assert all(len(r["predictions"]) == 5 for r in records)
+    capsys.readouterr()
+    assert runtime_cli(["predict", "--model", str(out / "model.onnx"), "--json", "--top-k", "5",
+                        *map(str, images)]) == 0
+    records = [json.loads(line) for line in capsys.readouterr().out.splitlines()
+               if line.startswith("{")]
+    assert len(records) == 3 and all(len(r["predictions"]) == 5 for r in records)
     assert all(p["label"] in spec["labels"] for r in records for p in r["predictions"])
     top1 = [r["predictions"][0]["label"] for r in records]
     assert sum(label == image.parent.name for label, image in zip(top1, images,
                                                                   strict=True)) >= 2
+
+
+def test_overlay_cuts_long_class_names_to_fit_the_frame() -> None:
+    from demos.overlay import _width, draw, fit
+    from runtime.classifier import FrameResult, Prediction
+
+    name = "c0010_a_rather_long_class_name_from_a_real_taxonomy_of_things"
+    text = fit(name, "  97.5%", 0.9, 300)
+    assert text.endswith("...  97.5%") and text.startswith("c0010_") and _width(text, 0.9) <= 300
+    assert fit("c0011", "  2.5%", 0.9, 300) == "c0011  2.5%"
+    frame = np.zeros((120, 160, 3), np.uint8)
+    result = FrameResult([Prediction(name, 0.975, 10), Prediction(name * 2, 0.02, 11)],
+                         (10, 30, 60, 40), True, 0.1, 0.2)
+    drawn = draw(frame, result, fps=30.0, wait_ms=1.0)
+    assert drawn.shape == frame.shape and drawn.any()
+
+
+def write_images(folder: Path, images: list[np.ndarray], suffix: str = ".png") -> None:
+    for c in ("a", "b"):
+        (folder / c).mkdir(parents=True)
+        for i, image in enumerate(images):
+            cv2.imwrite(str(folder / c / f"{i}{suffix}"), image)
+
+
+def test_color_auto_detects_grey_folders_and_arrays(tmp_path: Path) -> None:
+    from train.color import choose_for_arrays
+    from train.data import plan_data
+    from train.sources import scan_folder
+
+    def color(root: Path, requested: str = "auto") -> str:
+        source = scan_folder(root)
+        return plan_data(source, arch="twoconv", img_size=28, color=requested,
+                         val_fraction=0.2, test_fraction=0.2, seed=0).spec.color
+
+    rng = np.random.default_rng(0)
+    grey = [rng.integers(0, 256, (20, 20), dtype=np.uint8) for _ in range(5)]
+    write_images(tmp_path / "single", grey)
+    write_images(tmp_path / "grey_rgb", [cv2.cvtColor(g, cv2.COLOR_GRAY2BGR) for g in grey],
+                 ".jpg")
+    colour = [cv2.cvtColor(g, cv2.COLOR_GRAY2BGR) for g in grey]
+    colour[3][5:9, 5:9] = (0, 0, 255)  # one red patch in one image
+    write_images(tmp_path / "colour", colour)
+    assert color(tmp_path / "single") == "grayscale"
+    assert color(tmp_path / "grey_rgb") == "grayscale"  # JPEG's rounding is still grey
+    assert color(tmp_path / "colour") == "rgb"
+    assert color(tmp_path / "single", "rgb") == "rgb"    # --color still overrides
+    stack = np.stack([cv2.cvtColor(g, cv2.COLOR_GRAY2BGR) for g in grey])
+    assert choose_for_arrays("auto", stack).color == "grayscale"
+    stack[0, 0, 0] = (255, 0, 0)
+    choice = choose_for_arrays("auto", stack)
+    assert choice.color == "rgb" and "image 0" in choice.reason

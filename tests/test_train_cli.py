@@ -148,7 +148,8 @@ def test_folder_of_unreadable_images_fails_in_one_line(tmp_path: Path) -> None:
     for name in ("a", "b"):
         (tmp_path / "junk" / name).mkdir(parents=True)
         for i in range(6):
-            (tmp_path / "junk" / name / f"{i}.png").write_bytes(b"\x89PNG\r\n\x1a\n broken")
+            (tmp_path / "junk" / name / f"{i}.png").write_bytes(b"not an image")
     result = run_module("train", "--data", str(tmp_path / "junk"), "--epochs", "1",
                         "--batch-size", "1", "--out", str(tmp_path / "b"))
-    assert_clean_failure(result, "no batch", "unreadable")
+    assert_clean_failure(result, "'a' has no image OpenCV can read", "0.png",
+                         "not an image format")
