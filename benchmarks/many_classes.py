@@ -207,6 +207,8 @@ def main(argv: list[str] | None = None) -> int:
             result["export"] = [{k: f[k] for k in ("file", "passed", "agreement", "detail")}
                                 for f in report["files"]]
         _print_summary(result)
+        if args.out is not None:
+            print(f"logs of every stage: {scratch}")
         if args.json:
             args.json.write_text(json.dumps(result, indent=2) + "\n")
         return 0 if all(step["exit"] == 0 for step in steps.values()) else 1

@@ -95,17 +95,16 @@ def _class_folders(root: Path, walk: _Walk) -> list[tuple[Path, Path]]:
             classes.append((entry, real))
         else:
             walk.skip(entry, "a file at the top level, outside any class folder")
-    for i, (first, first_real) in enumerate(classes):
-        for second, second_real in classes[i + 1:]:
-            if not (first_real == second_real or first_real in second_real.parents
-                    or second_real in first_real.parents):
-                continue
-            link, other = (second, first) if second.is_symlink() else (first, second)
-            real = link.resolve()
-            kind = "a link to" if real == other.resolve() else "a link into"
-            raise DataError(f"--data {root}: class folder {link.name!r} is {kind} class "
-                            f"folder {other.name!r} ({real}); each class needs its own "
-                            "images: remove the link or copy the images you mean")
+    for link, real in classes:  # plain subfolders are siblings: only links can overlap
+        if not link.is_symlink():
+            continue
+        for other, other_real in classes:
+            if other != link and (real == other_real or other_real in real.parents
+                                  or real in other_real.parents):
+                kind = "a link to" if real == other_real else "a link into"
+                raise DataError(f"--data {root}: class folder {link.name!r} is {kind} class "
+                                f"folder {other.name!r} ({real}); each class needs its own "
+                                "images: remove the link or copy the images you mean")
     return classes
 
 
