@@ -93,10 +93,15 @@ def main(argv: list[str] | None = None) -> int:
                               "epochs": training["epochs_run"],
                               "best_epoch": training["best_epoch"],
                               "skipped_files": metrics["dataset"]["skipped_count"],
-                              "wall_seconds": round(training["wall_seconds"], 1)}))
+                              "wall_seconds": round(training["wall_seconds"], 1),
+                              "peak_rss_mb": _rounded(metrics["resources"]["peak_rss_mb"])}))
         return 0
 
     return run_cli("train", go)
+
+
+def _rounded(value: float | None) -> float | None:
+    return None if value is None else round(value)
 
 
 if __name__ == "__main__":
