@@ -76,3 +76,12 @@ def throughput(batch: int, seconds: float) -> float | None:
 def rss_megabytes(maxrss: int, platform: str) -> float:
     """``ru_maxrss`` in MB: Linux reports kilobytes, macOS bytes."""
     return maxrss / 2**20 if platform == "darwin" else maxrss / 2**10
+
+
+def slope(xs: Sequence[float], ys: Sequence[float]) -> float:
+    """Least-squares slope of ``ys`` over ``xs``: e.g. bytes of memory gained per frame."""
+    x = np.asarray(xs, dtype=np.float64)
+    y = np.asarray(ys, dtype=np.float64)
+    if x.size < 2 or x.size != y.size or np.ptp(x) == 0:
+        raise ValueError("a slope needs two or more points at different x")
+    return float(np.polyfit(x, y, 1)[0])

