@@ -50,7 +50,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _benchmark(args: argparse.Namespace) -> int:
-    setup_logging()
+    setup_logging("benchmarks")
     started = time.perf_counter()
     settings = _settings(args)
     from benchmarks import coldstart, environment, measure, pipeline, report
@@ -122,7 +122,7 @@ def _benchmark(args: argparse.Namespace) -> int:
     for note in notes:
         print(f"note: {note}")
     print(f"wrote {out}, {out.with_suffix('.md').name}"
-          + (f", {png.name}" if png else " (no .png: pip install matplotlib)")
+          + (f", {png.name}" if png else f" ({report.NO_PNG})")
           + f" in {result['seconds']:.0f} s")
     failed = any(r.get("cold_start", {}).get("errors") for r in rows)
     return EXIT_FAILED if failed else EXIT_OK

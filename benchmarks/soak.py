@@ -23,7 +23,9 @@ from pathlib import Path
 from typing import Any
 
 from benchmarks.errors import BenchmarkError
+from benchmarks.report import NO_PNG, pyplot
 from runtime.cli import EXIT_FAILED, EXIT_OK, Parser, run_cli, setup_logging
+from runtime.files import atomic_path
 
 SCHEMA = "edgecnn.soak/1"
 FRAMES = 20_000  # default run: ~6 minutes of a 57 fps camera, enough to see bytes per frame
@@ -59,7 +61,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _run(args: argparse.Namespace) -> int:
-    setup_logging()
+    setup_logging("benchmarks")
     if args.frames < 1 or not 0 <= args.warmup < args.frames:
         raise BenchmarkError(f"--frames {args.frames} --warmup {args.warmup}: need 0 ≤ warmup < "
                              "frames")
@@ -88,7 +90,7 @@ def _run(args: argparse.Namespace) -> int:
     write_json(out, result)
     png = plot(result, out.with_suffix(".png"))
     print(summary(result))
-    print(f"wrote {out}" + (f", {png.name}" if png else " (no .png: pip install matplotlib)"))
+    print(f"wrote {out}" + (f", {png.name}" if png else f" ({NO_PNG})"))
     return EXIT_OK if result["passed"] else EXIT_FAILED
 
 
@@ -171,14 +173,9 @@ def summary(result: dict[str, Any]) -> str:
 
 def plot(result: dict[str, Any], path: Path) -> Path | None:
     """RSS over frames with the warm-up shaded; None when matplotlib is missing."""
-    try:
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError:
+    plt = pyplot()
+    if plt is None:
         return None
-    from runtime.files import atomic_path
 
     frames = [f for f, _ in result["samples"]]
     rss = [r / 2**20 for _, r in result["samples"]]

@@ -56,7 +56,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _run(args: argparse.Namespace) -> int:
-    setup_logging()
+    setup_logging("benchmarks", "export")
     from runtime.bundle import CALIB_SET, EVAL_SET, load_images, require_bundle
     from runtime.files import write_json, write_text
 

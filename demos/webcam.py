@@ -56,7 +56,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def run(args: argparse.Namespace) -> int:
-    setup_logging()  # reopen attempts and other progress go to stdout; stderr is for the error
+    setup_logging("demos")  # reopen attempts and other progress go to stdout; stderr: errors
     # OpenCV warns on stderr for each failed open; our own message names the source instead.
     cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_ERROR)
     if args.max_frames is not None and args.max_frames < 1:

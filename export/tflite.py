@@ -17,7 +17,7 @@ from export.errors import UnsupportedModelError
 from runtime.backends import LiteRTBackend
 from runtime.errors import first_line
 from runtime.files import write_bytes
-from runtime.metadata import with_tflite_metadata
+from runtime.metadata import tflite_schema, with_tflite_metadata
 from runtime.preprocess import to_model_values
 from runtime.quiet import native_stderr_silenced
 from runtime.spec import ModelSpec
@@ -70,8 +70,7 @@ def save(flatbuffer: bytes, path: object) -> None:
 
 
 def _reject_custom_ops(flatbuffer: bytes, precision: str) -> None:
-    from ai_edge_litert import schema_py_generated as schema
-
+    schema = tflite_schema()
     model = schema.Model.GetRootAs(flatbuffer, 0)
     custom = []
     for i in range(model.OperatorCodesLength()):

@@ -13,12 +13,14 @@ from pathlib import Path
 
 import numpy as np
 
-from runtime.errors import ModelFileError, first_line
+from runtime.errors import MissingPackageError, ModelFileError, first_line
 from runtime.metadata import onnx_metadata, tflite_metadata
+from runtime.optional import require
 from runtime.quiet import native_stderr_silenced
 from runtime.spec import QuantParams
 
 SUFFIXES = {".onnx": "onnxruntime", ".tflite": "litert"}
+TFLITE_USE = "to run .tflite models"
 MAX_THREADS = max(64, 4 * (os.cpu_count() or 1))  # more only stalls: pools are pre-spawned
 
 
@@ -66,6 +68,8 @@ def open_backend(path: str | os.PathLike[str], threads: int | None = None) -> Ba
         raise ModelFileError(f"{path} is empty; export the model again")
     try:
         return OnnxBackend(data, threads) if kind == "onnxruntime" else LiteRTBackend(data, threads)
+    except MissingPackageError:  # the engine is absent: not the file's fault
+        raise
     except ModelFileError as exc:
         raise ModelFileError(f"{path}: {exc}") from None
     except Exception as exc:  # engines raise many types for corrupt files; all mean the same
@@ -81,8 +85,7 @@ class OnnxBackend(Backend):
     name = "onnxruntime"
 
     def __init__(self, model: bytes, threads: int | None) -> None:
-        import onnxruntime as ort
-
+        ort = require("onnxruntime", "to run .onnx models")
         options = ort.SessionOptions()
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         options.log_severity_level = 3  # errors surface as exceptions, not console noise
@@ -112,8 +115,7 @@ class LiteRTBackend(Backend):
     name = "litert"
 
     def __init__(self, model: bytes, threads: int | None) -> None:
-        from ai_edge_litert.interpreter import Interpreter
-
+        Interpreter = require("ai_edge_litert.interpreter", TFLITE_USE).Interpreter
         self.embedded_spec = tflite_metadata(model)  # also rejects non-TFLite bytes early
         with native_stderr_silenced():  # "Created TensorFlow Lite XNNPACK delegate" on every load
             self.interpreter = Interpreter(model_content=model, num_threads=threads)

@@ -145,12 +145,28 @@ def exported_bundle(trained_bundle: Path, tmp_path_factory: pytest.TempPathFacto
     return copy
 
 
-def run_module(*args: str, timeout: float = 300, env: dict | None = None,
-               cwd: Path = ROOT) -> subprocess.CompletedProcess:
-    """Run ``python -m <args>`` in a fresh interpreter, as a user would."""
+# ``python -m MODULE ARGS`` with some packages uninstalled, as far as the program can tell.
+_HIDDEN_RUN = """
+import importlib.abc, runpy, sys
+class Uninstalled(importlib.abc.MetaPathFinder):
+    def find_spec(self, name, path, target=None):
+        if name.split(".")[0] in HIDDEN:
+            raise ModuleNotFoundError(f"No module named {name!r}", name=name)
+sys.meta_path.insert(0, Uninstalled())
+sys.argv = sys.argv[1:]  # [module, args...]: argv[0] becomes the module's file
+runpy.run_module(sys.argv[0], run_name="__main__", alter_sys=True)
+"""
+
+
+def run_module(*args: str, timeout: float = 300, env: dict | None = None, cwd: Path = ROOT,
+               hide: tuple[str, ...] = ()) -> subprocess.CompletedProcess:
+    """Run ``python -m <args>`` in a fresh interpreter, as a user would; ``hide`` makes
+    those top-level packages fail to import, as if they were not installed."""
     full_env = {**os.environ, "PYTHONPATH": str(ROOT), **(env or {})}
-    return subprocess.run([sys.executable, "-m", *args], cwd=cwd, capture_output=True,
-                          text=True, timeout=timeout, env=full_env)
+    command = [sys.executable, "-m", *args] if not hide else \
+        [sys.executable, "-c", f"HIDDEN = {set(hide)!r}\n{_HIDDEN_RUN}", *args]
+    return subprocess.run(command, cwd=cwd, capture_output=True, text=True, timeout=timeout,
+                          env=full_env)
 
 
 def assert_clean_failure(result: subprocess.CompletedProcess, *needles: str,

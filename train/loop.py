@@ -24,7 +24,8 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from runtime.errors import BundleError, RunFailed
+from runtime.errors import BundleError
+from train.errors import RunFailed
 from train.sources import DataError
 
 log = logging.getLogger(__name__)

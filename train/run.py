@@ -14,12 +14,13 @@ from typing import Any
 import numpy as np
 
 from runtime import bundle as names
-from runtime.errors import BundleError, EdgeCNNError, RunFailed, first_line
+from runtime.errors import BundleError, EdgeCNNError, first_line
 from runtime.files import read_json, write_json
 from runtime.quiet import native_stderr_silenced
 from train.bundle import StagedBundle, check_target, work_folder
 from train.config import TrainConfig
 from train.data import PreparedData, calibration_sample, materialize, prepare_data
+from train.errors import RunFailed
 from train.sources import DataError, load_source
 
 log = logging.getLogger(__name__)
