@@ -74,7 +74,8 @@ def _benchmark(args: argparse.Namespace) -> int:
     variants = [measure.runtime_variant(path, args.threads) for path in files]
     keras_threads = keras_call = None
     if not skipped:
-        from benchmarks.keras_ref import KerasReference, load_keras
+        from benchmarks.keras_ref import KerasReference
+        from export.source import load_keras
         from train.tf_env import import_tensorflow
 
         # Only now: the parent stays light while the cold-start children run.
@@ -202,7 +203,10 @@ def _keras_skipped(no_keras: bool, keras_path: Path) -> str | None:
 
 def _fallback_reference(variants: list[Any]) -> Any:
     """Without Keras: the float32 ONNX file, else any float32 file, else the first."""
-    return next((v for v in variants if v.file == "model.onnx"), None) or \
+    from runtime.bundle import EXPORT_NAMES
+
+    float_onnx = EXPORT_NAMES[("onnx", "float32")]
+    return next((v for v in variants if v.file == float_onnx), None) or \
         next((v for v in variants if v.precision == "float32"), variants[0])
 
 

@@ -30,7 +30,7 @@ def main(argv: list[str] | None = None) -> int:
 
     mark = started_imports = time.perf_counter()
     if keras_model:
-        from benchmarks.keras_ref import load_keras
+        from export.source import load_keras
         from runtime.preprocess import to_model_values
         from train.tf_env import import_tensorflow
 

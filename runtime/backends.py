@@ -85,16 +85,7 @@ class OnnxBackend(Backend):
     name = "onnxruntime"
 
     def __init__(self, model: bytes, threads: int | None) -> None:
-        ort = require("onnxruntime", "to run .onnx models")
-        options = ort.SessionOptions()
-        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-        options.log_severity_level = 3  # errors surface as exceptions, not console noise
-        options.inter_op_num_threads = 1
-        if threads is not None:
-            options.intra_op_num_threads = threads
-        # Spinning threads burn a core between frames, and a camera loop has gaps.
-        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
-        self.session = ort.InferenceSession(model, options, providers=["CPUExecutionProvider"])
+        self.session = onnx_session(model, threads)
         inputs, outputs = self.session.get_inputs(), self.session.get_outputs()
         if len(inputs) != 1 or len(outputs) != 1:
             raise ModelFileError(f"expected one input and one output, found {len(inputs)} "
@@ -109,6 +100,27 @@ class OnnxBackend(Backend):
 
     def run(self, batch: np.ndarray) -> np.ndarray:
         return self.session.run([self.output_name], {self.input_name: batch})[0]
+
+
+def onnx_session(model: bytes | str | os.PathLike[str], threads: int | None,
+                 level: object = None, optimized_to: Path | None = None) -> object:
+    """An onnxruntime CPU session set up as edgecnn runs every ONNX file: graph optimization
+    ``level`` (default: all), ``threads`` intra-op threads, one inter-op thread, no spinning.
+    ``optimized_to`` also saves the optimized graph there, to measure loading it."""
+    ort = require("onnxruntime", "to run .onnx models")
+    options = ort.SessionOptions()
+    options.graph_optimization_level = level if level is not None else \
+        ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    options.log_severity_level = 3  # errors surface as exceptions, not console noise
+    options.inter_op_num_threads = 1
+    if threads is not None:
+        options.intra_op_num_threads = threads
+    # Spinning threads burn a core between frames, and a camera loop has gaps.
+    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    if optimized_to is not None:
+        options.optimized_model_filepath = str(optimized_to)
+    source = model if isinstance(model, bytes) else os.fspath(model)
+    return ort.InferenceSession(source, options, providers=["CPUExecutionProvider"])
 
 
 class LiteRTBackend(Backend):

@@ -15,27 +15,30 @@ from __future__ import annotations
 
 import importlib
 import importlib.util
+import platform
 from types import ModuleType
 
 from runtime.errors import MissingPackageError, first_line
 
-# import name: (pip package, the edgecnn extra that installs it, or None when none does).
-# tests/test_missing_packages.py checks every entry against pyproject.toml.
-PROVIDERS: dict[str, tuple[str, str | None]] = {
-    "cv2": ("opencv-python-headless", "runtime"),
-    "onnxruntime": ("onnxruntime", "runtime"),
-    "ai_edge_litert": ("ai-edge-litert", "runtime"),
-    "flatbuffers": ("flatbuffers", "runtime"),
-    "tensorflow": ("tensorflow-cpu", "train"),
-    "keras": ("keras", "train"),
-    "sklearn": ("scikit-learn", "train"),
-    "mlxtend": ("mlxtend", "train"),
-    "matplotlib": ("matplotlib", "train"),
-    "onnx": ("onnx", "export"),
-    "tf2onnx": ("tf2onnx", "export"),
-    "sympy": ("sympy", "export"),
-    "mediapipe": ("mediapipe", None),
+# What each edgecnn extra (pyproject.toml) brings, by import name; a test checks this against
+# pyproject. Packages no extra brings are installed by name.
+EXTRAS: dict[str, tuple[str, ...]] = {
+    "runtime": ("cv2", "onnxruntime", "ai_edge_litert", "flatbuffers"),
+    "train": ("tensorflow", "keras", "sklearn", "mlxtend", "matplotlib"),
+    "export": ("onnx", "tf2onnx", "sympy"),
 }
+NO_EXTRA = ("mediapipe",)
+X86 = platform.machine().lower() in ("x86_64", "amd64")  # pyproject's tensorflow-cpu marker
+PIP_NAMES = {"cv2": "opencv-python-headless", "ai_edge_litert": "ai-edge-litert",
+             "sklearn": "scikit-learn", "tensorflow": "tensorflow-cpu" if X86 else "tensorflow"}
+OPTIONAL = frozenset((*NO_EXTRA, *(name for names in EXTRAS.values() for name in names)))
+
+
+def provider(module: str) -> tuple[str, str | None]:
+    """(pip package, edgecnn extra or None) that installs ``module``."""
+    top = module.split(".")[0]
+    extra = next((extra for extra, names in EXTRAS.items() if top in names), None)
+    return PIP_NAMES.get(top, top.replace("_", "-")), extra
 
 
 def require(module: str, needed_for: str) -> ModuleType:
@@ -47,15 +50,18 @@ def require(module: str, needed_for: str) -> ModuleType:
         raise MissingPackageError(missing_message(module, needed_for, exc)) from None
 
 
-def require_installed(module: str, needed_for: str) -> None:
-    """Fail early, without importing ``module`` (TensorFlow takes seconds and talks on start-up),
-    when it is not installed at all."""
-    top = module.split(".")[0]
+def installed(module: str) -> bool:
+    """Whether ``module``'s package is installed, without importing it (TensorFlow takes
+    seconds and talks on start-up)."""
     try:
-        found = importlib.util.find_spec(top) is not None
+        return importlib.util.find_spec(module.split(".")[0]) is not None
     except (ImportError, ValueError):  # a blocked or half-removed package
-        found = False
-    if not found:
+        return False
+
+
+def require_installed(module: str, needed_for: str) -> None:
+    """Fail early, before any work, when ``module`` is not installed at all."""
+    if not installed(module):
         raise MissingPackageError(missing_message(module, needed_for))
 
 
@@ -63,7 +69,7 @@ def missing_message(module: str, needed_for: str, exc: ImportError | None = None
     """"X is not installed (needed …): pip install …", or, when X is installed but its own
     import fails (a missing or mismatched dependency), that, with the error's first line."""
     top = module.split(".")[0]
-    pip, extra = PROVIDERS.get(top, (top.replace("_", "-"), None))
+    pip, extra = provider(top)
     absent = exc is None or (isinstance(exc, ModuleNotFoundError)
                              and (exc.name or top).split(".")[0] == top)
     if not absent:
@@ -75,14 +81,14 @@ def missing_message(module: str, needed_for: str, exc: ImportError | None = None
 
 
 def missing_package(exc: BaseException) -> str | None:
-    """The top-level name of a package listed in PROVIDERS whose absence ``exc`` reports."""
+    """The top-level name of an OPTIONAL package whose absence ``exc`` reports."""
     if isinstance(exc, ModuleNotFoundError) and exc.name:
         top = exc.name.split(".")[0]
-        return top if top in PROVIDERS else None
+        return top if top in OPTIONAL else None
     return None
 
 
 def install_hint(module: str) -> str:
     """The pip command that brings ``module``, for notes about optional output (a PNG)."""
-    pip, extra = PROVIDERS.get(module, (module, None))
+    pip, extra = provider(module)
     return f'pip install "edgecnn[{extra}]"' if extra else f"pip install {pip}"

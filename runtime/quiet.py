@@ -25,22 +25,11 @@ native_log = logging.getLogger("runtime.native")
 
 @contextlib.contextmanager
 def native_stderr_silenced() -> Iterator[None]:
-    if os.environ.get(VERBOSE_ENV) == "1":
-        yield
-        return
-    try:
-        sys.stderr.flush()
-        saved = os.dup(2)
-    except (OSError, ValueError):  # no real fd 2 (some embedded interpreters): nothing to hide
-        yield
-        return
     devnull = os.open(os.devnull, os.O_WRONLY)
-    os.dup2(devnull, 2)
     try:
-        yield
+        with _fd2_pointed_at(devnull):
+            yield
     finally:
-        os.dup2(saved, 2)
-        os.close(saved)
         os.close(devnull)
 
 
@@ -54,37 +43,60 @@ def native_stderr_logged(logger: logging.Logger = native_log,
     printed by Python still reaches the terminal, and a root log handler that wrote to stderr
     keeps doing so instead of feeding its own lines back into the log.
     """
+    read_end, write_end = os.pipe()
+    forwarder = threading.Thread(target=_forward, args=(read_end, logger, level), daemon=True,
+                                 name="edgecnn native stderr")
+    forwarder.start()  # it reads until the pipe's last writer is closed
+    try:
+        with _fd2_pointed_at(write_end) as real_stderr:
+            os.close(write_end)  # fd 2 is the pipe's only writer now, until it is restored
+            write_end = -1
+            if real_stderr is None:
+                yield
+            else:
+                with _python_stderr_on(real_stderr):
+                    yield
+    finally:
+        if write_end != -1:
+            os.close(write_end)
+        forwarder.join(FORWARD_JOIN_TIMEOUT)
+
+
+@contextlib.contextmanager
+def _fd2_pointed_at(target: int) -> Iterator[int | None]:
+    """Point fd 2 at ``target`` for the block; yields a copy of the real stderr's fd, or
+    None when fd 2 is left alone (``EDGECNN_NATIVE_LOGS=1``, or no real fd 2)."""
     if os.environ.get(VERBOSE_ENV) == "1":
-        yield
+        yield None
         return
     try:
         sys.stderr.flush()
         saved = os.dup(2)
-    except (OSError, ValueError):
-        yield
+    except (OSError, ValueError):  # no real fd 2 (some embedded interpreters): nothing to move
+        yield None
         return
-    read_end, write_end = os.pipe()
-    os.dup2(write_end, 2)
-    os.close(write_end)
-    forwarder = threading.Thread(target=_forward, args=(read_end, logger, level), daemon=True,
-                                 name="edgecnn native stderr")
-    forwarder.start()
-    python_stderr = sys.stderr
+    os.dup2(target, 2)
     try:
-        with open(saved, "w", buffering=1, errors="backslashreplace", closefd=False,
-                  encoding=getattr(python_stderr, "encoding", None)) as terminal:
-            retargeted = _retarget_handlers(python_stderr, terminal)
-            sys.stderr = terminal
-            try:
-                yield
-            finally:
-                sys.stderr = python_stderr
-                for handler in retargeted:
-                    handler.setStream(python_stderr)
+        yield saved
     finally:
-        os.dup2(saved, 2)  # the pipe's last writer is gone: the forwarder reads to the end
+        os.dup2(saved, 2)
         os.close(saved)
-        forwarder.join(FORWARD_JOIN_TIMEOUT)
+
+
+@contextlib.contextmanager
+def _python_stderr_on(fd: int) -> Iterator[None]:
+    """``sys.stderr`` and the root log handlers that used it write to ``fd`` meanwhile."""
+    python_stderr = sys.stderr
+    with open(fd, "w", buffering=1, errors="backslashreplace", closefd=False,
+              encoding=getattr(python_stderr, "encoding", None)) as terminal:
+        retargeted = _retarget_handlers(python_stderr, terminal)
+        sys.stderr = terminal
+        try:
+            yield
+        finally:
+            sys.stderr = python_stderr
+            for handler in retargeted:
+                handler.setStream(python_stderr)
 
 
 def _forward(read_end: int, logger: logging.Logger, level: int) -> None:

@@ -10,7 +10,7 @@ import pytest
 from conftest import ROOT, assert_clean_failure, run_module
 
 from runtime.errors import MissingPackageError
-from runtime.optional import PROVIDERS, install_hint, missing_message, require
+from runtime.optional import OPTIONAL, install_hint, missing_message, provider, require
 
 
 def test_a_missing_onnxruntime_is_named_not_called_a_corrupt_file(tiny_digit_model: Path,
@@ -57,7 +57,7 @@ def test_any_entry_point_names_a_missing_optional_package(package: str, tmp_path
         "import sys\nfrom runtime.cli import run_cli\n"
         f"sys.exit(run_cli('tool', lambda: __import__({package!r}) and 0))\n")
     done = run_module("tool", hide=(package,), env={"PYTHONPATH": f"{tmp_path}:{ROOT}"})
-    pip, extra = PROVIDERS[package]
+    pip, extra = provider(package)
     line = assert_clean_failure(done, f"tool: error: {pip} is not installed", "needed by tool")
     assert (f'pip install "edgecnn[{extra}]"' if extra else f"pip install {pip}") in line
 
@@ -70,7 +70,7 @@ def test_require_names_the_package_and_the_command(package: str,
     with pytest.raises(MissingPackageError) as error:
         require(package, "for this test")
     message = str(error.value)
-    pip, extra = PROVIDERS[package]
+    pip, extra = provider(package)
     assert message.startswith(f"{pip} is not installed; it is needed for this test: ")
     assert message.endswith(f"pip install {pip}" + (")" if extra else ""))
     assert "\n" not in message
@@ -90,7 +90,8 @@ def test_every_provider_is_in_the_extra_it_names() -> None:
     tomllib = pytest.importorskip("tomllib")  # Python 3.11+
     extras = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"][
         "optional-dependencies"]
-    for module, (pip, extra) in PROVIDERS.items():
+    for module in OPTIONAL:
+        pip, extra = provider(module)
         if extra is None:
             continue
         requirements = " ".join(_closure(extras, extra)).lower()
