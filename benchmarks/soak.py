@@ -97,7 +97,7 @@ def _run(args: argparse.Namespace) -> int:
 def soak(model: Path, source: str, frames: int, warmup: int) -> dict[str, Any]:
     """Run the demo on ``source`` for ``frames`` frames; sample its RSS at each status line."""
     from benchmarks.coldstart import child_env
-    from benchmarks.stats import slope
+    from benchmarks.stats import fit_line
 
     command = [sys.executable, "-m", "demos.webcam", "--model", str(model), "--source", source,
                "--headless", "--max-frames", str(frames)]
@@ -127,7 +127,7 @@ def soak(model: Path, source: str, frames: int, warmup: int) -> dict[str, Any]:
     if len(settled) < 2:
         raise BenchmarkError(f"only {len(settled)} memory samples after frame {warmup}: use more "
                              "--frames (the demo reports every 50th frame)")
-    per_frame = slope([f for f, _ in settled], [r for _, r in settled])
+    per_frame, intercept = fit_line([f for f, _ in settled], [r for _, r in settled])
     fps = frames / seconds
     return {
         "schema": SCHEMA, "model": str(model), "source": source, "frames": frames,
@@ -136,7 +136,7 @@ def soak(model: Path, source: str, frames: int, warmup: int) -> dict[str, Any]:
         "rss_mb_end": settled[-1][1] / 2**20, "frame_at_end": settled[-1][0],
         "growth_mb": (settled[-1][1] - settled[0][1]) / 2**20,
         "peak_mb_after_warmup": max(r for _, r in settled) / 2**20,
-        "slope_bytes_per_frame": per_frame,
+        "slope_bytes_per_frame": per_frame, "fit_intercept_bytes": intercept,
         "slope_mb_per_day": per_frame * fps * SECONDS_PER_DAY / 2**20,
         "stderr_lines": [e.rstrip() for e in errors if e.strip()][:20],
         "demo_summary": last_lines, "samples": samples,
@@ -183,10 +183,9 @@ def plot(result: dict[str, Any], path: Path) -> Path | None:
     ax.plot(frames, rss, lw=1.2, label="demo RSS")
     ax.axvspan(0, result["warmup"], color="0.85", label="warm-up")
     start, end = result["frame_at_warmup"], result["frame_at_end"]
-    fitted = result["slope_bytes_per_frame"] / 2**20
-    ax.plot([start, end], [result["rss_mb_at_warmup"],
-                           result["rss_mb_at_warmup"] + fitted * (end - start)],
-            "--", color="C3", label=f"slope {result['slope_bytes_per_frame']:+.2f} B/frame")
+    slope, intercept = result["slope_bytes_per_frame"], result["fit_intercept_bytes"]
+    ax.plot([start, end], [(intercept + slope * f) / 2**20 for f in (start, end)], "--",
+            color="C3", label=f"least-squares slope {slope:+.2f} B/frame")
     ax.set_xlabel("frame")
     ax.set_ylabel("resident memory (MB)")
     ax.set_title(f"{Path(result['model']).name}: growth after warm-up "

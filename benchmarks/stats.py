@@ -78,10 +78,11 @@ def rss_megabytes(maxrss: int, platform: str) -> float:
     return maxrss / 2**20 if platform == "darwin" else maxrss / 2**10
 
 
-def slope(xs: Sequence[float], ys: Sequence[float]) -> float:
-    """Least-squares slope of ``ys`` over ``xs``: e.g. bytes of memory gained per frame."""
+def fit_line(xs: Sequence[float], ys: Sequence[float]) -> tuple[float, float]:
+    """Least-squares (slope, intercept) of ``ys`` over ``xs``: e.g. bytes gained per frame."""
     x = np.asarray(xs, dtype=np.float64)
     y = np.asarray(ys, dtype=np.float64)
     if x.size < 2 or x.size != y.size or np.ptp(x) == 0:
-        raise ValueError("a slope needs two or more points at different x")
-    return float(np.polyfit(x, y, 1)[0])
+        raise ValueError("a line needs two or more points at different x")
+    slope, intercept = np.polyfit(x, y, 1)
+    return float(slope), float(intercept)

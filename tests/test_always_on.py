@@ -18,7 +18,7 @@ import pytest
 from conftest import assert_clean_failure, run_module
 
 from benchmarks.mjpeg import MjpegServer
-from benchmarks.stats import slope
+from benchmarks.stats import fit_line
 from demos.tally import RunningQuantiles
 from runtime.bundle import EVAL_SET, SPEC, save_images
 from runtime.quiet import native_stderr_logged
@@ -68,11 +68,11 @@ def test_running_quantiles_of_zeros_and_of_nothing() -> None:
     assert running.median() == 0.0 and running.quantile(1.0) == pytest.approx(2.0, rel=0.01)
 
 
-def test_slope_of_a_known_line() -> None:
+def test_fit_of_a_known_line() -> None:
     frames = np.arange(0, 20_000, 50)
-    assert slope(frames, 145.0 * frames + 80e6) == pytest.approx(145.0)
+    assert fit_line(frames, 145.0 * frames + 80e6) == pytest.approx((145.0, 80e6))
     with pytest.raises(ValueError):
-        slope([1.0], [2.0])
+        fit_line([1.0], [2.0])
 
 
 # ---- native chatter goes to the log ---------------------------------------------------------
@@ -159,7 +159,8 @@ def test_soak_reports_memory_at_warmup_and_end(tiny_digit_model: Path, tmp_path:
     assert report["frame_at_warmup"] == 50 and report["frame_at_end"] == 150
     assert [f for f, _ in report["samples"]] == [0, 50, 100, 150]
     assert all(rss > 0 for _, rss in report["samples"])
-    for key in ("rss_mb_at_warmup", "rss_mb_end", "growth_mb", "slope_bytes_per_frame"):
+    for key in ("rss_mb_at_warmup", "rss_mb_end", "growth_mb", "slope_bytes_per_frame",
+                "fit_intercept_bytes"):
         assert isinstance(report[key], float)
     assert report["stderr_lines"] == [] and report["passed"] is True
     assert out.with_suffix(".png").read_bytes()[:4] == b"\x89PNG"
