@@ -37,7 +37,7 @@ SESSION_FIXTURES = ("trained_bundle", "exported_bundle")  # each trains or expor
 HEAVY_IMPORTS: dict[str, set[str] | None] = {
     "tensorflow": None, "keras": None, "train.run": None, "train.loop": None,
     "export.run": None, "train.__main__": {"main"}, "export.__main__": {"main"}}
-FAST_TIER_NOTE_SECONDS = 5.0  # fast-tier tests slower than this are listed at the end
+FAST_TIER_NOTE_SECONDS = 15.0  # fast-tier tests slower than this are listed at the end
 _current_test: list[pytest.Item] = []
 
 
