@@ -25,12 +25,12 @@ from runtime.errors import MissingPackageError, first_line
 EXTRAS: dict[str, tuple[str, ...]] = {
     "runtime": ("cv2", "onnxruntime", "ai_edge_litert", "flatbuffers"),
     "train": ("tensorflow", "keras", "sklearn", "mlxtend", "matplotlib"),
-    "export": ("onnx", "tf2onnx", "sympy"),
+    "export": ("onnx", "tf2onnx", "sympy", "ai_edge_quantizer"),
 }
 NO_EXTRA = ("mediapipe",)
 X86 = platform.machine().lower() in ("x86_64", "amd64")  # pyproject's tensorflow-cpu marker
-PIP_NAMES = {"cv2": "opencv-python-headless", "ai_edge_litert": "ai-edge-litert",
-             "sklearn": "scikit-learn", "tensorflow": "tensorflow-cpu" if X86 else "tensorflow"}
+PIP_NAMES = {"cv2": "opencv-python-headless", "sklearn": "scikit-learn",  # else _ becomes -
+             "tensorflow": "tensorflow-cpu" if X86 else "tensorflow"}
 OPTIONAL = frozenset((*NO_EXTRA, *(name for names in EXTRAS.values() for name in names)))
 
 

@@ -1,13 +1,14 @@
 """Shared fixtures: one small model trained per session, exported once, plus helpers for
 running the command-line tools as users do.
 
-Two tiers: ``make test-fast`` runs every test that needs no training or export run
-(``-m "not slow"``); ``make test`` runs all. A test is slow when it is marked
-``@pytest.mark.slow``, or, found here automatically, when it uses ``trained_bundle`` or
-``exported_bundle`` (directly or through other fixtures), or when its body, one of its
-fixtures or its module imports TensorFlow, Keras, or train's or export's entry points.
-A test that asks for a session fixture at run time (``request.getfixturevalue``) without
-being marked fails in the fast tier instead of training there silently.
+Two tiers: ``make test-fast`` runs ``-m "not slow"``, every test that neither trains nor
+exports nor starts TensorFlow; ``make test`` runs all. A test is slow when it is marked
+``@pytest.mark.slow`` (function, class or module), or, found here automatically, when it
+uses ``trained_bundle`` or ``exported_bundle`` (directly or through other fixtures), or when
+its body, one of its fixtures, a helper of its module that it calls, or its module imports
+TensorFlow, Keras, one of our modules that imports them, or train's or export's entry
+points. A test that asks for a session fixture at run time (``request.getfixturevalue``)
+without being marked fails in the fast tier instead of training there silently.
 """
 
 from __future__ import annotations
@@ -19,7 +20,6 @@ import os
 import shutil
 import subprocess
 import sys
-import textwrap
 from collections.abc import Callable
 from pathlib import Path
 
@@ -32,13 +32,13 @@ TESTS = Path(__file__).resolve().parent
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 SESSION_FIXTURES = ("trained_bundle", "exported_bundle")  # each trains or exports: minutes
-# Imported by a test, these mean it builds a Keras model, trains or exports (None: any name;
-# a set: only those names, so ``from train.__main__ import build_parser`` stays fast).
-HEAVY_IMPORTS: dict[str, set[str] | None] = {
-    "tensorflow": None, "keras": None, "train.run": None, "train.loop": None,
-    "export.run": None, "train.__main__": {"main"}, "export.__main__": {"main"}}
+TENSORFLOW = ("tensorflow", "keras")  # seconds to import, before a model is even built
+ENTRY_POINTS = {("train.__main__", "main"), ("train.run", "run"),  # they import TensorFlow
+                ("export.__main__", "main"), ("export.run", "export_all")}  # only when called
+OUR_PACKAGES = ("runtime", "train", "export", "benchmarks", "demos")
 FAST_TIER_NOTE_SECONDS = 15.0  # fast-tier tests slower than this are listed at the end
 _current_test: list[pytest.Item] = []
+_FOLLOWING: set[str] = set()  # modules whose imports are being followed right now
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
@@ -51,7 +51,7 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
 def slow_reason(item: pytest.Item) -> str | None:
     """Why ``item`` belongs to the slow tier, or None when it may run in the fast one."""
     if item.get_closest_marker("slow") is not None:
-        return None  # marked by hand (function, class or module ``pytestmark``)
+        return None  # marked by hand
     used = sorted(set(SESSION_FIXTURES) & set(getattr(item, "fixturenames", ())))
     if used:
         return f"uses {', '.join(used)}"
@@ -60,43 +60,97 @@ def slow_reason(item: pytest.Item) -> str | None:
     for definitions in (info.name2fixturedefs.values() if info else ()):
         functions += [d.func for d in definitions]
     for function in functions:
-        heavy = _heavy_imports(function)
+        heavy = _heavy_code(function)
         if heavy:
             return f"{getattr(function, '__name__', '?')} imports {heavy}"
-    module = getattr(item, "module", None)
-    heavy = _heavy_imports(module)
+    path = _test_file(getattr(item, "module", None))
+    heavy = path and next(filter(None, map(_heavy_import, _module_tree(path).body)), None)
     return f"its module imports {heavy}" if heavy else None
 
 
-@functools.cache
-def _heavy_imports(code: object) -> str | None:
-    """The first heavy module a test function, fixture or test module imports, if any."""
-    try:
-        path = Path(inspect.getsourcefile(code) or "")  # type: ignore[arg-type]
-        source = inspect.getsource(code)  # type: ignore[arg-type]
-    except (TypeError, OSError):
+def _heavy_code(function: object) -> str | None:
+    """The heavy import in a test or fixture, or in any helper of its module it calls."""
+    path = _test_file(function)
+    if path is None:
         return None
-    if TESTS not in path.resolve().parents:  # pytest's own fixtures (tmp_path, ...)
-        return None
-    tree = ast.parse(textwrap.dedent(source))
-    for node in tree.body if inspect.ismodule(code) else ast.walk(tree):
-        if isinstance(node, ast.Import):
-            imported = [(alias.name, None) for alias in node.names]
-        elif isinstance(node, ast.ImportFrom):
-            imported = [(node.module or "", alias.name) for alias in node.names]
-        else:
-            continue
-        for module, name in imported:
-            for heavy, names in HEAVY_IMPORTS.items():
-                if (module == heavy or module.startswith(heavy + ".")) and \
-                        (names is None or name in names):
-                    return module
+    tree = _module_tree(path)
+    helpers = {node.name: node for node in tree.body
+               if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef | ast.ClassDef)}
+    name = getattr(function, "__name__", "")
+    todo = [node for node in ast.walk(tree)
+            if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef) and node.name == name]
+    seen = {name}
+    while todo:
+        for node in ast.walk(todo.pop()):
+            heavy = _heavy_import(node)
+            if heavy:
+                return heavy
+            if isinstance(node, ast.Name) and node.id in helpers and node.id not in seen:
+                seen.add(node.id)
+                todo.append(helpers[node.id])
     return None
 
 
-@pytest.hookimpl(tryfirst=True)
-def pytest_runtest_setup(item: pytest.Item) -> None:
-    _current_test[:] = [item]
+def _heavy_import(node: ast.AST) -> str | None:
+    """The module an import statement names, when importing it starts TensorFlow or Keras
+    (or is a train/export entry point); None for any other statement."""
+    if isinstance(node, ast.Import):
+        candidates = [alias.name for alias in node.names]
+    elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+        names = [alias.name for alias in node.names]
+        if any((node.module, name) in ENTRY_POINTS for name in names):
+            return node.module
+        candidates = [node.module, *(f"{node.module}.{name}" for name in names)]
+    else:
+        return None
+    return next((module for module in candidates if _starts_tensorflow(module)), None)
+
+
+@functools.cache
+def _starts_tensorflow(module: str) -> bool:
+    """Whether importing ``module`` imports TensorFlow or Keras: itself, or one of our modules
+    whose top-level imports (followed through our packages) do."""
+    parts = module.split(".")
+    if parts[0] in TENSORFLOW:
+        return True
+    if parts[0] not in OUR_PACKAGES:
+        return False
+    if module in _FOLLOWING:  # an import cycle: decided further up
+        return False
+    _FOLLOWING.add(module)
+    try:
+        files = [ROOT.joinpath(*parts[:i], "__init__.py") for i in range(1, len(parts) + 1)]
+        files.append(ROOT.joinpath(*parts[:-1], parts[-1] + ".py"))
+        return any(_heavy_import(node) for file in files if file.is_file()
+                   for node in _top_level(_module_tree(file)))
+    finally:
+        _FOLLOWING.discard(module)
+
+
+def _top_level(tree: ast.Module) -> list[ast.stmt]:
+    """Statements that run on import: the module body and its top-level if/try blocks."""
+    found = []
+    for node in tree.body:
+        found.append(node)
+        if isinstance(node, ast.If | ast.Try):
+            for block in (node.body, node.orelse, *(h.body for h in getattr(node, "handlers", ())),
+                          getattr(node, "finalbody", [])):
+                found += block
+    return found
+
+
+def _test_file(code: object) -> Path | None:
+    """The file ``code`` comes from when it is one of ours under tests/ (not pytest's)."""
+    try:
+        path = Path(inspect.getsourcefile(code) or "").resolve()  # type: ignore[arg-type]
+    except TypeError:
+        return None
+    return path if TESTS in path.parents else None
+
+
+@functools.cache
+def _module_tree(path: Path) -> ast.Module:
+    return ast.parse(path.read_text(encoding="utf-8"))
 
 
 def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
@@ -109,6 +163,11 @@ def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
     for seconds, nodeid in slow:
         terminalreporter.write_line(f"fast tier: {nodeid} took {seconds:.1f} s; if it trains "
                                     "or exports, mark it @pytest.mark.slow")
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_runtest_setup(item: pytest.Item) -> None:
+    _current_test[:] = [item]
 
 
 def _slow_tier_only(request: pytest.FixtureRequest, name: str) -> None:

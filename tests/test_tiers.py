@@ -7,7 +7,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from conftest import ROOT, TESTS
+from conftest import OUR_PACKAGES, ROOT, TESTS
 
 SAMPLE = '''
 import pytest
@@ -24,6 +24,22 @@ def test_uses_the_bundle_through_a_fixture(via_another_fixture):
 
 def test_builds_a_keras_model():
     import keras  # noqa: F401
+
+
+def _tiny_keras_model():
+    from keras import layers  # noqa: F401
+
+
+def test_calls_a_helper_that_builds_one():
+    _tiny_keras_model()
+
+
+def test_imports_one_of_our_modules_that_imports_tensorflow():
+    from train import pipeline  # noqa: F401
+
+
+def test_imports_a_light_module_of_ours():
+    from train.split import stratified_split  # noqa: F401
 
 
 def test_only_the_parser_of_train():
@@ -52,14 +68,18 @@ def test_plain():
 
 
 def test_fast_tier_keeps_what_needs_no_training(tmp_path: Path) -> None:
-    shutil.copy(TESTS / "conftest.py", tmp_path / "conftest.py")
-    (tmp_path / "test_sample.py").write_text(SAMPLE)
+    tests = tmp_path / "tests"
+    tests.mkdir()
+    shutil.copy(TESTS / "conftest.py", tests / "conftest.py")
+    (tests / "test_sample.py").write_text(SAMPLE)
+    for package in OUR_PACKAGES:  # the conftest follows imports through our sources
+        (tmp_path / package).symlink_to(ROOT / package)
     done = subprocess.run([sys.executable, "-m", "pytest", "-m", "not slow", "-q", "-rf",
-                           "-p", "no:cacheprovider", "--rootdir", str(tmp_path), str(tmp_path)],
+                           "-p", "no:cacheprovider", "--rootdir", str(tmp_path), str(tests)],
                           cwd=tmp_path, capture_output=True, text=True, timeout=120,
-                          env={"PYTHONPATH": str(ROOT), "PATH": "/usr/bin:/bin"})
+                          env={"PYTHONPATH": str(tmp_path), "PATH": "/usr/bin:/bin"})
     out = done.stdout
-    assert "2 passed" in out and "1 failed" in out and "4 deselected" in out, out
-    assert "FAILED test_sample.py::test_asks_for_the_bundle_at_run_time" in out
+    assert "3 passed" in out and "1 failed" in out and "6 deselected" in out, out
+    assert "FAILED tests/test_sample.py::test_asks_for_the_bundle_at_run_time" in out
     assert "needs trained_bundle but is not marked slow" in out
     assert "Traceback" not in out  # refused before any training started
