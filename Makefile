@@ -26,7 +26,7 @@ demo: setup
 test: setup
 	$(PY) -m pytest
 
-# Every test that needs no training or export run (see tests/conftest.py): under a minute.
+# Every test that needs no training, export or TensorFlow (tests/conftest.py): under a minute.
 test-fast: setup
 	$(PY) -m pytest -m "not slow"
 
