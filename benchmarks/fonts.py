@@ -47,7 +47,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _run(args: argparse.Namespace) -> int:
-    setup_logging()
+    setup_logging("benchmarks", "scenes")
     import runtime
     from benchmarks.errors import BenchmarkError
     from demos.make_clip import held_out_fonts

@@ -12,6 +12,8 @@ from collections.abc import Mapping, Sequence
 
 import numpy as np
 
+from runtime.memory import rss_megabytes as rss_megabytes  # its home is runtime; kept here too
+
 PERCENTILES = (50, 90, 99)
 
 
@@ -73,6 +75,13 @@ def throughput(batch: int, seconds: float) -> float | None:
     return None if seconds <= 0 else batch / seconds
 
 
-def rss_megabytes(maxrss: int, platform: str) -> float:
-    """``ru_maxrss`` in MB: Linux reports kilobytes, macOS bytes."""
-    return maxrss / 2**20 if platform == "darwin" else maxrss / 2**10
+
+
+def fit_line(xs: Sequence[float], ys: Sequence[float]) -> tuple[float, float]:
+    """Least-squares (slope, intercept) of ``ys`` over ``xs``: e.g. bytes gained per frame."""
+    x = np.asarray(xs, dtype=np.float64)
+    y = np.asarray(ys, dtype=np.float64)
+    if x.size < 2 or x.size != y.size or np.ptp(x) == 0:
+        raise ValueError("a line needs two or more points at different x")
+    slope, intercept = np.polyfit(x, y, 1)
+    return float(slope), float(intercept)
