@@ -1,21 +1,20 @@
 """Printed digits as training data: 0–9 in every found font, photographed by the camera
 model, then cut out by the runtime's own framing, so training sees what inference sees.
 
-Each image has its own seed (from the run's seed, the font and the digit), so a set is the
-same whoever renders it, in any order, on any number of processes. Rendering costs a few
-milliseconds an image: sets are cached on disk under a key made of everything that
-decides their pixels (fonts, counts, seed, the code of the camera model and the framing,
-and the versions of the libraries that draw them).
+Each image has its own seed (from the set's seed, the font and the digit), so a set is the
+same whoever renders it and in whatever order. Rendering costs a few milliseconds an image:
+sets are cached on disk under a key made of everything that decides their pixels (fonts,
+counts, seed, the code of the camera model and the framing, and the versions of the
+libraries that draw them).
 """
 
 from __future__ import annotations
 
-import concurrent.futures
 import hashlib
 import json
 import logging
-import multiprocessing
 import os
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -28,6 +27,9 @@ from scenes import camera, fonts
 
 log = logging.getLogger(__name__)
 PER_DIGIT = 24  # photographs of each digit in each font (default)
+# The printed source's photographs do not change with --seed (which still picks the split,
+# the order and the weights): one cached set serves every run.
+RENDER_SEED = 0
 CACHE_ENV = "EDGECNN_CACHE"  # where rendered sets are kept (default ~/.cache/edgecnn)
 VERSION = 1  # bump when the rendering changes in a way the code hash below cannot see
 
@@ -46,7 +48,7 @@ class PrintedSet:
 
 
 def printed_set(font_list: list[fonts.Font], per_digit: int = PER_DIGIT, seed: int = 0,
-                cache: Path | None = None, workers: int | None = None) -> PrintedSet:
+                cache: Path | None = None) -> PrintedSet:
     """Every digit of every font, ``per_digit`` times, photographed and framed; cached."""
     fonts.require_fonts(font_list)
     folder = cache_dir() if cache is None else cache
@@ -61,8 +63,13 @@ def printed_set(font_list: list[fonts.Font], per_digit: int = PER_DIGIT, seed: i
     jobs = [(font, digit, per_digit, seed) for font in font_list for digit in range(10)]
     log.info("rendering %d printed digits (%d fonts x 10 digits x %d photographs) into %s",
              len(jobs) * per_digit, len(font_list), per_digit, path)
-    results = _run(jobs, workers)
-    images = np.concatenate([r for r in results])
+    started, results = time.perf_counter(), []
+    for n, job in enumerate(jobs, start=1):  # OpenCV spreads each photograph over the cores
+        results.append(render_digit(*job))
+        if n % 50 == 0 or n == len(jobs):
+            log.info("printed digits: %d/%d rendered (%.0f s)", n * per_digit,
+                     len(jobs) * per_digit, time.perf_counter() - started)
+    images = np.concatenate(results)
     labels = np.repeat([digit for _, digit, _, _ in jobs], per_digit).astype(np.int64)
     families = np.repeat([font.family for font, _, _, _ in jobs], per_digit)
     names = np.repeat([font.name for font, _, _, _ in jobs], per_digit)
@@ -121,21 +128,3 @@ def _file_stamp(source: str) -> list[int]:
 
 def _stable_hash(text: str) -> int:
     return int.from_bytes(hashlib.sha256(text.encode()).digest()[:4], "little")
-
-
-def _render_job(job: tuple[fonts.Font, int, int, int]) -> np.ndarray:
-    cv2.setNumThreads(1)  # one process per core already
-    return render_digit(*job)
-
-
-def _run(jobs: list[tuple[fonts.Font, int, int, int]], workers: int | None) -> list[np.ndarray]:
-    """Render the jobs in order, on ``workers`` processes (default: every core)."""
-    workers = workers or os.cpu_count() or 1
-    if workers == 1 or len(jobs) < 4:
-        return [render_digit(*job) for job in jobs]
-    # fork where there is one: spawn re-runs the caller's main module in every worker, which
-    # breaks scripts without a __main__ guard. Workers render on one OpenCV thread each.
-    methods = multiprocessing.get_all_start_methods()
-    context = multiprocessing.get_context("fork" if "fork" in methods else "spawn")
-    with concurrent.futures.ProcessPoolExecutor(workers, mp_context=context) as pool:
-        return list(pool.map(_render_job, jobs, chunksize=max(1, len(jobs) // (workers * 8))))

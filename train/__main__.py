@@ -20,8 +20,8 @@ def build_parser() -> argparse.ArgumentParser:
     add = p.add_argument
     add("--arch", choices=list(ARCHITECTURES), default=DEFAULTS.arch,
         help="; ".join(f"{k}: {v[1]}" for k, v in ARCHITECTURES.items()))
-    add("--data", default=DEFAULTS.data, help="mnist5k | mnist | digits | file.npz | folder with "
-        "one subfolder of images per class")
+    add("--data", default=DEFAULTS.data, help="mnist5k | mnist | digits | printed | file.npz | "
+        "folder with one subfolder of images per class; join several with +")
     add("--out", default=DEFAULTS.out, help="bundle folder to write")
     add("--overwrite", action="store_true", help="replace an existing bundle at --out")
     add("--epochs", type=int, default=DEFAULTS.epochs, help="maximum epochs (early stopping)")
@@ -81,7 +81,7 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
 
     def go() -> int:
-        setup_logging("train")
+        setup_logging("train", "scenes")
         cfg = config_from_args(args)
         from train.evaluate import summary_table
         from train.run import run
@@ -89,6 +89,8 @@ def main(argv: list[str] | None = None) -> int:
         metrics = run(cfg)
         if metrics:
             print(summary_table(metrics["test"]))
+            for line in source_lines(metrics):
+                print(line)
             training = metrics["training"]
             print(json.dumps({"bundle": cfg.out, "test_accuracy": metrics["test"]["accuracy"],
                               "epochs": training["epochs_run"],
@@ -99,6 +101,19 @@ def main(argv: list[str] | None = None) -> int:
         return 0
 
     return run_cli("train", go, failures=(RunFailed,))
+
+
+def source_lines(metrics: dict) -> list[str]:
+    """One line per part of a joined source: its own test accuracy, and for printed digits
+    the font families that no training or validation image used."""
+    lines = []
+    for name, part in metrics.get("by_source", {}).items():
+        line = f"{name:>12} {part['accuracy'] * 100:8.2f}% on {part['count']} test images"
+        held = metrics["dataset"].get("sources", {}).get(name, {}).get("test_families")
+        if held:
+            line += f" in font families never trained on: {', '.join(held)}"
+        lines.append(line)
+    return lines
 
 
 def _rounded(value: float | None) -> float | None:

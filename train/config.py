@@ -20,7 +20,7 @@ class TrainConfig:
     """Every option of a training run. Saved as ``train_config.json`` in the bundle."""
 
     arch: str = "twoconv"          # which documented CNN to build
-    data: str = "mnist5k"          # built-in dataset name, a folder of class subfolders, or a .npz
+    data: str = "mnist5k+printed"  # built-in names, a .npz, a class folder; join several with +
     out: str = "artifacts"         # bundle folder to write
     overwrite: bool = False        # replace an existing bundle (never done silently)
     epochs: int = 40               # upper bound; early stopping usually ends sooner

@@ -15,7 +15,7 @@ from runtime.preprocess import prepare, read_image
 from runtime.spec import ModelSpec
 from train.color import ColorChoice, choose_for_arrays, choose_for_files, log_choice
 from train.sources import ArraySource, FolderSource
-from train.split import SplitIndices, balanced_sample, stratified_split
+from train.split import HeldOutGroups, SplitIndices, balanced_sample, split_by_part
 
 
 @dataclass(frozen=True)
@@ -25,6 +25,7 @@ class Split:
     labels: np.ndarray
     images: np.ndarray | None = None  # (N, H, W, C) uint8 model inputs
     paths: np.ndarray | None = None
+    parts: np.ndarray | None = None   # the source part of each image (joined sources)
 
     def __len__(self) -> int:
         return len(self.labels)
@@ -36,7 +37,8 @@ class Split:
     def subset(self, indices: np.ndarray) -> Split:
         return Split(labels=self.labels[indices],
                      images=None if self.images is None else self.images[indices],
-                     paths=None if self.paths is None else self.paths[indices])
+                     paths=None if self.paths is None else self.paths[indices],
+                     parts=None if self.parts is None else self.parts[indices])
 
 
 @dataclass
@@ -76,6 +78,7 @@ class DataPlan:
     spec: ModelSpec
     color: ColorChoice
     indices: SplitIndices
+    held_out: dict[str, HeldOutGroups] = field(default_factory=dict)  # per grouped part
 
 
 @dataclass
@@ -86,6 +89,7 @@ class PreparedData:
     test: Split
     skipped: SkipLog
     color: ColorChoice
+    held_out: dict[str, HeldOutGroups] = field(default_factory=dict)
 
 
 def plan_data(source: ArraySource | FolderSource, *, arch: str, img_size: int, color: str,
@@ -99,9 +103,11 @@ def plan_data(source: ArraySource | FolderSource, *, arch: str, img_size: int, c
     spec = ModelSpec(labels=source.label_names, height=img_size, width=img_size,
                      color=choice.color, framing=source.framing, architecture=arch,
                      dataset={"name": source.name})
-    indices = stratified_split(source.labels, val_fraction, test_fraction, seed,
-                               source.label_names)
-    return DataPlan(spec, choice, indices)
+    # Each part of a joined source is split on its own; a part with groups (printed
+    # digits' font families) holds whole groups out for the test.
+    indices, held_out = split_by_part(source.labels, source.parts, source.groups,
+                                      val_fraction, test_fraction, seed, source.label_names)
+    return DataPlan(spec, choice, indices, held_out)
 
 
 def prepare_data(source: ArraySource | FolderSource, plan: DataPlan) -> PreparedData:
@@ -109,14 +115,15 @@ def prepare_data(source: ArraySource | FolderSource, plan: DataPlan) -> Prepared
     skipped = SkipLog()
     if isinstance(source, ArraySource):
         whole = Split(labels=source.labels,
-                      images=np.stack([prepare(image, plan.spec) for image in source.images]))
+                      images=np.stack([prepare(image, plan.spec) for image in source.images]),
+                      parts=source.parts)
     else:
-        whole = Split(labels=source.labels, paths=source.paths)
+        whole = Split(labels=source.labels, paths=source.paths, parts=source.parts)
         for item in source.unused:
             skipped.add(item.path, item.reason)
     return PreparedData(plan.spec, whole.subset(plan.indices.train),
                         whole.subset(plan.indices.val), whole.subset(plan.indices.test),
-                        skipped, plan.color)
+                        skipped, plan.color, plan.held_out)
 
 
 def load_file(path: str, spec: ModelSpec, skipped: SkipLog) -> np.ndarray | None:
@@ -133,14 +140,17 @@ def materialize(split: Split, spec: ModelSpec, skipped: SkipLog) -> Split:
     if not split.streamed:
         return split
     assert split.paths is not None
-    images, labels = [], []
-    for path, label in zip(split.paths, split.labels, strict=True):
+    images, kept = [], []
+    for i, path in enumerate(split.paths):
         image = load_file(str(path), spec, skipped)
         if image is not None:
             images.append(image)
-            labels.append(label)
+            kept.append(i)
     empty = np.zeros((0, *spec.input_shape), np.uint8)
-    return Split(labels=np.array(labels, np.int64), images=np.stack(images) if images else empty)
+    kept_at = np.array(kept, np.int64)
+    return Split(labels=split.labels[kept_at].astype(np.int64),
+                 images=np.stack(images) if images else empty,
+                 parts=None if split.parts is None else split.parts[kept_at])
 
 
 def calibration_sample(split: Split, size: int, seed: int) -> Split:

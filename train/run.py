@@ -44,6 +44,7 @@ from train.staging import StagedBundle, check_target, work_folder
 
 log = logging.getLogger(__name__)
 PREDICT_BATCH = 256  # test images per forward pass when evaluating
+CONFIDENCE_LEVELS = (0.0, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 0.95)  # tabulated on validation
 
 
 @dataclass(frozen=True)
@@ -121,9 +122,11 @@ def run(cfg: TrainConfig) -> dict[str, Any]:
     final = make_model()
     final.set_weights(model.get_weights())
     test, ranked = evaluate_test_split(final, data)
+    confidence = confidence_on_validation(final, data)
     peaks.mark("evaluation")
     metrics = collect_metrics(data, test, ranked, result, strategy, final, source=cfg.data,
                               started=started)
+    metrics["validation"]["confidence"] = confidence
     write_bundle(out, work, data, test, ranked[:, 0], final, metrics, result,
                  config=cfg.to_dict(),
                  calib_size=cfg.calib_size, seed=cfg.seed, peaks=peaks, estimate=estimate)
@@ -236,6 +239,27 @@ def evaluate_test_split(model: Any, data: PreparedData) -> tuple[Split, np.ndarr
     return test, ranked
 
 
+def confidence_on_validation(model: Any, data: PreparedData) -> list[dict[str, float]]:
+    """How often the model answers, and how often rightly, when it answers only at or above
+    each top-1 probability: the table the demo's ``--min-confidence`` default comes from."""
+    from train import loop
+
+    val = materialize(data.val, data.spec, data.skipped)
+    assert val.images is not None
+    slices = ((val.images[i:i + PREDICT_BATCH], val.labels[i:i + PREDICT_BATCH])
+              for i in range(0, len(val), PREDICT_BATCH))
+    best, labels = loop.predict(model, slices,
+                                keep=lambda p: np.stack([p.argmax(1), p.max(1)], axis=1))
+    right, confidence = best[:, 0] == labels, best[:, 1]
+    table = []
+    for level in CONFIDENCE_LEVELS:
+        answered = confidence >= level
+        table.append({"min_confidence": level, "answered": float(answered.mean()),
+                      "accuracy_answered": float(right[answered].mean()) if answered.any()
+                      else None})
+    return table
+
+
 def remove_checkpoints(folder: Path) -> None:
     """Delete what the CheckpointManager wrote, and the folder only if nothing else is in it:
     ``--checkpoint-dir`` may point at a folder that holds the user's own files."""
@@ -314,6 +338,7 @@ def collect_metrics(data: PreparedData, test: Split, ranked: np.ndarray, result:
     best = result.best_epoch - 1
     return {
         "test": classification_metrics(test.labels, ranked, data.spec.labels),
+        "by_source": metrics_by_source(test, ranked, data.spec.labels),
         "validation": {"loss": result.history["val_loss"][best],
                        "accuracy": result.history["val_accuracy"][best]},
         "training": {
@@ -325,12 +350,41 @@ def collect_metrics(data: PreparedData, test: Split, ranked: np.ndarray, result:
         "dataset": {"name": data.spec.dataset["name"], "source": source,
                     "train": data.skipped.used(data.train), "val": data.skipped.used(data.val),
                     "test": len(test), "color": data.color.to_dict(),
-                    "skipped_count": len(skipped), "skipped": skipped},
+                    "skipped_count": len(skipped), "skipped": skipped,
+                    "sources": sources_report(data)},
         "model": {"architecture": data.spec.architecture,
                   "parameters": int(model.count_params())},
         "environment": {"python": platform.python_version(), "tensorflow": tf.__version__,
                         "keras": keras.__version__, "machine": platform.machine()},
     }
+
+
+def metrics_by_source(test: Split, ranked: np.ndarray,
+                      label_names: tuple[str, ...]) -> dict[str, Any]:
+    """The test figures (confusion matrix included) of each part of a joined source."""
+    if test.parts is None:
+        return {}
+    return {str(part): classification_metrics(test.labels[test.parts == part],
+                                              ranked[test.parts == part], label_names)
+            for part in dict.fromkeys(test.parts.tolist())}
+
+
+def sources_report(data: PreparedData) -> dict[str, Any]:
+    """Images per split of each part and, for parts split by group (printed digits' font
+    families), which groups trained, validated and were held out for the test."""
+    if data.train.parts is None:
+        return {}
+    report: dict[str, Any] = {}
+    for part in dict.fromkeys(data.train.parts.tolist()):
+        entry: dict[str, Any] = {name: int(np.count_nonzero(split.parts == part))
+                                 for name, split in (("train", data.train), ("val", data.val),
+                                                     ("test", data.test))}
+        held = data.held_out.get(part)
+        if held is not None:
+            entry.update(train_families=list(held.train), val_families=list(held.val),
+                         test_families=list(held.test))
+        report[str(part)] = entry
+    return report
 
 
 def write_bundle(out: Path, work: Path, data: PreparedData, test: Split, predicted: np.ndarray,

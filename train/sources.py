@@ -1,7 +1,9 @@
-"""Where images come from: built-in digit sets, MNIST ``.npz`` files and class folders.
+"""Where images come from: built-in digit sets, printed digits, MNIST ``.npz`` files and
+class folders, alone or joined with ``+`` (``mnist5k+printed``).
 
 Every source returns raw images plus integer labels; :mod:`train.data` then splits them and
-passes every image through the runtime's one preprocessing.
+passes every image through the runtime's one preprocessing. A joined source remembers which
+part each image came from, so that each part is split on its own and scored on its own.
 """
 
 from __future__ import annotations
@@ -28,6 +30,9 @@ class ArraySource:
     labels: np.ndarray
     label_names: tuple[str, ...]
     framing: str = "none"  # "digit" for MNIST-like ink-on-black digits
+    parts: np.ndarray | None = None   # per image, the source it came from (joined sources)
+    groups: np.ndarray | None = None  # per image, a group the test split holds out whole
+    #                                   (a font family), "" for images of ungrouped parts
 
 
 @dataclass(frozen=True)
@@ -40,12 +45,25 @@ class FolderSource:
     label_names: tuple[str, ...]
     framing: str = "none"
     unused: tuple[Unused, ...] = ()  # files the scan did not use, each with its reason
+    parts: np.ndarray | None = None  # per image, the source it came from (joined sources)
+    groups: np.ndarray | None = None  # always None: folders have no held-out groups
 
 
 def load_source(data: str) -> ArraySource | FolderSource:
-    """Resolve ``--data``: a built-in name, a ``.npz`` file, or a folder of class subfolders."""
+    """Resolve ``--data``: a built-in name, a ``.npz`` file, a folder of class subfolders, or
+    several of these joined by ``+``."""
+    if "+" in data:
+        from train.joined import join_sources
+
+        names = [part.strip() for part in data.split("+")]
+        if not all(names) or len(set(names)) != len(names):
+            raise DataError(f"--data {data}: join distinct sources with '+', e.g. "
+                            "mnist5k+printed")
+        return join_sources([load_source(name) for name in names], names)
     if data == "mnist5k":
         return _mnist5k()
+    if data == "printed":
+        return _printed()
     if data == "mnist":
         if not KERAS_MNIST_CACHE.is_file():
             raise DataError(f"--data mnist needs Keras's cached {KERAS_MNIST_CACHE}, which is "
@@ -62,7 +80,8 @@ def load_source(data: str) -> ArraySource | FolderSource:
     if path.is_dir():
         return scan_folder(path)
     raise DataError(f"--data {data}: no such folder or dataset; use mnist5k, mnist, digits, "
-                    "a .npz file, or a folder with one subfolder of images per class")
+                    "printed, a .npz file, a folder with one subfolder of images per class, "
+                    "or several joined by '+'")
 
 
 def _mnist5k() -> ArraySource:
@@ -71,6 +90,20 @@ def _mnist5k() -> ArraySource:
     images, labels = mnist_data()
     images = np.clip(images, 0, 255).astype(np.uint8).reshape(-1, 28, 28)
     return ArraySource("mnist5k", images, labels.astype(np.int64), DIGIT_LABELS, framing="digit")
+
+
+def _printed() -> ArraySource:
+    """0–9 in every installed font, photographed and framed (see :mod:`scenes.printed`);
+    grouped by font family, so that the test split can hold whole families out."""
+    from scenes import fonts, printed
+
+    found = fonts.require_fonts(fonts.installed_fonts())
+    if len(fonts.families(found)) < 2:
+        raise DataError(f"--data printed needs fonts of at least two families, to hold one "
+                        f"out for testing; found only {fonts.families(found)[0]!r}")
+    rendered = printed.printed_set(found, printed.PER_DIGIT, printed.RENDER_SEED)
+    return ArraySource("printed", rendered.images, rendered.labels, DIGIT_LABELS,
+                       framing="digit", groups=rendered.families)
 
 
 def _sklearn_digits() -> ArraySource:

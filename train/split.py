@@ -82,3 +82,76 @@ def balanced_sample(labels: np.ndarray, size: int, seed: int) -> np.ndarray:
     priority[classes] = rng.permutation(len(classes))
     chosen = order[np.lexsort((priority[shuffled], rank))[:size]]
     return np.sort(chosen)
+
+
+@dataclass(frozen=True)
+class HeldOutGroups:
+    """Which groups (font families) of a part went to which split."""
+
+    train: tuple[str, ...]
+    val: tuple[str, ...]
+    test: tuple[str, ...]
+
+
+def grouped_split(labels: np.ndarray, groups: np.ndarray, val_fraction: float,
+                  test_fraction: float, seed: int) -> tuple[SplitIndices, HeldOutGroups]:
+    """Test on whole groups no training or validation image shares; validate on a stratified
+    ``val_fraction`` of every class of the remaining groups.
+
+    At least ``test_fraction`` of the groups (one or more, rounded up) are held out, and at
+    least one is left to train on: a test on unseen fonts, never on unseen photos of seen ones.
+    """
+    groups = np.asarray(groups).astype(str)
+    names = sorted(set(groups.tolist()))
+    if len(names) < 2:
+        raise DataError(f"a held-out split needs at least two groups; found {names}")
+    rng = np.random.default_rng(seed)
+    n_test = min(len(names) - 1, max(1, int(np.ceil(len(names) * test_fraction - 1e-9))))
+    test_names = sorted(rng.choice(names, size=n_test, replace=False).tolist())
+    is_test = np.isin(groups, test_names)
+    rest = np.flatnonzero(~is_test)
+    val_parts, train_parts = [], []
+    for _, members in class_members(np.asarray(labels)[rest]):
+        members = rest[rng.permutation(members)]
+        n_val = max(1, round(len(members) * val_fraction)) if len(members) > 1 else 0
+        val_parts.append(members[:n_val])
+        train_parts.append(members[n_val:])
+    train, val = np.concatenate(train_parts), np.concatenate(val_parts)
+    indices = SplitIndices(train=rng.permutation(train), val=rng.permutation(val),
+                           test=rng.permutation(np.flatnonzero(is_test)))
+    train_names = tuple(sorted(set(groups[train].tolist())))
+    return indices, HeldOutGroups(train_names, tuple(sorted(set(groups[val].tolist()))),
+                                  tuple(test_names))
+
+
+def split_by_part(labels: np.ndarray, parts: np.ndarray | None, groups: np.ndarray | None,
+                  val_fraction: float, test_fraction: float, seed: int,
+                  label_names: tuple[str, ...] | None = None,
+                  ) -> tuple[SplitIndices, dict[str, HeldOutGroups]]:
+    """Split each part of a joined source on its own (stratified, or by held-out group where
+    the part has groups), then merge the splits, shuffled across parts.
+
+    Returns the indices and, for each grouped part, which groups went where.
+    """
+    labels = np.asarray(labels)
+    if parts is None and groups is None:
+        return stratified_split(labels, val_fraction, test_fraction, seed, label_names), {}
+    parts = np.full(len(labels), "") if parts is None else np.asarray(parts).astype(str)
+    grouped = np.zeros(len(labels), bool) if groups is None else np.asarray(groups) != ""
+    pieces: dict[str, list[np.ndarray]] = {"train": [], "val": [], "test": []}
+    held_out: dict[str, HeldOutGroups] = {}
+    for number, part in enumerate(dict.fromkeys(parts.tolist())):
+        members = np.flatnonzero(parts == part)
+        if grouped[members].all():
+            assert groups is not None
+            local, held = grouped_split(labels[members], np.asarray(groups)[members],
+                                        val_fraction, test_fraction, seed + number)
+            held_out[part] = held
+        else:
+            local = stratified_split(labels[members], val_fraction, test_fraction,
+                                     seed + number, label_names)
+        for name in pieces:
+            pieces[name].append(members[getattr(local, name)])
+    rng = np.random.default_rng(seed)
+    return SplitIndices(**{name: rng.permutation(np.concatenate(idx))
+                           for name, idx in pieces.items()}), held_out

@@ -1,0 +1,141 @@
+"""The printed source, sources joined with '+', and splits that hold font families out."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from scenes import fonts, printed
+from train.errors import DataError
+from train.joined import join_sources
+from train.sources import ArraySource, FolderSource, load_source
+from train.split import grouped_split, split_by_part
+
+
+def _families(n_groups: int, per_group: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    rng = np.random.default_rng(seed)
+    groups = np.repeat([f"family {g}" for g in range(n_groups)], per_group)
+    return rng.integers(0, 10, len(groups)), groups
+
+
+@pytest.mark.parametrize("n_groups,test_fraction,held", [(8, 0.15, 2), (3, 0.15, 1),
+                                                          (2, 0.9, 1), (10, 0.3, 3)])
+def test_family_split_leaks_nothing(n_groups: int, test_fraction: float, held: int) -> None:
+    labels, groups = _families(n_groups, 60)
+    indices, families = grouped_split(labels, groups, 0.1, test_fraction, seed=3)
+    train, val, test = (set(groups[getattr(indices, s)]) for s in ("train", "val", "test"))
+    assert len(test) == held and set(families.test) == test
+    assert not test & (train | val)  # no test family appears in training or validation
+    assert set(families.train) == train and set(families.val) == val
+    every = np.concatenate([indices.train, indices.val, indices.test])
+    assert sorted(every.tolist()) == list(range(len(labels)))  # each image exactly once
+    # Validation is a stratified share of the training families' images, every class.
+    for digit in range(10):
+        rest = np.flatnonzero((labels == digit) & ~np.isin(groups, list(test)))
+        in_val = np.isin(rest, indices.val).sum()
+        assert in_val == max(1, round(len(rest) * 0.1))
+
+
+def test_family_split_follows_the_seed() -> None:
+    labels, groups = _families(8, 30)
+    first = grouped_split(labels, groups, 0.1, 0.15, seed=1)
+    assert grouped_split(labels, groups, 0.1, 0.15, seed=1)[1] == first[1]
+    assert len({grouped_split(labels, groups, 0.1, 0.15, seed=s)[1].test for s in range(8)}) > 1
+    with pytest.raises(DataError, match="two groups"):
+        grouped_split(labels, np.full(len(labels), "only"), 0.1, 0.15, seed=1)
+
+
+def test_joined_parts_are_each_split_stratified() -> None:
+    rng = np.random.default_rng(0)
+    labels = np.concatenate([rng.integers(0, 10, 2000), rng.integers(0, 10, 600)])
+    parts = np.array(["mnist5k"] * 2000 + ["printed"] * 600)
+    groups = np.array([""] * 2000 + [f"f{i % 6}" for i in range(600)])
+    indices, held = split_by_part(labels, parts, groups, 0.1, 0.15, seed=4)
+    assert list(held) == ["printed"] and len(held["printed"].test) == 1
+    ungrouped = np.flatnonzero(parts == "mnist5k")
+    for digit in range(10):  # the ungrouped part: 15 % of every class in the test split
+        members = ungrouped[labels[ungrouped] == digit]
+        assert np.isin(members, indices.test).sum() == max(1, round(len(members) * 0.15))
+        assert np.isin(members, indices.val).sum() == max(1, round(len(members) * 0.1))
+    tested = groups[indices.test[parts[indices.test] == "printed"]]
+    assert set(tested) == set(held["printed"].test)
+    assert not set(tested) & set(groups[indices.train])
+    # Merged, then shuffled: both parts appear early in every split.
+    assert len(set(parts[indices.train[:100]])) == 2
+    assert sorted(np.concatenate([indices.train, indices.val, indices.test]).tolist()) == \
+        list(range(len(labels)))
+
+
+def _array(name: str, labels: list[int], names: tuple[str, ...], framing: str = "digit",
+           size: int = 28) -> ArraySource:
+    images = np.zeros((len(labels), size, size), np.uint8)
+    return ArraySource(name, images, np.array(labels), names, framing)
+
+
+def test_join_unites_labels_by_name_and_keeps_parts() -> None:
+    a = _array("a", [0, 1, 1], ("0", "1"))
+    b = _array("b", [0, 1], ("1", "2"), size=8)  # other labels, other size
+    joined = join_sources([a, b], ["a", "b"])
+    assert joined.label_names == ("0", "1", "2")
+    assert joined.labels.tolist() == [0, 1, 1, 1, 2]
+    assert joined.parts.tolist() == ["a", "a", "a", "b", "b"]
+    assert joined.images.shape == (5, 28, 28) and joined.groups is None
+
+
+def test_join_refuses_mixed_kinds() -> None:
+    digits, photos = _array("a", [0, 1], ("0", "1")), _array("b", [0, 1], ("0", "1"), "none")
+    with pytest.raises(DataError, match="different kinds of image"):
+        join_sources([digits, photos], ["a", "b"])
+    folder = FolderSource("f", np.array(["x.png", "y.png"]), np.array([0, 1]), ("0", "1"),
+                          "digit")
+    with pytest.raises(DataError, match="cannot be joined with image folders"):
+        join_sources([digits, folder], ["a", "f"])
+    with pytest.raises(DataError, match="distinct sources"):
+        load_source("mnist5k+mnist5k")
+    with pytest.raises(DataError, match="no such folder or dataset"):
+        load_source("mnist5k+nothing")
+
+
+@pytest.fixture()
+def small_printed(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Path:
+    """The printed source at one photograph per digit and font, cached under tmp_path."""
+    monkeypatch.setattr(printed, "PER_DIGIT", 1)
+    monkeypatch.setenv(printed.CACHE_ENV, str(tmp_path))
+    return tmp_path
+
+
+def test_printed_source_is_grouped_by_family_and_cached(small_printed: Path) -> None:
+    source = load_source("printed")
+    found = fonts.installed_fonts()
+    assert len(source.labels) == 10 * len(found) and source.framing == "digit"
+    assert set(source.groups) == set(fonts.families(found))
+    assert source.images.shape[1:] == (28, 28) and source.images.max() == 255
+    cached = list(small_printed.glob("printed-*.npz"))
+    assert len(cached) == 1
+    stamp = cached[0].stat().st_mtime_ns
+    again = load_source("printed")  # read back, not rendered again
+    assert cached[0].stat().st_mtime_ns == stamp
+    assert np.array_equal(again.images, source.images)
+
+
+def test_printed_renders_follow_the_seed_in_any_order(tmp_path: Path) -> None:
+    some = fonts.installed_fonts()[:2]
+    one = printed.printed_set(some, 2, seed=5, cache=tmp_path / "one")
+    again = printed.printed_set(some, 2, seed=5, cache=tmp_path / "two")  # rendered afresh
+    other = printed.printed_set(some, 2, seed=6, cache=tmp_path / "one")
+    assert np.array_equal(one.images, again.images)
+    assert not np.array_equal(one.images, other.images)
+    # One font's digit alone is the same images as within the whole set.
+    alone = printed.render_digit(some[1], 3, 2, 5)
+    assert np.array_equal(alone, one.images[(10 + 3) * 2:(10 + 3) * 2 + 2])
+    assert printed.cache_key(some, 2, 5) != printed.cache_key(some, 3, 5)
+
+
+def test_joined_default_source(small_printed: Path) -> None:
+    source = load_source("mnist5k+printed")
+    assert source.name == "mnist5k+printed" and source.label_names == tuple("0123456789")
+    assert set(source.parts) == {"mnist5k", "printed"}
+    assert (source.groups[source.parts == "mnist5k"] == "").all()
+    assert (source.groups[source.parts == "printed"] != "").all()
