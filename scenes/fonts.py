@@ -121,6 +121,30 @@ def glyph(font: Font, digit: str, height: int = GLYPH_PX) -> np.ndarray:
     return np.pad(coverage[y:y + h, x:x + w], 1)
 
 
+def marked_zero(glyph: np.ndarray, mark: str) -> np.ndarray:
+    """A zero's coverage with a dot or a slash inside its counter, as wide as its strokes.
+
+    The counter is the background no path from the glyph's edge reaches; the stroke width
+    is twice the deepest point of the ink's distance transform.
+    """
+    ink = (glyph > 0.5).astype(np.uint8)
+    outside = np.pad(1 - ink, 1, constant_values=1)
+    cv2.floodFill(outside, None, (0, 0), 2)
+    hole = (outside[1:-1, 1:-1] == 1).astype(np.uint8)
+    x, y, w, h = cv2.boundingRect(hole)
+    if w < 3 or h < 3:
+        return glyph  # no counter to mark (a zero drawn as a spiral, say)
+    stroke = 2 * float(cv2.distanceTransform(ink, cv2.DIST_L2, 3).max())
+    marked = np.zeros(glyph.shape, np.uint8)
+    if mark == "dot":
+        axes = (max(1, round(min(stroke * 0.6, w / 3))), max(1, round(min(stroke * 0.8, h / 4))))
+        cv2.ellipse(marked, (x + w // 2, y + h // 2), axes, 0, 0, 360, 255, -1, cv2.LINE_AA)
+    else:
+        cv2.line(marked, (x + w, y), (x, y + h), 255, max(1, round(stroke * 0.7)), cv2.LINE_AA)
+        marked &= ((hole | ink) * 255).astype(np.uint8)  # a slash stays inside the zero
+    return np.maximum(glyph, marked.astype(np.float32) / 255.0)
+
+
 @functools.lru_cache(maxsize=64)
 def _pillow_font(source: str, size: int) -> object:
     from PIL import ImageFont

@@ -89,9 +89,14 @@ def render_digit(font: fonts.Font, digit: int, count: int, seed: int) -> np.ndar
     glyph = fonts.glyph(font, str(digit))
     roi = default_roi(camera.HEIGHT, camera.WIDTH)
     rng = np.random.default_rng([seed, _stable_hash(font.source), digit])
+    zeros = (glyph, fonts.marked_zero(glyph, "dot"), fonts.marked_zero(glyph, "slash")) \
+        if digit == 0 else (glyph,)
     out = np.zeros((count, 28, 28), np.uint8)
     for i in range(count):
-        frame = camera.photograph(glyph, camera.random_shot(rng), rng, view=roi)
+        # Monospace and UI fonts often mark their zero (DejaVu Sans Mono's dot, a slash in
+        # OpenCV's and many terminal fonts): every third zero of every font is drawn so.
+        shown = zeros[i % len(zeros)]
+        frame = camera.photograph(shown, camera.random_shot(rng), rng, view=roi)
         out[i] = frame_digit(frame, roi=(0, 0, roi[2], roi[3])).image
     return out
 
