@@ -26,7 +26,7 @@ from runtime.framing import default_roi, frame_digit
 from scenes import camera, fonts
 
 log = logging.getLogger(__name__)
-PER_DIGIT = 24  # photographs of each digit in each font (default)
+PER_DIGIT = 16  # photographs of each digit in each font (default)
 # The printed source's photographs do not change with --seed (which still picks the split,
 # the order and the weights): one cached set serves every run.
 RENDER_SEED = 0
