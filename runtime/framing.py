@@ -12,7 +12,7 @@ hysteresis thresholding above the sensor noise, and scale and centre it the way 
 
 It runs on every camera frame, so it costs about what the model does: the ROI is shrunk
 to the resolution a 20 px digit needs, per-pixel work is saturating uint8 OpenCV calls,
-and what depends only on the ROI's size is computed once (``docs/performance.md``).
+and what depends only on the ROI's size is computed once (``docs/printed.md``).
 """
 
 from __future__ import annotations

@@ -12,10 +12,10 @@ import pytest
 from conftest import mnist5k, run_module
 
 import runtime
-from demos.make_clip import random_scene, render
 from runtime.bundle import EVAL_SET, load_images
 from runtime.errors import ImageError
 from runtime.preprocess import prepare
+from scenes import camera
 
 PAPER = 205
 
@@ -47,8 +47,8 @@ def photos(count: int = 6, digits: tuple[np.ndarray, np.ndarray] | None = None,
         found[f"font{digit}"] = font_photo(digit, (cv2.FONT_HERSHEY_SIMPLEX,
                                                    cv2.FONT_HERSHEY_DUPLEX)[digit % 2])
     for index in rng.choice(len(images), size=count, replace=False):
-        found[f"mnist{index}_{labels[index]}"] = render(images[index].reshape(28, 28),
-                                                        random_scene(rng), (0.0, 0.0), rng)
+        found[f"mnist{index}_{labels[index]}"] = camera.photograph(
+            camera.mnist_coverage(images[index]), camera.random_shot(rng), rng)
     return found
 
 

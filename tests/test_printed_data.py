@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 from pathlib import Path
 
 import numpy as np
@@ -139,3 +140,25 @@ def test_joined_default_source(small_printed: Path) -> None:
     assert set(source.parts) == {"mnist5k", "printed"}
     assert (source.groups[source.parts == "mnist5k"] == "").all()
     assert (source.groups[source.parts == "printed"] != "").all()
+
+
+def test_default_training_reports_each_source(trained_bundle: Path) -> None:
+    """The session model trained on the default data, mnist5k+printed."""
+    import json
+
+    metrics = json.loads((trained_bundle / "metrics.json").read_text())
+    assert set(metrics["by_source"]) == {"mnist5k", "printed"}
+    sources = metrics["dataset"]["sources"]
+    for name, part in metrics["by_source"].items():
+        assert part["count"] == sources[name]["test"]
+        matrix = np.array(part["confusion_matrix"])
+        assert matrix.shape == (10, 10) and matrix.sum() == part["count"]
+        assert 0.0 <= part["accuracy"] <= 1.0
+    printed_part = sources["printed"]
+    held = set(printed_part["test_families"])
+    assert held and not held & (set(printed_part["train_families"])
+                                | set(printed_part["val_families"]))
+    assert metrics["test"]["count"] == sum(s["test"] for s in sources.values())
+    table = metrics["validation"]["confidence"]
+    assert table[0]["min_confidence"] == 0.0 and table[0]["answered"] == 1.0
+    assert all(a["answered"] >= b["answered"] for a, b in itertools.pairwise(table))
