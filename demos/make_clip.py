@@ -18,7 +18,14 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from runtime.bundle import EVAL_SET, METRICS, load_images, load_spec, require_bundle
+from runtime.bundle import (
+    EVAL_SET,
+    METRICS,
+    load_images,
+    load_sources,
+    load_spec,
+    require_bundle,
+)
 from runtime.cli import Parser, run_cli, setup_logging
 from runtime.errors import BundleError
 from runtime.files import atomic_path, read_json, write_json
@@ -31,9 +38,12 @@ FOURCC = "MJPG"  # writes and reads back everywhere OpenCV has its own codecs
 
 def make_clip(images: np.ndarray, labels: np.ndarray, label_names: tuple[str, ...], out: Path,
               digits: int, hold: int, fps: float, seed: int, printed: float = 0.0,
-              printed_fonts: list[fonts.Font] | None = None) -> dict:
-    """Write the clip and its ground truth; ``printed`` is the share of printed digits."""
+              printed_fonts: list[fonts.Font] | None = None,
+              eval_index: np.ndarray | None = None) -> dict:
+    """Write the clip and its ground truth; ``printed`` is the share of printed digits and
+    ``eval_index`` maps ``images`` back to their rows of eval.npz (default: the same)."""
     rng = np.random.default_rng(seed)
+    eval_index = np.arange(len(images)) if eval_index is None else eval_index
     n_printed = round(digits * printed) if printed_fonts else 0
     picks = rng.choice(len(images), size=min(digits - n_printed, len(images)), replace=False)
     # (kind, index into eval.npz or font, label index), shuffled so kinds interleave
@@ -51,7 +61,7 @@ def make_clip(images: np.ndarray, labels: np.ndarray, label_names: tuple[str, ..
                 kind, index, label = items[position]
                 if kind == "eval":
                     coverage = camera.mnist_coverage(images[index])
-                    shown.append({"source": "eval.npz", "index": index})
+                    shown.append({"source": "eval.npz", "index": int(eval_index[index])})
                 else:
                     font = printed_fonts[index]  # type: ignore[index]
                     coverage = fonts.glyph(font, str(label))
@@ -133,9 +143,15 @@ def main(argv: list[str] | None = None) -> int:
             printed_fonts, why = held_out_fonts(bundle)
             log.info("printed digits in %s (%s)", ", ".join(fonts.families(printed_fonts)), why)
         images, labels = load_images(bundle / EVAL_SET)
+        sources = load_sources(bundle / EVAL_SET)
+        rows = np.arange(len(images))
+        if sources is not None and (sources != "printed").any():
+            # Printed test digits are photographs already: the clip shows the others
+            # (handwriting) and prints its own digits in held-out families.
+            rows = np.flatnonzero(sources != "printed")
         out = Path(args.out) if args.out else bundle / "clip.avi"
-        record = make_clip(images, labels, spec.labels, out, args.digits, args.hold, args.fps,
-                           args.seed, args.printed, printed_fonts)
+        record = make_clip(images[rows], labels[rows], spec.labels, out, args.digits, args.hold,
+                           args.fps, args.seed, args.printed, printed_fonts, rows)
         printed_note = (f", {sum(d['source'] == 'printed' for d in record['digits'])} printed"
                         if args.printed else "")
         print(f"wrote {out} ({record['frames']} frames, {args.digits} digits{printed_note}) "

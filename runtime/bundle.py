@@ -68,9 +68,22 @@ def load_images(path: str | Path) -> tuple[np.ndarray, np.ndarray]:
     return images, labels.astype(np.int64)
 
 
-def save_images(path: str | Path, images: np.ndarray, labels: np.ndarray) -> None:
-    """Write an image set atomically (uncompressed: fast to load, small at these sizes)."""
+def save_images(path: str | Path, images: np.ndarray, labels: np.ndarray,
+                sources: np.ndarray | None = None) -> None:
+    """Write an image set atomically (uncompressed: fast to load, small at these sizes).
+
+    ``sources`` names each image's data source when the set joins several (``mnist5k``,
+    ``printed``), so that later stages can tell them apart.
+    """
     from runtime.files import atomic_path
 
+    extra = {} if sources is None else {"sources": np.asarray(sources).astype(str)}
     with atomic_path(path) as tmp, open(tmp, "wb") as handle:
-        np.savez(handle, images=images.astype(np.uint8), labels=labels.astype(np.int64))
+        np.savez(handle, images=images.astype(np.uint8), labels=labels.astype(np.int64),
+                 **extra)
+
+
+def load_sources(path: str | Path) -> np.ndarray | None:
+    """The per-image source names of an image set, or None when it has one source."""
+    with np.load(path, allow_pickle=False) as npz:
+        return npz["sources"] if "sources" in npz.files else None

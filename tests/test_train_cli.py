@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from conftest import assert_clean_failure, run_module, write_color_folder
 
-from runtime.bundle import load_images, load_spec
+from runtime.bundle import load_images, load_sources, load_spec
 
 BUNDLE_FILES = {"model.keras", "spec.json", "metrics.json", "train_config.json", "eval.npz",
                 "calib.npz", "history.png", "confusion_matrix.png"}
@@ -23,12 +23,15 @@ def test_bundle_holds_model_spec_metrics_plots_and_sets(trained_bundle: Path) ->
     assert spec.input_shape == (28, 28, 1) and spec.labels == tuple("0123456789")
     assert spec.value_range == (0.0, 255.0) and spec.interpolation == "area"
     assert spec.framing == "digit" and spec.architecture == "twoconv"
-    assert spec.dataset == {"name": "mnist5k", "train": 3750, "val": 500, "test": 750,
-                            "skipped_count": 0}
     metrics = json.loads((trained_bundle / "metrics.json").read_text())
+    sources = metrics["dataset"]["sources"]  # the default data: mnist5k+printed
+    assert sources["mnist5k"] == {"train": 3750, "val": 500, "test": 750}
+    assert spec.dataset == {"name": "mnist5k+printed", "skipped_count": 0,
+                            **{split: sum(s[split] for s in sources.values())
+                               for split in ("train", "val", "test")}}
     test = metrics["test"]
-    assert test["count"] == 750 and len(test["per_class"]) == 10
-    assert np.array(test["confusion_matrix"]).sum() == 750
+    assert test["count"] == spec.dataset["test"] and len(test["per_class"]) == 10
+    assert np.array(test["confusion_matrix"]).sum() == test["count"]
     assert test["accuracy"] > 0.9  # four epochs only
     assert set(test["per_class"]["3"]) == {"precision", "recall", "f1", "support"}
     config = json.loads((trained_bundle / "train_config.json").read_text())
@@ -40,7 +43,10 @@ def test_bundle_holds_model_spec_metrics_plots_and_sets(trained_bundle: Path) ->
 def test_eval_set_is_the_test_split_and_never_seen_in_calibration(trained_bundle: Path) -> None:
     images, labels = load_images(trained_bundle / "eval.npz")
     calib, _ = load_images(trained_bundle / "calib.npz")
-    assert images.shape == (750, 28, 28, 1) and np.bincount(labels).tolist() == [75] * 10
+    sources = load_sources(trained_bundle / "eval.npz")
+    handwritten = labels[sources == "mnist5k"]
+    assert len(handwritten) == 750 and np.bincount(handwritten).tolist() == [75] * 10
+    assert set(sources) == {"mnist5k", "printed"} and images.shape[1:] == (28, 28, 1)
     assert calib.shape == (1000, 28, 28, 1)
     assert not {i.tobytes() for i in images} & {c.tobytes() for c in calib}
 

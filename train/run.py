@@ -402,7 +402,7 @@ def write_bundle(out: Path, work: Path, data: PreparedData, test: Split, predict
     write_json(stage.path(names.SPEC), spec.to_dict())
     write_json(stage.path(names.TRAIN_CONFIG), config)
     assert test.images is not None
-    names.save_images(stage.path(names.EVAL_SET), test.images, test.labels)
+    names.save_images(stage.path(names.EVAL_SET), test.images, test.labels, test.parts)
     calib = materialize(calibration_sample(data.train, calib_size, seed), data.spec,
                         data.skipped)
     assert calib.images is not None
