@@ -13,6 +13,12 @@ setup: $(STAMP)
 $(STAMP): pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --disable-pip-version-check -e ".[all,dev]"
+	@# mediapipe (dev) pulls opencv-contrib-python: a GUI build of the same cv2 module, which
+	@# aborts without a display. Put back the headless build that the runtime extra installs.
+	@if $(PY) -m pip show --quiet opencv-contrib-python 2>/dev/null; then \
+	  $(PY) -m pip uninstall --quiet --yes opencv-contrib-python && \
+	  $(PY) -m pip install --quiet --disable-pip-version-check --force-reinstall --no-deps \
+	    "opencv-python-headless==$$($(PY) -m pip show opencv-python-headless | sed -n 's/^Version: //p')"; fi
 	@touch $(STAMP)
 
 # train → export (validated) → a sample camera clip → the webcam demo on it → benchmarks

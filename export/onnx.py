@@ -17,6 +17,7 @@ import numpy as np
 
 from export.errors import ExportError, UnsupportedModelError
 from export.onnx_graph import LAYOUT_OPS, compact_names, simplify
+from export.onnx_metadata import describe
 from runtime.errors import first_line
 from runtime.files import atomic_path
 from runtime.preprocess import to_model_values
@@ -135,6 +136,7 @@ def save(proto: object, spec: ModelSpec, path: Path) -> None:
     del proto.metadata_props[:]  # type: ignore[attr-defined]
     entry = proto.metadata_props.add()  # type: ignore[attr-defined]
     entry.key, entry.value = METADATA_KEY, spec.to_json()
+    describe(proto, spec)  # the standard fields other tools read
     proto.ir_version = min(proto.ir_version, MAX_IR_VERSION)  # type: ignore[attr-defined]
     proto.producer_name = "edgecnn"  # type: ignore[attr-defined]
     try:

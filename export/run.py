@@ -16,10 +16,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from export import app_tflite
 from export import onnx as onnx_format
 from export import tflite as tflite_format
-from export.errors import ExportError
+from export.describe import VERSION_DIGITS
+from export.errors import ExportError, MissingPackageError
 from export.source import ExportSource, calibration_images
+from export.tflite_metadata import metadata_schema, with_classifier_metadata
 from export.validate import FLOAT_ATOL, MAX_DROP_PP, Check, Reference, keras_reference, validate
 from runtime import bundle as names
 from runtime.files import read_json, sha256, write_json
@@ -84,6 +87,7 @@ def export_all(source: ExportSource, out: Path, options: ExportOptions) -> dict[
     calibration = None
     if any(p == "int8" for _, p in plan):
         calibration = calibration_images(source, options.calib_samples)
+    source.spec = source.spec.replace(version=sha256(source.model_path)[:VERSION_DIGITS])
     log.info("Keras reference on %d check images …", len(source.check))
     reference = keras_reference(source.model, source.spec, source.check.images,
                                 source.check.labels)
@@ -136,7 +140,40 @@ def _build_all(source: ExportSource, plan: list[tuple[str, str]], scratch: Path,
         built.append(item)
         log.info("      %s %s (%.1f s)", "[✓]" if check.passed else "[x]", check.detail,
                  time.perf_counter() - started)
+    built.extend(_app_file(built, scratch, out, reference, source, options))
     return built
+
+
+def _app_file(built: list[Built], scratch: Path, out: Path, reference: Reference,
+              source: ExportSource, options: ExportOptions) -> list[Built]:
+    """The int8 TFLite file re-wired for app loaders (MediaPipe Tasks), validated the same
+    way; nothing when there is no int8 TFLite file or no mediapipe to write its metadata."""
+    int8 = next((b for b in built if b.final.name == names.EXPORT_NAMES[("tflite", "int8")]),
+                None)
+    if int8 is None:
+        return []
+    name = names.APP_TFLITE
+    if not int8.check.passed:
+        check = Check.not_built(name, "tflite", "int8", f"{int8.final.name}, its source, failed "
+                                "validation")
+        return [Built(scratch / name, out / name, check, int8.spec)]
+    try:
+        metadata_schema()
+    except MissingPackageError as exc:
+        log.warning("      [–] %s not written: %s", name, exc)
+        return []
+    started = time.perf_counter()
+    log.info("[+] tflite int8 for apps → %s", name)
+    data, spec = app_tflite.convert(int8.path.read_bytes(), int8.spec)
+    data = with_classifier_metadata(data, spec, app_tflite.input_note(int8.spec))
+    path = scratch / name
+    tflite_format.save(data, path)
+    check = validate(path, "tflite", "int8", reference,
+                     app_tflite.app_pixels(source.check.images), atol=options.atol,
+                     max_drop=options.max_drop)
+    log.info("      %s %s (%.1f s)", "[✓]" if check.passed else "[x]", check.detail,
+             time.perf_counter() - started)
+    return [Built(path, out / name, check, spec)]
 
 
 def _place(item: Built) -> None:

@@ -7,6 +7,8 @@ A sidecar ``<file>.json`` is the fallback for files made elsewhere.
 
 from __future__ import annotations
 
+import io
+import zipfile
 from pathlib import Path
 
 import numpy as np
@@ -49,24 +51,57 @@ def tflite_metadata(model: bytes, key: str = METADATA_KEY) -> str | None:
     return None
 
 
-def with_tflite_metadata(model: bytes, value: str, key: str = METADATA_KEY) -> bytes:
-    """Return ``model`` with ``key`` set to ``value`` (replacing an earlier entry)."""
+def with_tflite_metadata(model: bytes, value: str | bytes, key: str = METADATA_KEY) -> bytes:
+    """Return ``model`` with ``key`` set to ``value`` (replacing an earlier entry).
+
+    Files packed after the flatbuffer (see :func:`associated_files`) are packed again after
+    the new one, so adding an entry never loses a label file.
+    """
     import flatbuffers
     from ai_edge_litert import schema_py_generated as schema
 
     _check_tflite(model)
+    packed = associated_files(model)
     tree = schema.ModelT.InitFromObj(schema.Model.GetRootAs(model, 0))
     tree.metadata = [m for m in (tree.metadata or []) if m.name != key.encode()]
+    data = value.encode() if isinstance(value, str) else bytes(value)
     buffer = schema.BufferT()
-    buffer.data = np.frombuffer(value.encode(), np.uint8)
+    buffer.data = np.frombuffer(data, np.uint8)
     tree.buffers.append(buffer)
     entry = schema.MetadataT()
     entry.name = key
     entry.buffer = len(tree.buffers) - 1
     tree.metadata.append(entry)
-    builder = flatbuffers.Builder(len(model) + len(value) + 1024)
+    builder = flatbuffers.Builder(len(model) + len(data) + 1024)
     builder.Finish(tree.Pack(builder), file_identifier=TFLITE_IDENTIFIER)
-    return bytes(builder.Output())
+    return with_associated_files(bytes(builder.Output()), packed)
+
+
+def associated_files(model: bytes) -> dict[str, bytes]:
+    """Files packed after a TFLite flatbuffer as a zip archive, the TFLite Model Metadata
+    convention for label files; empty when there are none."""
+    stream = io.BytesIO(model)
+    if not zipfile.is_zipfile(stream):
+        return {}
+    try:
+        with zipfile.ZipFile(stream) as archive:
+            return {name: archive.read(name) for name in archive.namelist()}
+    except (zipfile.BadZipFile, OSError) as exc:
+        raise ModelFileError(f"corrupt TFLite model: its packed files are unreadable ({exc})") \
+            from None
+
+
+def with_associated_files(model: bytes, files: dict[str, bytes]) -> bytes:
+    """``model`` with ``files`` packed after it, as the metadata populators do: a stored
+    (uncompressed) zip appended to the flatbuffer, which interpreters ignore."""
+    if not files:
+        return model
+    stream = io.BytesIO(model)
+    stream.seek(0, io.SEEK_END)
+    with zipfile.ZipFile(stream, "a", compression=zipfile.ZIP_STORED) as archive:
+        for name, data in files.items():
+            archive.writestr(name, data)
+    return stream.getvalue()
 
 
 def _check_tflite(model: bytes) -> None:

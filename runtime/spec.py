@@ -77,6 +77,7 @@ class ModelSpec:
     precision: str = "float32"
     input_quant: QuantParams | None = None
     output_quant: QuantParams | None = None
+    version: str = ""  # which trained weights: export sets the Keras file's SHA-256 prefix
     schema_version: int = SCHEMA_VERSION
 
     def __post_init__(self) -> None:
