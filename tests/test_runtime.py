@@ -14,7 +14,7 @@ import pytest
 from conftest import ROOT, assert_clean_failure, run_module
 
 import runtime
-from runtime.bundle import EXPORT_NAMES, load_images
+from runtime.bundle import load_images
 from runtime.errors import ImageError, ModelFileError, SpecError
 from runtime.preprocess import prepare, to_model_values
 from runtime.spec import ModelSpec, QuantParams
