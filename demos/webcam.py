@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
+import os
 import sys
 import time
 from collections import deque
@@ -23,6 +24,7 @@ import numpy as np
 
 import runtime
 from demos.overlay import draw
+from demos.serve import serving
 from runtime.camera import Frame, open_source
 from runtime.classifier import FrameResult
 from runtime.cli import Parser, run_cli, setup_logging
@@ -76,6 +78,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--threads", type=int, default=None, help="inference threads")
     p.add_argument("--truth", default=None, help="ground-truth labels (default: "
                    "<source>.truth.json when it exists)")
+    p.add_argument("--serve", default=None, metavar="[HOST:]PORT", help="serve a web page with "
+                   "the live annotated stream (also /stream.mjpg, /predictions) on 127.0.0.1, "
+                   "or on HOST; video files then play at their own frame rate")
     return p
 
 
@@ -95,13 +100,16 @@ def run(args: argparse.Namespace) -> int:
     truth = _load_truth(args.truth, args.source)
     show = not args.headless and _window_available()
     tally = Tally()
-    with open_source(args.source) as source, _writers(args.save, args.jsonl) as (video, log):
-        for frame in source:
+    title = f"edgecnn · {classifier.path.name} · {args.source}"
+    with open_source(args.source) as source, _writers(args.save, args.jsonl) as (video, log), \
+            serving(args.serve, title) as view:
+        for frame in view.frames(source, args.source):
             result = classifier.classify_frame(frame.image, roi)
             tally.add(frame, result, truth)
             annotated = None
-            if show or video is not None:
+            if show or video is not None or view.watched:
                 annotated = draw(frame.image, result, tally.fps, frame.wait_ms)
+            view.publish(annotated, {**_record(frame, result), "fps": round(tally.fps, 2)})
             if video is not None:
                 video.write(annotated)
             if log is not None:
@@ -175,14 +183,19 @@ def _load_truth(path: str | None, source: str) -> list[str] | None:
 
 
 def _window_available() -> bool:
-    """False on headless OpenCV builds or without a display: fall back to the status line."""
-    try:
-        cv2.namedWindow(WINDOW, cv2.WINDOW_AUTOSIZE)
-        return True
-    except cv2.error:
+    """False on headless OpenCV builds or without a display: fall back to the status line.
+    (Without a display, OpenCV's Qt builds abort the process instead of raising.)"""
+    available = not sys.platform.startswith("linux") or bool(
+        os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY"))
+    if available:
+        try:
+            cv2.namedWindow(WINDOW, cv2.WINDOW_AUTOSIZE)
+        except cv2.error:
+            available = False
+    if not available:
         print("webcam: no window available (headless OpenCV or no display); showing a status "
               "line instead (--headless hides this note)")
-        return False
+    return available
 
 
 @contextlib.contextmanager

@@ -1,15 +1,20 @@
-"""``python -m runtime predict --model FILE IMAGE...``: classify image files, no TensorFlow.
+"""``python -m runtime predict --model FILE PATH...``: classify image files, no TensorFlow.
 
-Digit models (spec framing "digit") cut and centre photos of handwritten digits the way
-MNIST was made; images already at the model's input size are used as they are.
+PATHs are image files, folders (searched recursively) and glob patterns; images run in
+batches, files that cannot be read are skipped and counted, and ``--out preds.csv`` (or
+``.jsonl``) writes one row per file. Digit models (spec framing "digit") cut and centre
+photos of handwritten digits the way MNIST was made; images already at the model's input
+size are used as they are.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import sys
 import time
+from collections.abc import Iterator
 
 from runtime.cli import Parser, run_cli
 
@@ -19,9 +24,14 @@ def build_parser() -> argparse.ArgumentParser:
     commands = p.add_subparsers(dest="command", required=True, parser_class=Parser)
     predict = commands.add_parser("predict", help="classify image files")
     predict.add_argument("--model", required=True, help=".onnx or .tflite file")
-    predict.add_argument("images", nargs="+", metavar="IMAGE", help="PNG, JPEG or BMP files")
+    predict.add_argument("images", nargs="+", metavar="PATH", help="PNG, JPEG or BMP files, "
+                         "folders (recursive) or glob patterns such as 'shots/**/*.jpg'")
     predict.add_argument("--top-k", type=int, default=3)
     predict.add_argument("--json", action="store_true", help="one JSON object per image")
+    predict.add_argument("--out", default=None, help="write one row per file to this .csv or "
+                         ".jsonl file instead of printing them")
+    predict.add_argument("--overwrite", action="store_true", help="replace an existing --out")
+    predict.add_argument("--batch-size", type=int, default=64, help="images per engine call")
     predict.add_argument("--threads", type=int, default=None)
     predict.add_argument("--roi", default=None, help="digit models: region x,y,w,h to read")
     return p
@@ -34,31 +44,54 @@ def main(argv: list[str] | None = None) -> int:
 
 def predict(args: argparse.Namespace) -> int:
     import runtime
+    from runtime import bulk
     from runtime.errors import EdgeCNNError
     from runtime.framing import parse_roi
-    from runtime.preprocess import read_image
 
-    if args.top_k < 1:
-        raise EdgeCNNError(f"--top-k {args.top_k} must be at least 1")
+    if args.top_k < 1 or args.batch_size < 1:
+        raise EdgeCNNError("--top-k and --batch-size must be at least 1")
     roi = parse_roi(args.roi) if args.roi else None
     classifier = runtime.load(args.model, threads=args.threads)
-    images = [(path, read_image(path)) for path in args.images]  # fail before printing anything
-    for path, image in images:
-        started = time.perf_counter()
-        at_input_size = image.shape[:2] == classifier.spec.input_shape[:2]
-        if classifier.spec.framing == "digit" and not at_input_size:
-            predictions = classifier.classify_frame(image, roi, args.top_k).predictions
-        else:
-            predictions = classifier.predict(image, args.top_k)
-        ms = (time.perf_counter() - started) * 1e3
-        if args.json:
-            print(json.dumps({"image": path, "ms": round(ms, 3), "predictions": [
-                {"label": p.label, "probability": round(p.probability, 6)} for p in predictions]}))
-        else:
-            shown = ", ".join(f"{p.label} ({p.probability:.3f})" for p in predictions) or \
-                "no digit found"
-            print(f"{path}: {shown}")
+    paths = bulk.expand(args.images)  # a typo fails here, before any work
+    started = time.perf_counter()
+    rows = _progress(bulk.predict_files(classifier, paths, args.top_k, roi, args.batch_size),
+                     len(paths))
+    skipped = first_skip = 0
+    with contextlib.ExitStack() as stack:
+        out = stack.enter_context(bulk.open_output(args.out, args.top_k, args.overwrite)) \
+            if args.out else None
+        for row in rows:
+            if row.status.startswith(bulk.SKIPPED):
+                skipped += 1
+                first_skip = first_skip or row.status
+            if out is not None:
+                out.write(row)
+            elif args.json:
+                print(json.dumps(bulk.as_record(row)))
+            else:
+                shown = ", ".join(f"{p.label} ({p.probability:.3f})" for p in row.predictions)
+                print(f"{row.path}: {shown or row.status}")
+        if skipped == len(paths):
+            raise EdgeCNNError(f"no image could be read ({first_skip.split(': ', 1)[1]})")
+    seconds = time.perf_counter() - started
+    summary = (f"{len(paths) - skipped} images classified, {skipped} unreadable files skipped, "
+               f"in {seconds:.1f} s ({(len(paths) - skipped) / seconds:,.0f} images/s)")
+    if out is not None:
+        print(f"{summary} → {args.out}")
+    elif skipped:
+        print(f"runtime: {summary}", file=sys.stderr)
     return 0
+
+
+def _progress(rows: Iterator, total: int) -> Iterator:
+    """A progress bar on a terminal, once a run has taken a second (tqdm comes with the
+    runtime's LiteRT; without it, no bar)."""
+    try:
+        from tqdm import tqdm
+    except ImportError:
+        return rows
+    return iter(tqdm(rows, total=total, unit="img", delay=1.0, leave=False, file=sys.stderr,
+                     disable=None, dynamic_ncols=True))
 
 
 if __name__ == "__main__":
