@@ -48,6 +48,10 @@ def predict(args: argparse.Namespace) -> int:
     from runtime.errors import EdgeCNNError
     from runtime.framing import parse_roi
 
+    import cv2
+
+    # OpenCV logs its own complaint about each corrupt file; the row for it says why already
+    cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_SILENT)
     if args.top_k < 1 or args.batch_size < 1:
         raise EdgeCNNError("--top-k and --batch-size must be at least 1")
     roi = parse_roi(args.roi) if args.roi else None
