@@ -6,7 +6,7 @@ PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 BUNDLE ?= artifacts
 
-.PHONY: setup demo test lint clean
+.PHONY: setup demo test lint clean e2e
 
 setup: $(STAMP)
 
@@ -31,6 +31,13 @@ demo: setup
 
 test: setup
 	$(PY) -m pytest
+
+# Not part of `make test`: the --serve page in headless Chromium (Debian's package, installed
+# when missing), screenshotted to e2e_serve.png. Uses $(BUNDLE) if exported, else trains a
+# small model first.
+e2e: setup
+	@command -v chromium >/dev/null || (apt-get update -q && apt-get install -y -q chromium)
+	$(PY) tests/e2e_serve.py --bundle $(BUNDLE) --out e2e_serve.png
 
 lint: setup
 	$(VENV)/bin/ruff check .
