@@ -85,6 +85,7 @@ def _run(args: argparse.Namespace) -> int:
             rates["engine"].append(_rates(calls * 64, wall, cpu))
             log.info("round %d/%d: bulk %.0f images/s, engine batch-64 %.0f images/s", r + 1,
                      args.rounds, rates["bulk"][-1][0], rates["engine"][-1][0])
+        stages = _stages(classifier, paths)
         started = time.perf_counter()
         command = [sys.executable, "-m", "runtime", "predict", "--model", str(model),
                    "--threads", str(args.threads), str(folder), "--out",
@@ -105,9 +106,26 @@ def _run(args: argparse.Namespace) -> int:
           f"{engine_cpu:>13,.0f}")
     print(f"  bulk / engine: {bulk_wall / engine_wall:.2f} (wall), "
           f"{bulk_cpu / engine_cpu:.2f} (CPU)")
+    print(f"  CPU µs per image, one thread: read {stages['read']:.1f}, decode and prepare "
+          f"{stages['decode']:.1f}; engine {1e6 / engine_cpu:.1f}")
     print(f"  `python -m runtime predict FOLDER --out preds.csv`, start-up included: "
           f"{cli_seconds:.1f} s ({args.images / cli_seconds:,.0f} images/s)")
     return 0
+
+
+def _stages(classifier: object, paths: list[str]) -> dict[str, float]:
+    """CPU µs per image of reading the files and of decoding and preparing them."""
+    from runtime.bulk import model_pixels
+    from runtime.preprocess import decode_image
+
+    cpu = time.process_time()
+    data = [Path(p).read_bytes() for p in paths]
+    read = time.process_time() - cpu
+    cpu = time.process_time()
+    for item in data:
+        model_pixels(classifier, decode_image(item))  # type: ignore[arg-type]
+    decode = time.process_time() - cpu
+    return {"read": read / len(paths) * 1e6, "decode": decode / len(paths) * 1e6}
 
 
 def _rates(images: int, wall_start: float, cpu_start: float) -> tuple[float, float]:
