@@ -4,15 +4,16 @@ MediaPipe Tasks' ``ImageClassifier`` (Android, iOS, web, Python) and the TFLite 
 take a batch-1 RGB image as uint8 and want uint8 or float32 scores, with labels in the
 standard Model Metadata. Our int8 file takes int8 pixels, in the model's own colour, and
 returns int8. Rather than convert the Keras model a second time, new ops go around the int8
-graph, so the app file computes exactly what the validated int8 file computes:
+graph, so every int8 weight and activation range is the validated file's own:
 
-    uint8 RGB ──QUANTIZE──▶ int8 RGB ──CONV_2D 1x1──▶ the int8 file's input … its output
-    ──QUANTIZE──▶ uint8 probabilities
+    uint8 RGB ──QUANTIZE──▶ int8 RGB ──CONV_2D 1x1──▶ the int8 file's input … its int8
+    classifier layer, run in float ──SOFTMAX (float)──▶ float32 probabilities
 
 The 1x1 convolution turns RGB into grey for grayscale models and maps pixels into the
 model's value range; it is left out when neither is needed. Its grey weights are
 65:127:25 / 217 (BT.601's 0.299:0.587:0.114 to within 0.002), chosen because int8 holds
 them exactly and they sum to one: a grey pixel in is the same grey pixel out, bit for bit.
+The float head is explained at :func:`_output_ops`.
 """
 
 from __future__ import annotations
@@ -103,13 +104,13 @@ def _input_ops(graph: _Graph, old_in: int, spec: ModelSpec) -> tuple[int, list]:
 
 
 def _output_ops(graph: _Graph, old_out: int, spec: ModelSpec) -> tuple[int, list]:
-    """Probabilities out, as float32 where the graph's last step is a softmax.
+    """Probabilities out, as float32 where the graph ends in a softmax (or gives logits).
 
     An int8 softmax answers in steps of 1/256, so near-even images tie and a client's sort
     decides between the tied classes (MediaPipe and numpy's argmax decide differently).
-    Its int8 input, the logits, is much finer: the app file dequantizes them and runs the
-    softmax in float. A logits model gets that softmax added; any other int8 output
-    becomes uint8 with the same scale.
+    The app file computes the logits in float from the classifier layer's int8 weights and
+    int8 input (:func:`_float_classifier`) and runs the softmax in float: no ties. A logits
+    model gets that softmax added; any other int8 output becomes uint8 with the same scale.
     """
     s = graph.schema
     source = graph.sub.tensors[old_out]
