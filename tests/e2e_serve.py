@@ -46,8 +46,9 @@ def main(argv: list[str] | None = None) -> int:
             _module("train", "--out", str(bundle), "--epochs", "3")
             _module("export", "--bundle", str(bundle), "--int8", "--formats", "tflite")
         clip = Path(tmp) / "clip.avi"
+        # each digit held 3 s: the frame and the top-3 panel (polled) show the same digit
         _module("demos.make_clip", "--bundle", str(bundle), "--out", str(clip), "--digits",
-                "60", "--hold", "6")
+                "10", "--hold", "45")
         demo = subprocess.Popen([sys.executable, "-m", "demos.webcam", "--model",
                                  str(bundle / "model.int8.tflite"), "--source", str(clip),
                                  "--headless", "--serve", "127.0.0.1:0"], cwd=ROOT,

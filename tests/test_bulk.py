@@ -134,3 +134,13 @@ def test_jsonl_out_and_clean_failures(exported_bundle: Path, folder: Path,
     assert_clean_failure(run_module("runtime", "predict", "--model", model,
                                     f"{folder}/*.gif"), "match")
     assert not (tmp_path / "preds.xlsx").exists()
+
+
+@pytest.mark.slow
+def test_bulk_benchmark_program_runs(exported_bundle: Path,
+                                     capsys: pytest.CaptureFixture) -> None:
+    from benchmarks.bulk import main
+
+    assert main(["--bundle", str(exported_bundle), "--images", "128", "--rounds", "1"]) == 0
+    out = capsys.readouterr().out
+    assert "128 files found" in out and "bulk / engine:" in out and "start-up included" in out
