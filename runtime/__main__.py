@@ -24,8 +24,8 @@ def build_parser() -> argparse.ArgumentParser:
     commands = p.add_subparsers(dest="command", required=True, parser_class=Parser)
     predict = commands.add_parser("predict", help="classify image files")
     predict.add_argument("--model", required=True, help=".onnx or .tflite file")
-    predict.add_argument("images", nargs="+", metavar="PATH", help="PNG, JPEG or BMP files, "
-                         "folders (recursive) or glob patterns such as 'shots/**/*.jpg'")
+    predict.add_argument("images", nargs="+", metavar="PATH", help="image files, folders "
+                         "(recursive) or glob patterns such as 'shots/**/*.jpg'")
     predict.add_argument("--top-k", type=int, default=3)
     predict.add_argument("--json", action="store_true", help="one JSON object per image")
     predict.add_argument("--out", default=None, help="write one row per file to this .csv or "
@@ -43,12 +43,12 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def predict(args: argparse.Namespace) -> int:
+    import cv2
+
     import runtime
     from runtime import bulk
     from runtime.errors import EdgeCNNError
     from runtime.framing import parse_roi
-
-    import cv2
 
     # OpenCV logs its own complaint about each corrupt file; the row for it says why already
     cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_SILENT)

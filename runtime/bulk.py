@@ -66,8 +66,8 @@ def expand(inputs: Sequence[str]) -> list[str]:
         else:
             raise ImageError(f"cannot read image {text}: no such file or folder")
         if not matches:
-            raise ImageError(f"{text}: no {', '.join(IMAGE_SUFFIXES)} images "
-                             f"{'match' if glob.has_magic(text) else 'in it'}")
+            raise ImageError(f"{text}: no image files ({', '.join(IMAGE_SUFFIXES[:4])}, … by "
+                             f"suffix) {'match' if glob.has_magic(text) else 'in it'}")
         found.extend(matches)
     seen: set[str] = set()
     return [p for p in found if not (os.path.realpath(p) in seen
