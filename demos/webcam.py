@@ -25,10 +25,11 @@ import runtime
 from demos.overlay import draw
 from runtime.camera import Frame, open_source
 from runtime.classifier import FrameResult
-from runtime.cli import Parser, run_cli, setup_logging
+from runtime.cli import Parser, override_framing, run_cli, setup_logging
 from runtime.errors import EdgeCNNError, SourceError
 from runtime.files import scratch_path
 from runtime.framing import parse_roi
+from runtime.spec import FRAMINGS
 
 WINDOW = "edgecnn"
 
@@ -74,6 +75,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--roi", default=None, help="region to classify, x,y,w,h in pixels "
                    "(default: a centred box for digit models, the whole frame otherwise)")
     p.add_argument("--threads", type=int, default=None, help="inference threads")
+    p.add_argument("--framing", choices=FRAMINGS, default=None, help="override the model "
+                   "file's spec for this run: 'digit' cuts and centres digits the way MNIST was "
+                   "made, 'none' feeds the ROI as it is")
     p.add_argument("--truth", default=None, help="ground-truth labels (default: "
                    "<source>.truth.json when it exists)")
     return p
@@ -92,6 +96,7 @@ def run(args: argparse.Namespace) -> int:
         raise EdgeCNNError(f"--max-frames {args.max_frames} must be positive")
     roi = parse_roi(args.roi) if args.roi else None
     classifier = runtime.load(args.model, threads=args.threads)
+    override_framing(classifier, args.framing)
     truth = _load_truth(args.truth, args.source)
     show = not args.headless and _window_available()
     tally = Tally()

@@ -10,6 +10,7 @@ from pathlib import Path
 from export.validate import FLOAT_ATOL, MAX_DROP_PP
 from runtime.cli import EXIT_FAILED, EXIT_OK, Parser, parse_csv, run_cli, setup_logging
 from runtime.errors import EdgeCNNError
+from runtime.spec import FRAMINGS
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -31,15 +32,24 @@ def build_parser() -> argparse.ArgumentParser:
         "largest top-1 disagreement with Keras, a quantized file may show (percentage points)")
     add("--atol", type=float, default=FLOAT_ATOL,
         help="largest probability difference a float32 file may show")
-    add("--model", default=None, help="a Keras model to export instead of the bundle's; "
-        "without a bundle it needs --calib-data")
+    add("--model", default=None, help="a Keras model to export instead of the bundle's: "
+        ".keras, legacy .h5 or a SavedModel folder; without a bundle it needs --calib-data")
     add("--calib-data", default=None,
-        help="foreign models: folder of images (class subfolders optional) or an .npz with "
-        "images and labels; half calibrates, half checks")
+        help="foreign models: a folder of images (one subfolder per class, or plain), an .npz "
+        "(images/labels, x/y, or Keras's mnist.npz layout: x_test/y_test then check) or an "
+        ".npy; otherwise half calibrates, half checks")
     add("--labels", default=None, help="foreign models: class names, comma-separated or a "
-        "text file with one per line")
-    add("--value-range", default="0,255", help="foreign models: what pixel values 0 and 255 "
-        "become at the model input, e.g. --value-range=-1,1 for MobileNetV2")
+        "text file with one per line (default: the class folders, else 0..N-1)")
+    add("--value-range", default=None, help="foreign models: what pixel values 0 and 255 "
+        "become at the model input, e.g. --value-range=0,1 for pixels/255 outside the model, "
+        "-1,1 for MobileNetV2 (default: the scale that reads the labelled samples best)")
+    add("--framing", choices=FRAMINGS, default=None, help="how camera frames reach the model: "
+        "'digit' cuts and centres digits the way MNIST was made (default: the bundle's spec; "
+        "'none' for foreign models)")
+    add("--input-size", default=None, metavar="HxW", help="foreign models that take any image "
+        "size (or flat pixels): the size to export them at, e.g. 224x224")
+    add("--trust-model", action="store_true", help="load Lambda layers (Python code stored in "
+        "the model file; Keras's safe_mode=False): only for files you trust")
     return p
 
 
@@ -53,18 +63,28 @@ def _export(args: argparse.Namespace) -> int:
     options = _options(args)
     bundle = Path(args.bundle)
     foreign = args.calib_data is not None or (args.model and not (bundle / "spec.json").is_file())
+    from export.foreign import ForeignOptions, from_foreign_model
+    from export.model_input import parse_input_size
     from export.run import check_output_folder, export_all
-    from export.source import from_bundle, from_foreign_model
+    from export.source import from_bundle
     from runtime.bundle import require_bundle
 
     if foreign:
         if args.model is None:
             raise EdgeCNNError("--calib-data is for foreign models: pass --model FILE.keras too")
         check_output_folder(bundle, Path(args.model))  # before TensorFlow loads the model
-        source = from_foreign_model(Path(args.model), _path(args.calib_data),
-                                    _labels(args.labels), _value_range(args.value_range))
+        size = parse_input_size(args.input_size) if args.input_size else None
+        value_range = _value_range(args.value_range) if args.value_range else None
+        source = from_foreign_model(Path(args.model), _path(args.calib_data), ForeignOptions(
+            _labels(args.labels), value_range, args.framing, size, args.trust_model))
     else:
-        source = from_bundle(require_bundle(bundle), _path(args.model))
+        require_bundle(bundle)
+        for flag, value in (("--labels", args.labels), ("--value-range", args.value_range),
+                            ("--input-size", args.input_size)):
+            if value is not None:
+                raise EdgeCNNError(f"{flag} is for foreign models (--model with --calib-data); "
+                                   f"the bundle's {bundle}/spec.json already says it")
+        source = from_bundle(bundle, _path(args.model), args.trust_model, args.framing)
     report = export_all(source, bundle, options)
 
     from export.report import table

@@ -11,7 +11,8 @@ import json
 import sys
 import time
 
-from runtime.cli import Parser, run_cli
+from runtime.cli import Parser, override_framing, run_cli
+from runtime.spec import FRAMINGS
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -24,6 +25,9 @@ def build_parser() -> argparse.ArgumentParser:
     predict.add_argument("--json", action="store_true", help="one JSON object per image")
     predict.add_argument("--threads", type=int, default=None)
     predict.add_argument("--roi", default=None, help="digit models: region x,y,w,h to read")
+    predict.add_argument("--framing", choices=FRAMINGS, default=None, help="override the "
+                         "file's spec for this run: 'digit' cuts and centres a digit the way "
+                         "MNIST was made, 'none' feeds the image as it is")
     return p
 
 
@@ -42,6 +46,7 @@ def predict(args: argparse.Namespace) -> int:
         raise EdgeCNNError(f"--top-k {args.top_k} must be at least 1")
     roi = parse_roi(args.roi) if args.roi else None
     classifier = runtime.load(args.model, threads=args.threads)
+    override_framing(classifier, args.framing, announce=not args.json)
     images = [(path, read_image(path)) for path in args.images]  # fail before printing anything
     for path, image in images:
         started = time.perf_counter()

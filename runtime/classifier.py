@@ -67,6 +67,13 @@ class Classifier:
     def labels(self) -> tuple[str, ...]:
         return self.spec.labels
 
+    def use_framing(self, framing: str) -> str:
+        """Frame camera images with ``framing`` from now on, whatever the file's spec says (a
+        digit model exported without ``--framing digit``, say); returns the framing it had."""
+        before = self.spec.framing
+        self.spec = self.spec.replace(framing=framing)  # validated: SpecError if unknown
+        return before
+
     def predict(self, image: np.ndarray, top_k: int = 3) -> list[Prediction]:
         """Top-k predictions for one uint8 grayscale/BGR image of any size."""
         probs = self.probabilities(prepare(image, self.spec)[None])
@@ -126,11 +133,16 @@ class Classifier:
         return f"Classifier({self.path.name}, {self.backend.name}, {self.spec.precision})"
 
 
-def load(path: str | os.PathLike[str], threads: int | None = None) -> Classifier:
-    """Load a ``.onnx`` (onnxruntime) or ``.tflite`` (LiteRT) file and its embedded spec."""
+def load(path: str | os.PathLike[str], threads: int | None = None,
+         framing: str | None = None) -> Classifier:
+    """Load a ``.onnx`` (onnxruntime) or ``.tflite`` (LiteRT) file and its embedded spec;
+    ``framing`` ("digit" or "none") overrides the spec's for this classifier."""
     path = Path(path)
     backend = open_backend(path, threads)
-    return Classifier(backend, read_spec(path, backend.embedded_spec), path)
+    classifier = Classifier(backend, read_spec(path, backend.embedded_spec), path)
+    if framing is not None:
+        classifier.use_framing(framing)
+    return classifier
 
 
 def _input_encoder(spec: ModelSpec, quant: QuantParams | None,

@@ -10,6 +10,7 @@ import argparse
 import logging
 import sys
 from collections.abc import Callable, Sequence
+from typing import Any
 
 from runtime.errors import EdgeCNNError, RunFailed
 
@@ -54,3 +55,13 @@ def parse_csv(text: str, allowed: Sequence[str], option: str) -> list[str]:
     if bad or not items:
         raise EdgeCNNError(f"{option} {text!r}: choose from {', '.join(allowed)}")
     return items
+
+
+def override_framing(classifier: Any, framing: str | None, announce: bool = True) -> None:
+    """``--framing``: frame camera images this way for this run, and say so once."""
+    if framing is None:
+        return
+    before = classifier.use_framing(framing)
+    if announce and before != framing:
+        print(f"framing: {framing} for this run (--framing); {classifier.path.name}'s spec says "
+              f"{before}")
