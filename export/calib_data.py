@@ -16,6 +16,7 @@ one preprocessing, so calibration sees exactly what a device feeds the model.
 from __future__ import annotations
 
 import logging
+import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -75,7 +76,7 @@ def _load_npz(data: Path) -> dict[str, np.ndarray]:
                                    "save plain numeric arrays with np.savez") from None
         raise CalibrationError(f"--calib-data {data} is not a readable .npz file: {exc}") \
             from None
-    except (OSError, EOFError) as exc:
+    except (OSError, EOFError, zipfile.BadZipFile) as exc:
         raise CalibrationError(f"--calib-data {data} is not a readable .npz file "
                                f"(truncated or corrupt?): {exc}") from None
 

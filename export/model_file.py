@@ -53,6 +53,9 @@ def model_format(path: Path) -> str:
     if path.suffix.lower() in (".h5", ".hdf5"):
         raise ExportError(f"{path} is not an HDF5 file (no HDF5 signature); it may be truncated "
                           "or corrupt")
+    if path.suffix.lower() == ".keras":
+        raise ExportError(f"{path} is not a .keras file (not a zip archive); it may be truncated "
+                          "or corrupt")
     raise ExportError(f"{path} is not a .keras file (not a zip archive) nor a legacy .h5 (HDF5) "
                       "file; it may be truncated or corrupt")
 

@@ -60,8 +60,8 @@ def image_model(model: Any, path: Path,
         return _rebuilt(model, target, reshape=None), target
     if len(shape) == 2:
         target = (*_size(shape, input_size, path), 1)
-        log.info("%s takes (batch, %s) grayscale images without a channel axis; exported "
-                 "files take %s (one channel)", path.name, _shape(shape), _shape(target))
+        log.info("%s takes %s grayscale images without a channel axis; exported files take "
+                 "%s (one channel)", path.name, _shape((None, *shape)), _shape((None, *target)))
         return _rebuilt(model, target, reshape=target[:2]), target
     if len(shape) == 1 and shape[0]:
         target = _flat_size(shape[0], input_size, path)
@@ -117,23 +117,23 @@ def _flat_size(features: int, input_size: tuple[int, int] | None,
 def _rebuilt(model: Any, target: tuple[int, int, int], reshape: tuple | None) -> Any:
     """The same layers and weights behind a fixed ``target`` input (plus a reshape if asked).
 
-    Sequential and functional models are rebuilt layer by layer, so the graph stays flat
-    (export's graph rewrites see every layer); anything else is called as one nested layer.
+    Sequential models are rebuilt layer by layer and functional ones cloned onto the new
+    input (sharing their layers), so the graph stays flat for export's graph rewrites;
+    anything else is called as one nested layer.
     """
     image = keras.Input(target, name="image")
     x = keras.layers.Reshape(reshape, name="to_model_input")(image) if reshape else image
     if isinstance(model, keras.Sequential):
         for layer in model.layers:
             x = layer(x)
-        outputs = x
-    else:
+        return keras.Model(image, x, name=model.name)
+    if reshape is None:
         try:
-            clone = keras.models.clone_model(model, input_tensors=x,
-                                             clone_function=lambda layer: layer)
-            outputs = clone.outputs[0]
-        except Exception:  # subclassed models and the like: nest the model instead
-            outputs = model(x)
-    return keras.Model(image, outputs, name=model.name)
+            return keras.models.clone_model(model, input_tensors=image,
+                                            clone_function=lambda layer: layer)
+        except Exception:  # subclassed models and the like: nested below
+            pass
+    return keras.Model(image, model(x), name=model.name)
 
 
 def _hw(size: tuple) -> str:
