@@ -22,6 +22,7 @@ CALIB_SET = "calib.npz"    # a sample of training images, for quantization calib
 HISTORY_PLOT = "history.png"
 CONFUSION_PLOT = "confusion_matrix.png"
 EXPORT_REPORT = "export_report.json"
+QUANT_PLOT = "quant_layers.png"  # int8 error layer by layer, beside the export report
 
 # Exported files, by (format, precision): fixed names so users and tools can find them.
 EXPORT_NAMES = {
