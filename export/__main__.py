@@ -73,7 +73,6 @@ def _export(args: argparse.Namespace) -> int:
     bundle = Path(args.bundle)
     foreign = args.calib_data is not None or (args.model and not (bundle / "spec.json").is_file())
     from export.foreign import ForeignOptions, from_foreign_model
-    from export.model_input import parse_input_size
     from export.run import check_output_folder, export_all
     from export.source import from_bundle
     from runtime.bundle import require_bundle
@@ -82,7 +81,7 @@ def _export(args: argparse.Namespace) -> int:
         if args.model is None:
             raise EdgeCNNError("--calib-data is for foreign models: pass --model FILE.keras too")
         check_output_folder(bundle, Path(args.model))  # before TensorFlow loads the model
-        size = parse_input_size(args.input_size) if args.input_size else None
+        size = _input_size(args.input_size) if args.input_size else None
         value_range = _value_range(args.value_range) if args.value_range else None
         source = from_foreign_model(Path(args.model), _path(args.calib_data), ForeignOptions(
             _labels(args.labels), value_range, args.framing, size, args.trust_model))
@@ -151,6 +150,20 @@ def _value_range(text: str) -> tuple[float, float]:
     if not high > low:
         raise EdgeCNNError(f"--value-range {text!r}: the second number must be larger")
     return low, high
+
+
+def _input_size(text: str) -> tuple[int, int]:
+    """``--input-size`` as ``HxW`` (or one number for a square)."""
+    parts = text.lower().replace("×", "x").split("x")
+    try:
+        size = tuple(int(p) for p in parts)
+    except ValueError:
+        size = ()
+    if len(size) == 1:
+        size = size * 2
+    if len(size) != 2 or min(size) < 1:
+        raise EdgeCNNError(f"--input-size {text!r}: expected HEIGHTxWIDTH in pixels, e.g. 224x224")
+    return size  # type: ignore[return-value]
 
 
 if __name__ == "__main__":

@@ -51,14 +51,14 @@ class ForeignOptions:
 def from_foreign_model(model_path: Path, data: Path | None,
                        options: ForeignOptions) -> ExportSource:
     """Any Keras image classifier: spec inferred, images from ``--calib-data``."""
-    from export.model_input import image_model
-
     if data is None:  # said before TensorFlow takes its seconds to start
         raise CalibrationError(f"{model_path.name} is not from a bundle, so it needs sample "
                                "images for calibration and checking: pass --calib-data FOLDER "
                                "(one subfolder per class, or plain images) or --calib-data "
                                "FILE.npz (images/labels, x/y or Keras's mnist.npz layout)")
-    loaded = load_keras(model_path, options.trust)
+    loaded = load_keras(model_path, options.trust)  # starts TensorFlow, quietly
+    from export.model_input import image_model  # imports Keras: only once it has started
+
     model, (height, width, channels) = image_model(loaded, model_path, options.input_size)
     classes = int(model.outputs[0].shape[-1])
     if options.labels is not None and len(options.labels) != classes:

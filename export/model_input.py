@@ -28,20 +28,6 @@ log = logging.getLogger(__name__)
 IMAGE_CHANNELS = (1, 3)
 
 
-def parse_input_size(text: str) -> tuple[int, int]:
-    """``--input-size`` as ``HxW`` (or one number for a square)."""
-    parts = text.lower().replace("×", "x").split("x")
-    try:
-        size = tuple(int(p) for p in parts)
-    except ValueError:
-        size = ()
-    if len(size) == 1:
-        size = size * 2
-    if len(size) != 2 or min(size) < 1:
-        raise ExportError(f"--input-size {text!r}: expected HEIGHTxWIDTH in pixels, e.g. 224x224")
-    return size  # type: ignore[return-value]
-
-
 def image_model(model: Any, path: Path,
                 input_size: tuple[int, int] | None = None) -> tuple[Any, tuple[int, int, int]]:
     """``model`` (or a model around its layers) taking fixed (H, W, C) images, and (H, W, C)."""
