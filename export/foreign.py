@@ -3,7 +3,8 @@
 A bundle's spec was written by training. A model from a tutorial brings only its weights, so
 what its files need to say is worked out here, each step one line in the log:
 
-- input size and colour from the model's input (:mod:`export.model_input`);
+- input size and colour from the model's input (:mod:`export.model_input`), the graph as it
+  runs at inference (:mod:`export.inference_model`), checked against the model itself;
 - labels from ``--labels``, else the class folders of ``--calib-data``, else 0..N-1;
 - the pixel scale: ``--value-range``, else the one of 0–255, 0–1 and -1–1 under which the model
   reads the labelled sample images best (a model trained on pixels/255 outside the model
@@ -35,6 +36,7 @@ SCALE_PROBE = 512  # labelled images each pixel scale is tried on
 LOSS_RATIO = 0.7  # another scale replaces 0–255 only when its log loss is this much lower
 DIGIT_INPUT, DIGIT_CLASSES = (28, 28, 1), 10  # what an MNIST model looks like
 PROBABILITY_TOLERANCE = 1e-3  # softmax rows sum to 1 within float error
+FUNCTION_ATOL = 1e-5  # a rebuilt graph (channel axis, fixed size, no augmentation) vs the model
 
 
 @dataclass(frozen=True)
@@ -57,10 +59,13 @@ def from_foreign_model(model_path: Path, data: Path | None,
                                "(one subfolder per class, or plain images) or --calib-data "
                                "FILE.npz (images/labels, x/y or Keras's mnist.npz layout)")
     loaded = load_keras(model_path, options.trust)  # starts TensorFlow, quietly
-    from export.model_input import image_model  # imports Keras: only once it has started
+    from export.inference_model import two_classes, without_augmentation  # import Keras
+    from export.model_input import image_model
 
-    model, (height, width, channels) = image_model(loaded, model_path, options.input_size)
-    classes = int(model.outputs[0].shape[-1])
+    model, (height, width, channels) = image_model(without_augmentation(loaded, model_path),
+                                                   model_path, options.input_size)
+    units = int(model.outputs[0].shape[-1])
+    classes = max(units, 2)  # one sigmoid unit is two classes
     if options.labels is not None and len(options.labels) != classes:
         raise ExportError(f"--labels gives {len(options.labels)} names but {model_path.name} "
                           f"has {classes} outputs")
@@ -77,11 +82,29 @@ def from_foreign_model(model_path: Path, data: Path | None,
         calibration, check = split_halves(images)
         check = capped(check, name=str(data))
     model(np.zeros((1, height, width, channels), np.float32))  # converters need a called model
+    probe = to_model_values(check.images[:SCALE_PROBE], spec)
+    same_function(loaded, model, probe, model_path)
+    if units == 1:
+        model = two_classes(model, probe, model_path)
     spec = spec.replace(output=output_kind(model, check, spec),
                         framing=framing(options.framing, spec, model_path))
     spec = spec.replace(value_range=pixel_scale(model, check, options.value_range, spec,
                                                 model_path))
     return ExportSource(model, model_path, spec, check, calibration)
+
+
+def same_function(original: Any, rebuilt: Any, values: np.ndarray, path: Path) -> None:
+    """The model export converts must compute what the user's model computes, to float error."""
+    if rebuilt is original:
+        return
+    shape = tuple(original.inputs[0].shape[1:])
+    inputs = values.reshape(len(values), *shape) if None not in shape else values
+    expected = np.asarray(original.predict(inputs, batch_size=256, verbose=0))
+    got = np.asarray(rebuilt.predict(values, batch_size=256, verbose=0))
+    scale = max(1.0, float(np.abs(expected).max()))
+    if expected.shape != got.shape or np.abs(expected - got).max() > FUNCTION_ATOL * scale:
+        raise ExportError(f"{path.name}: the graph rebuilt for export does not compute what the "
+                          "model does; export it with its input at a fixed image size instead")
 
 
 def class_labels(samples: Samples, spec: ModelSpec, named: bool,

@@ -37,7 +37,7 @@ def image_model(model: Any, path: Path,
                                     "and one class output")
     shape = tuple(model.inputs[0].shape)[1:]
     out = tuple(model.outputs[0].shape)
-    if len(out) != 2 or not out[1] or out[1] < 2:
+    if len(out) != 2 or not out[1]:
         raise UnsupportedModelError(f"{path.name} output shape {out} is not (batch, classes)")
     if len(shape) == 3 and shape[2] in IMAGE_CHANNELS:
         target = (*_size(shape[:2], input_size, path), shape[2])

@@ -8,6 +8,7 @@ import json
 import shutil
 from pathlib import Path
 
+import cv2
 import numpy as np
 import pytest
 from conftest import run_module
@@ -206,3 +207,60 @@ def test_first_line_keeps_whole_sentences() -> None:
     assert line.endswith(".") and line in keras_message and len(line) <= 200
     assert first_line(ValueError("short\nsecond line")) == "short"
     assert first_line(ValueError("word " * 100)).endswith("…")
+
+
+def test_augmentation_layers_inside_the_model_are_left_out(tmp_path: Path,
+                                                           capsys: pytest.CaptureFixture) -> None:
+    """TensorFlow's image classification tutorial: augmentation first, Rescaling, logits."""
+    import keras
+    from keras import layers
+
+    keras.utils.set_random_seed(0)
+    augment = keras.Sequential([layers.RandomFlip("horizontal"), layers.RandomRotation(0.1),
+                                layers.RandomZoom(0.1)], name="data_augmentation")
+    model = keras.Sequential([keras.Input((16, 16, 3)), augment, layers.Rescaling(1 / 255),
+                              layers.Conv2D(4, 3, activation="relu"), layers.Flatten(),
+                              layers.Dense(3)])
+    model.save(tmp_path / "flowers.keras")
+    out = tmp_path / "out"
+    code, stdout, err = _export(["--model", str(tmp_path / "flowers.keras"), "--calib-data",
+                                 str(_samples(tmp_path / "s.npz", (16, 16, 3))), "--bundle",
+                                 str(out)], capsys)
+    assert code == 0, err
+    assert "random_flip, random_rotation, random_zoom act only while training" in stdout
+    images = np.load(tmp_path / "s.npz")["images"][:8]
+    keras_probs = keras.ops.softmax(model(images.astype(np.float32), training=False)).numpy()
+    for name in ("model.onnx", "model.tflite"):
+        probs = runtime.load(out / name).probabilities(images)
+        assert np.abs(probs - keras_probs).max() < 1e-4, name
+
+
+@pytest.mark.parametrize("activation", [None, "sigmoid"])
+def test_one_unit_binary_classifiers_become_two_classes(activation: str | None, tmp_path: Path,
+                                                        capsys: pytest.CaptureFixture) -> None:
+    import keras
+
+    keras.utils.set_random_seed(1)
+    inputs = keras.Input((10, 10, 3))
+    x = keras.layers.GlobalAveragePooling2D()(keras.layers.Conv2D(4, 3)(
+        keras.layers.Rescaling(1 / 255)(inputs)))
+    model = keras.Model(inputs, keras.layers.Dense(1, activation=activation)(x))
+    model.save(tmp_path / "binary.keras")
+    rng = np.random.default_rng(0)
+    for name in ("cats", "dogs"):
+        (tmp_path / "data" / name).mkdir(parents=True)
+        for i in range(20):
+            cv2.imwrite(str(tmp_path / "data" / name / f"{i}.png"),
+                        rng.integers(0, 256, (10, 10, 3), dtype=np.uint8))
+    out = tmp_path / "out"
+    code, stdout, err = _export(["--model", str(tmp_path / "binary.keras"), "--calib-data",
+                                 str(tmp_path / "data"), "--formats", "tflite", "--bundle",
+                                 str(out)], capsys)
+    assert code == 0, err
+    assert "one output unit" in stdout
+    classifier = runtime.load(out / "model.tflite")
+    assert classifier.labels == ("cats", "dogs")
+    images = rng.integers(0, 256, (6, 10, 10, 3), dtype=np.uint8)
+    unit = model.predict(images.astype(np.float32), verbose=0)[:, 0]
+    p = unit if activation else 1 / (1 + np.exp(-unit))
+    assert np.allclose(classifier.probabilities(images), np.stack([1 - p, p], 1), atol=1e-5)
