@@ -79,7 +79,7 @@ def from_foreign_model(model_path: Path, data: Path | None,
     if samples.check is not None:
         calibration, check = images, samples.check
     else:
-        calibration, check = split_halves(images)
+        calibration, check = split_halves(images, f"--calib-data {data}")
         check = capped(check, name=str(data))
     model(np.zeros((1, height, width, channels), np.float32))  # converters need a called model
     probe = to_model_values(check.images[:SCALE_PROBE], spec)

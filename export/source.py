@@ -64,10 +64,10 @@ def matching_model(model: Any, spec: ModelSpec, path: Path) -> Any:
     return model
 
 
-def split_halves(images: ImageSet) -> tuple[ImageSet, ImageSet]:
+def split_halves(images: ImageSet, name: str = "--calib-data") -> tuple[ImageSet, ImageSet]:
     """Calibrate on one half, check on the other, so validation never sees its calibration."""
     if len(images) < 2 * MIN_CALIBRATION:
-        raise CalibrationError(f"--calib-data has {len(images)} images; need at least "
+        raise CalibrationError(f"{name} has {len(images)} images; need at least "
                                f"{2 * MIN_CALIBRATION} (half calibrate, half check)")
     order = np.random.default_rng(0).permutation(len(images))
     halves = order[: len(order) // 2], order[len(order) // 2:]
@@ -83,7 +83,8 @@ def calibration_images(source: ExportSource, samples: int) -> np.ndarray:
     available = len(source.calibration)
     if available < MIN_CALIBRATION:
         raise CalibrationError(f"only {available} calibration image(s) available; need at least "
-                               f"{MIN_CALIBRATION} (train with a larger --calib-size)")
+                               f"{MIN_CALIBRATION} (train with a larger --calib-size, or give "
+                               "--calib-data more images)")
     if available < samples:
         log.info("using all %d calibration images (fewer than --calib-samples %d)", available,
                  samples)
