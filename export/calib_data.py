@@ -16,6 +16,7 @@ one preprocessing, so calibration sees exactly what a device feeds the model.
 from __future__ import annotations
 
 import logging
+import os
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,7 +25,7 @@ import numpy as np
 
 from export.errors import CalibrationError
 from runtime.errors import EdgeCNNError
-from runtime.preprocess import IMAGE_SUFFIXES, prepare, read_image
+from runtime.preprocess import is_image_file, prepare, read_image
 from runtime.spec import ModelSpec
 
 log = logging.getLogger(__name__)
@@ -234,40 +235,42 @@ def capped(images: ImageSet, name: str) -> ImageSet:
 
 
 def _from_folder(data: Path, spec: ModelSpec) -> Samples:
-    """Class subfolders (sorted, as Keras numbers them) or a folder of plain images."""
-    classes = sorted(p for p in data.iterdir() if p.is_dir() and not p.name.startswith("."))
-    if classes:
-        groups = [(i, _image_files(folder)) for i, folder in enumerate(classes)]
-        empty = [folder.name for folder, (_, files) in zip(classes, groups, strict=True)
-                 if not files]
-        if empty:
-            log.info("--calib-data %s: class folder(s) %s hold no images", data,
-                     ", ".join(empty))
-        names: tuple[str, ...] | None = tuple(p.name for p in classes)
+    """Class subfolders (listed as training lists them: sorted, symlink-safe, each file once)
+    or a folder of plain images."""
+    subfolders = [p for p in data.iterdir() if p.is_dir() and not p.name.startswith(".")]
+    names: tuple[str, ...] | None = None
+    if len(subfolders) >= 2:
+        from train.scan import list_class_folders
+
+        listing = list_class_folders(data, option="--calib-data")
+        files, labels, names = listing.paths, listing.labels, listing.class_names
     else:
-        groups, names = [(-1, _image_files(data))], None
-    images, labels, skipped = [], [], []
-    for label, files in groups:
-        for path in files:
-            try:
-                images.append(prepare(read_image(path), spec))
-            except EdgeCNNError:
-                skipped.append(path.relative_to(data).as_posix())
-                continue
-            labels.append(label)
+        files = _plain_images(data)
+        labels = [-1] * len(files)
+    images, known, skipped = [], [], []
+    for path, label in zip(files, labels, strict=True):
+        try:
+            images.append(prepare(read_image(path), spec))
+        except EdgeCNNError:
+            skipped.append(os.path.relpath(path, data))
+            continue
+        known.append(label)
     if skipped:
         listed = ", ".join(skipped[:LISTED]) + (f" and {len(skipped) - LISTED} more"
                                                 if len(skipped) > LISTED else "")
         log.info("--calib-data %s: skipped %d unreadable image(s): %s", data, len(skipped),
                  listed)
     if not images:
-        kinds = "/".join(s.lstrip(".") for s in IMAGE_SUFFIXES)
-        raise CalibrationError(f"--calib-data {data}: no readable {kinds} images in it"
-                               f"{' or its class subfolders' if names else ''}")
-    known = np.array(labels, np.int64) if names else None
-    return Samples(ImageSet(np.stack(images), known), class_names=names)
+        raise CalibrationError(f"--calib-data {data}: no image OpenCV can read in it")
+    return Samples(ImageSet(np.stack(images), np.array(known, np.int64) if names else None),
+                   class_names=names)
 
 
-def _image_files(folder: Path) -> list[Path]:
-    return sorted(p for p in folder.rglob("*") if p.is_file() and not p.name.startswith(".")
-                  and p.suffix.lower() in IMAGE_SUFFIXES)
+def _plain_images(folder: Path) -> list[str]:
+    """Images under ``folder`` (links to folders not followed: no loops, no file twice)."""
+    found = []
+    for parent, dirs, files in os.walk(folder):
+        dirs[:] = sorted(d for d in dirs if not d.startswith("."))
+        found.extend(os.path.join(parent, name) for name in sorted(files)
+                     if not name.startswith(".") and is_image_file(os.path.join(parent, name)))
+    return found
