@@ -6,6 +6,7 @@ from __future__ import annotations
 import argparse
 import sys
 from pathlib import Path
+from typing import Any
 
 from export.repair import REPAIR_MODES
 from export.validate import FLOAT_ATOL, MAX_DROP_PP
@@ -68,15 +69,16 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _export(args: argparse.Namespace) -> int:
-    setup_logging()
+    setup_logging("export")
     options = _options(args)
+    _require_toolchain(options)
     bundle = Path(args.bundle)
-    foreign = args.calib_data is not None or (args.model and not (bundle / "spec.json").is_file())
     from export.foreign import ForeignOptions, from_foreign_model
     from export.run import check_output_folder, export_all
     from export.source import from_bundle
-    from runtime.bundle import require_bundle
+    from runtime.bundle import EXPORT_REPORT, SPEC, require_bundle
 
+    foreign = args.calib_data is not None or (args.model and not (bundle / SPEC).is_file())
     if foreign:
         if args.model is None:
             raise EdgeCNNError("--calib-data is for foreign models: pass --model FILE.keras too")
@@ -91,7 +93,7 @@ def _export(args: argparse.Namespace) -> int:
                             ("--input-size", args.input_size)):
             if value is not None:
                 raise EdgeCNNError(f"{flag} is for foreign models (--model with --calib-data); "
-                                   f"the bundle's {bundle}/spec.json already says it")
+                                   f"the bundle's {bundle / SPEC} already says it")
         source = from_bundle(bundle, _path(args.model), args.trust_model, args.framing)
     report = export_all(source, bundle, options)
 
@@ -101,7 +103,7 @@ def _export(args: argparse.Namespace) -> int:
     checks = [Check(**c) for c in report["files"]]
     print(table(checks, report["reference"]["size_bytes"], report["reference"]["accuracy"],
                 report.get("quantization")))
-    print(f"report: {bundle / 'export_report.json'}")
+    print(f"report: {bundle / EXPORT_REPORT}")
     if not report["all_passed"]:
         failed = ", ".join(c.file for c in checks if not c.passed)
         print(f"export: failed validation, kept only as {failed} (see the table)",
@@ -126,6 +128,18 @@ def _options(args: argparse.Namespace):
                          calib_method=args.calib_method, onnx_activations=args.onnx_activations,
                          atol=args.atol, max_drop=args.max_drop, repair=args.repair,
                          qat_epochs=args.qat)
+
+
+def _require_toolchain(options: Any) -> None:
+    """Name a missing converter before any work starts, not as a failed conversion later."""
+    from runtime.optional import require_installed
+
+    require_installed("tensorflow", "to load the Keras model")
+    if "onnx" in options.formats:
+        for package in ("onnx", "tf2onnx"):
+            require_installed(package, "for ONNX export (--formats onnx)")
+        if "int8" in options.precisions:
+            require_installed("sympy", "for int8 ONNX export (onnxruntime's pre-processing)")
 
 
 def _path(value: str | None) -> Path | None:

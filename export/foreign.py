@@ -24,7 +24,7 @@ import numpy as np
 
 from export.calib_data import ImageSet, Samples, capped, read_samples
 from export.errors import CalibrationError, ExportError
-from export.model_file import load_keras
+from export.model_file import load_model
 from export.source import ExportSource, split_halves
 from export.validate import keras_reference
 from runtime.preprocess import to_model_values
@@ -58,7 +58,7 @@ def from_foreign_model(model_path: Path, data: Path | None,
                                "images for calibration and checking: pass --calib-data FOLDER "
                                "(one subfolder per class, or plain images) or --calib-data "
                                "FILE.npz (images/labels, x/y or Keras's mnist.npz layout)")
-    loaded = load_keras(model_path, options.trust)  # starts TensorFlow, quietly
+    loaded = load_model(model_path, options.trust)  # starts TensorFlow, quietly
     from export.inference_model import two_classes, without_augmentation  # import Keras
     from export.model_input import image_model
 

@@ -19,6 +19,7 @@ from typing import Any
 
 from export.errors import ExportError, UnsupportedModelError
 from runtime.errors import first_line
+from runtime.optional import require_installed
 
 HDF5_SIGNATURE = b"\x89HDF\r\n\x1a\n"
 SAVED_MODEL_FILE = "saved_model.pb"
@@ -60,7 +61,7 @@ def model_format(path: Path) -> str:
                       "file; it may be truncated or corrupt")
 
 
-def load_keras(path: Path, trust: bool = False) -> Any:
+def load_model(path: Path, trust: bool = False) -> Any:
     """The model at ``path`` as a ``keras.Model`` (not yet called), or a one-line error."""
     kind = model_format(path)
     from train.tf_env import import_tensorflow
@@ -71,7 +72,7 @@ def load_keras(path: Path, trust: bool = False) -> Any:
     if kind == "savedmodel":
         return _from_saved_model(path)
     if kind == "h5":
-        _require("h5py", path)
+        require_installed("h5py", f"to read legacy .h5 models such as {path}")
     try:
         return keras.models.load_model(path, compile=False, safe_mode=not trust)
     except Exception as exc:  # Keras raises ValueError, TypeError, OSError, KeyError, …
@@ -171,11 +172,3 @@ def _from_saved_model(path: Path) -> Any:
                                         "needs one class output")
         outputs = next(iter(outputs.values()))
     return keras.Model(image, outputs, name=path.name)
-
-
-def _require(package: str, path: Path) -> None:
-    import importlib.util
-
-    if importlib.util.find_spec(package) is None:
-        raise ExportError(f"reading {path} ({path.suffix or 'HDF5'}) needs the {package} "
-                          f"package, which is missing: pip install {package}")

@@ -15,7 +15,7 @@ import numpy as np
 
 from export.calib_data import ImageSet
 from export.errors import CalibrationError, ExportError
-from export.model_file import load_keras
+from export.model_file import load_model
 from runtime import bundle as names
 from runtime.errors import BundleError
 from runtime.spec import ModelSpec
@@ -42,7 +42,6 @@ def from_bundle(bundle: Path, model_path: Path | None, trust: bool = False,
         spec = spec.replace(framing=framing)
     model_path = model_path or bundle / names.KERAS_MODEL
     model = matching_model(load_keras(model_path, trust), spec, model_path)
-    model(np.zeros((1, *spec.input_shape), np.float32))  # a loaded model must be called first
     check = ImageSet(*names.load_images(bundle / names.EVAL_SET))
     calibration = ImageSet(*names.load_images(bundle / names.CALIB_SET))
     for name, images in ((names.EVAL_SET, check), (names.CALIB_SET, calibration)):
@@ -50,6 +49,16 @@ def from_bundle(bundle: Path, model_path: Path | None, trust: bool = False,
             raise BundleError(f"{bundle / name} holds {images.images.shape[1:]} images but the "
                               f"spec says {spec.input_shape}; re-run `python -m train`")
     return ExportSource(model, model_path, spec, check, calibration)
+
+
+def load_keras(path: Path, trust: bool = False) -> Any:
+    """The Keras model at ``path`` (.keras, .h5 or SavedModel folder), called once when its
+    input size is fixed: converters and ``model.export`` need a called model."""
+    model = load_model(path, trust)
+    shape = tuple(model.inputs[0].shape[1:]) if len(model.inputs) == 1 else (None,)
+    if None not in shape:
+        model(np.zeros((1, *shape), np.float32))
+    return model
 
 
 def matching_model(model: Any, spec: ModelSpec, path: Path) -> Any:
@@ -61,6 +70,7 @@ def matching_model(model: Any, spec: ModelSpec, path: Path) -> Any:
     if shape != spec.input_shape or classes != spec.num_classes:
         raise ExportError(f"{path.name} takes {shape} and predicts {classes} classes, but the "
                           f"bundle's spec says {spec.input_shape} and {spec.num_classes}")
+    model(np.zeros((1, *shape), np.float32))  # a rebuilt model is called once too
     return model
 
 

@@ -1,7 +1,8 @@
 """``python -m runtime predict --model FILE IMAGE...``: classify image files, no TensorFlow.
 
 Digit models (spec framing "digit") cut and centre photos of handwritten digits the way
-MNIST was made; images already at the model's input size are used as they are.
+MNIST was made, as ``Classifier.predict`` does; images already at the model's input size,
+or all images with ``--framed``, are used as they are.
 """
 
 from __future__ import annotations
@@ -24,7 +25,10 @@ def build_parser() -> argparse.ArgumentParser:
     predict.add_argument("--top-k", type=int, default=3)
     predict.add_argument("--json", action="store_true", help="one JSON object per image")
     predict.add_argument("--threads", type=int, default=None)
-    predict.add_argument("--roi", default=None, help="digit models: region x,y,w,h to read")
+    predict.add_argument("--roi", default=None, help="region x,y,w,h to read (digit models: "
+                         "where to look for the digit; default: a centred box)")
+    predict.add_argument("--framed", action="store_true", help="digit models: the images are "
+                         "already cut and centred like MNIST, so use them as they are")
     predict.add_argument("--framing", choices=FRAMINGS, default=None, help="override the "
                          "file's spec for this run: 'digit' cuts and centres a digit the way "
                          "MNIST was made, 'none' feeds the image as it is")
@@ -50,11 +54,8 @@ def predict(args: argparse.Namespace) -> int:
     images = [(path, read_image(path)) for path in args.images]  # fail before printing anything
     for path, image in images:
         started = time.perf_counter()
-        at_input_size = image.shape[:2] == classifier.spec.input_shape[:2]
-        if classifier.spec.framing == "digit" and not at_input_size:
-            predictions = classifier.classify_frame(image, roi, args.top_k).predictions
-        else:
-            predictions = classifier.predict(image, args.top_k)
+        predictions = classifier.predict(image, args.top_k, roi=roi,
+                                         framed=True if args.framed else None)
         ms = (time.perf_counter() - started) * 1e3
         if args.json:
             print(json.dumps({"image": path, "ms": round(ms, 3), "predictions": [

@@ -31,9 +31,9 @@ class BundleError(EdgeCNNError):
     """A bundle folder is missing, incomplete, or would be overwritten without consent."""
 
 
-class RunFailed(RuntimeError):
-    """A run broke for a reason outside the user's input (a lost worker, say). The message
-    says what to do; ``__main__`` prints it as one line with exit code 1."""
+class MissingPackageError(EdgeCNNError):
+    """An optional package (an engine, the export toolchain, matplotlib…) is not installed;
+    the message names it and the pip command. Raised by :func:`runtime.optional.require`."""
 
 
 def first_line(exc: BaseException, limit: int = 200) -> str:

@@ -8,10 +8,12 @@ A sidecar ``<file>.json`` is the fallback for files made elsewhere.
 from __future__ import annotations
 
 from pathlib import Path
+from types import ModuleType
 
 import numpy as np
 
 from runtime.errors import ModelFileError, SpecError
+from runtime.optional import require
 from runtime.spec import METADATA_KEY, ModelSpec
 
 TFLITE_IDENTIFIER = b"TFL3"
@@ -35,8 +37,7 @@ def read_spec(model_path: str | Path, embedded: str | None) -> ModelSpec:
 
 def tflite_metadata(model: bytes, key: str = METADATA_KEY) -> str | None:
     """Read one metadata entry of a TFLite flatbuffer without building an interpreter."""
-    from ai_edge_litert import schema_py_generated as schema
-
+    schema = tflite_schema()
     _check_tflite(model)
     try:
         root = schema.Model.GetRootAs(model, 0)
@@ -51,9 +52,8 @@ def tflite_metadata(model: bytes, key: str = METADATA_KEY) -> str | None:
 
 def with_tflite_metadata(model: bytes, value: str, key: str = METADATA_KEY) -> bytes:
     """Return ``model`` with ``key`` set to ``value`` (replacing an earlier entry)."""
-    import flatbuffers
-    from ai_edge_litert import schema_py_generated as schema
-
+    flatbuffers = require("flatbuffers", "to write metadata into .tflite files")
+    schema = tflite_schema()
     _check_tflite(model)
     tree = schema.ModelT.InitFromObj(schema.Model.GetRootAs(model, 0))
     tree.metadata = [m for m in (tree.metadata or []) if m.name != key.encode()]
@@ -67,6 +67,11 @@ def with_tflite_metadata(model: bytes, value: str, key: str = METADATA_KEY) -> b
     builder = flatbuffers.Builder(len(model) + len(value) + 1024)
     builder.Finish(tree.Pack(builder), file_identifier=TFLITE_IDENTIFIER)
     return bytes(builder.Output())
+
+
+def tflite_schema() -> ModuleType:
+    """LiteRT's generated flatbuffer schema: read and write ``.tflite`` files, no interpreter."""
+    return require("ai_edge_litert.schema_py_generated", "to read .tflite files")
 
 
 def _check_tflite(model: bytes) -> None:
