@@ -6,7 +6,7 @@ PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 BUNDLE ?= artifacts
 
-.PHONY: setup demo test lint clean e2e
+.PHONY: setup demo test test-fast lint clean e2e
 
 setup: $(STAMP)
 
@@ -31,6 +31,10 @@ demo: setup
 
 test: setup
 	$(PY) -m pytest
+
+# Every test that needs no training, export or TensorFlow (tests/conftest.py): under a minute.
+test-fast: setup
+	$(PY) -m pytest -m "not slow"
 
 # Not part of `make test`: the --serve page in headless Chromium (Debian's package, installed
 # when missing), screenshotted to e2e_serve.png. Uses $(BUNDLE) if exported, else trains a

@@ -17,6 +17,7 @@ import numpy as np
 
 from benchmarks.errors import BenchmarkError
 from runtime.cli import Parser, run_cli
+from runtime.optional import require
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -36,14 +37,10 @@ def mediapipe_top1(model: Path, images: np.ndarray) -> tuple[list[str], float]:
     """MediaPipe's top category name for each (N, H, W, C) uint8 image, and µs per image.
 
     Grey images go in as RGB with equal channels, as a phone camera's grey card would."""
-    try:
-        import mediapipe as mp
-        from mediapipe.tasks.python import BaseOptions, vision
-    except ImportError:
-        raise BenchmarkError("the app client is MediaPipe Tasks, which is not installed: pip "
-                             "install mediapipe") from None
+    mp = require("mediapipe", "as the app client (MediaPipe Tasks)")
+    vision = mp.tasks.vision
     options = vision.ImageClassifierOptions(
-        base_options=BaseOptions(model_asset_path=str(model)), max_results=1)
+        base_options=mp.tasks.BaseOptions(model_asset_path=str(model)), max_results=1)
     names = []
     with vision.ImageClassifier.create_from_options(options) as classifier:
         started = time.perf_counter()

@@ -22,6 +22,7 @@ import cv2
 import numpy as np
 
 from benchmarks.measure import time_calls
+from runtime.classifier import Classifier
 from runtime.cli import Parser, run_cli, setup_logging
 
 log = logging.getLogger("benchmarks")
@@ -53,7 +54,7 @@ def write_images(images: np.ndarray, labels: np.ndarray, count: int, folder: Pat
 
 
 def _run(args: argparse.Namespace) -> int:
-    setup_logging()
+    setup_logging("benchmarks")
     import runtime
     from runtime import bulk
     from runtime.bundle import EVAL_SET, load_images, require_bundle
@@ -113,9 +114,8 @@ def _run(args: argparse.Namespace) -> int:
     return 0
 
 
-def _stages(classifier: object, paths: list[str]) -> dict[str, float]:
+def _stages(classifier: Classifier, paths: list[str]) -> dict[str, float]:
     """CPU µs per image of reading the files and of decoding and preparing them."""
-    from runtime.bulk import model_pixels
     from runtime.preprocess import decode_image
 
     cpu = time.process_time()
@@ -123,7 +123,7 @@ def _stages(classifier: object, paths: list[str]) -> dict[str, float]:
     read = time.process_time() - cpu
     cpu = time.process_time()
     for item in data:
-        model_pixels(classifier, decode_image(item))  # type: ignore[arg-type]
+        classifier.model_pixels(decode_image(item))
     decode = time.process_time() - cpu
     return {"read": read / len(paths) * 1e6, "decode": decode / len(paths) * 1e6}
 

@@ -31,10 +31,9 @@ INPUT_NOTE = "a {width}x{height} RGB image as uint8 pixels 0-255, batch 1{grey}"
 def convert(int8_model: bytes, spec: ModelSpec) -> tuple[bytes, ModelSpec]:
     """The int8 flatbuffer (``spec`` is its spec) → the app flatbuffer, its edgecnn spec
     embedded; standard metadata comes after (:mod:`export.tflite_metadata`)."""
-    from ai_edge_litert import schema_py_generated as schema
+    from runtime.metadata import tflite_schema, with_tflite_metadata
 
-    from runtime.metadata import with_tflite_metadata
-
+    schema = tflite_schema()
     tree = schema.ModelT.InitFromObj(schema.Model.GetRootAs(int8_model, 0))
     if len(tree.subgraphs) != 1 or len(tree.subgraphs[0].inputs) != 1 or \
             len(tree.subgraphs[0].outputs) != 1:

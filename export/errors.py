@@ -14,7 +14,3 @@ class UnsupportedModelError(ExportError):
 
 class CalibrationError(ExportError):
     """Too few (or unusable) calibration images."""
-
-
-class MissingPackageError(ExportError):
-    """An optional package a requested file needs is not installed; the message names it."""

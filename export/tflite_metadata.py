@@ -11,9 +11,11 @@ Python over ``flatbuffers``; it is the one dependency here.
 
 from __future__ import annotations
 
+from types import ModuleType
+
 from export.describe import description, title
-from export.errors import MissingPackageError
 from runtime.metadata import with_associated_files, with_tflite_metadata
+from runtime.optional import require
 from runtime.spec import ModelSpec
 
 METADATA_NAME = "TFLITE_METADATA"
@@ -73,15 +75,10 @@ def classifier_metadata(spec: ModelSpec, input_note: str) -> bytes:
     return bytes(builder.Output())
 
 
-def metadata_schema() -> object:
+def metadata_schema() -> ModuleType:
     """mediapipe's generated Model Metadata schema module, or a MissingPackageError."""
-    try:
-        from mediapipe.tasks.metadata import metadata_schema_py_generated
-    except ImportError:
-        raise MissingPackageError("the TFLite Model Metadata schema comes with the mediapipe "
-                                  "package, which is not installed: pip install mediapipe") \
-            from None
-    return metadata_schema_py_generated
+    return require("mediapipe.tasks.metadata.metadata_schema_py_generated",
+                   "for the TFLite Model Metadata schema (the app-ready file's labels)")
 
 
 def label_file(spec: ModelSpec) -> bytes:

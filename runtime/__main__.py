@@ -2,9 +2,10 @@
 
 PATHs are image files, folders (searched recursively) and glob patterns; images run in
 batches, files that cannot be read are skipped and counted, and ``--out preds.csv`` (or
-``.jsonl``) writes one row per file. Digit models (spec framing "digit") cut and centre
-photos of handwritten digits the way MNIST was made; images already at the model's input
-size are used as they are.
+``.jsonl``) writes one row per file. Digit models (spec framing "digit", or ``--framing
+digit``) cut and centre photos of handwritten digits the way MNIST was made, as
+``Classifier.predict`` does; images already at the model's input size, or all images with
+``--framed``, are used as they are.
 """
 
 from __future__ import annotations
@@ -16,7 +17,8 @@ import sys
 import time
 from collections.abc import Iterator
 
-from runtime.cli import Parser, run_cli
+from runtime.cli import Parser, override_framing, run_cli
+from runtime.spec import FRAMINGS
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -33,7 +35,14 @@ def build_parser() -> argparse.ArgumentParser:
     predict.add_argument("--overwrite", action="store_true", help="replace an existing --out")
     predict.add_argument("--batch-size", type=int, default=64, help="images per engine call")
     predict.add_argument("--threads", type=int, default=None)
-    predict.add_argument("--roi", default=None, help="digit models: region x,y,w,h to read")
+    where = predict.add_mutually_exclusive_group()  # a framed image is used whole
+    where.add_argument("--roi", default=None, help="region x,y,w,h to read (digit models: "
+                       "where to look for the digit; default: a centred box)")
+    where.add_argument("--framed", action="store_true", help="digit models: the images are "
+                       "already cut and centred like MNIST, so use them as they are")
+    predict.add_argument("--framing", choices=FRAMINGS, default=None, help="override the "
+                         "file's spec for this run: 'digit' cuts and centres a digit the way "
+                         "MNIST was made, 'none' feeds the image as it is")
     return p
 
 
@@ -56,10 +65,11 @@ def predict(args: argparse.Namespace) -> int:
         raise EdgeCNNError("--top-k and --batch-size must be at least 1")
     roi = parse_roi(args.roi) if args.roi else None
     classifier = runtime.load(args.model, threads=args.threads)
+    override_framing(classifier, args.framing, announce=not args.json)
     paths = bulk.expand(args.images)  # a typo fails here, before any work
     started = time.perf_counter()
-    rows = _progress(bulk.predict_files(classifier, paths, args.top_k, roi, args.batch_size),
-                     len(paths))
+    rows = _progress(bulk.predict_files(classifier, paths, args.top_k, roi, args.batch_size,
+                                        framed=True if args.framed else None), len(paths))
     skipped = first_skip = 0
     with contextlib.ExitStack() as stack:
         out = stack.enter_context(bulk.open_output(args.out, args.top_k, args.overwrite)) \

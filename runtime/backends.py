@@ -13,12 +13,14 @@ from pathlib import Path
 
 import numpy as np
 
-from runtime.errors import ModelFileError, first_line
+from runtime.errors import MissingPackageError, ModelFileError, first_line
 from runtime.metadata import onnx_metadata, tflite_metadata
+from runtime.optional import require
 from runtime.quiet import native_stderr_silenced
 from runtime.spec import QuantParams
 
 SUFFIXES = {".onnx": "onnxruntime", ".tflite": "litert"}
+TFLITE_USE = "to run .tflite models"
 MAX_THREADS = max(64, 4 * (os.cpu_count() or 1))  # more only stalls: pools are pre-spawned
 
 
@@ -42,10 +44,19 @@ class Backend(ABC):
 def open_backend(path: str | os.PathLike[str], threads: int | None = None) -> Backend:
     """Load ``path`` with the engine its suffix names; every failure is a ModelFileError."""
     path = Path(path)
+    if path.is_dir():
+        found = sorted(p.name for p in path.iterdir() if p.suffix.lower() in SUFFIXES)
+        raise ModelFileError(f"{path} is a folder, not a model file; pass one of its files"
+                             f" ({', '.join(found)})" if found else
+                             f"{path} is a folder with no .onnx or .tflite file in it; pass a "
+                             "model file")
     kind = SUFFIXES.get(path.suffix.lower())
+    if kind is None and not path.exists():
+        raise ModelFileError(f"cannot read model {path}: no such file")
     if kind is None:
-        raise ModelFileError(f"{path}: unknown model type {path.suffix!r}; expected .onnx "
-                             "(onnxruntime) or .tflite (LiteRT)")
+        raise ModelFileError(f"{path}: unknown model type "
+                             f"{repr(path.suffix) if path.suffix else '(no suffix)'}; expected "
+                             ".onnx (onnxruntime) or .tflite (LiteRT)")
     if threads is not None and not 1 <= threads <= MAX_THREADS:
         raise ModelFileError(f"threads={threads}: use 1 to {MAX_THREADS}, or leave it out for "
                              "the engine's default")
@@ -57,6 +68,8 @@ def open_backend(path: str | os.PathLike[str], threads: int | None = None) -> Ba
         raise ModelFileError(f"{path} is empty; export the model again")
     try:
         return OnnxBackend(data, threads) if kind == "onnxruntime" else LiteRTBackend(data, threads)
+    except MissingPackageError:  # the engine is absent: not the file's fault
+        raise
     except ModelFileError as exc:
         raise ModelFileError(f"{path}: {exc}") from None
     except Exception as exc:  # engines raise many types for corrupt files; all mean the same
@@ -72,17 +85,7 @@ class OnnxBackend(Backend):
     name = "onnxruntime"
 
     def __init__(self, model: bytes, threads: int | None) -> None:
-        import onnxruntime as ort
-
-        options = ort.SessionOptions()
-        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-        options.log_severity_level = 3  # errors surface as exceptions, not console noise
-        options.inter_op_num_threads = 1
-        if threads is not None:
-            options.intra_op_num_threads = threads
-        # Spinning threads burn a core between frames, and a camera loop has gaps.
-        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
-        self.session = ort.InferenceSession(model, options, providers=["CPUExecutionProvider"])
+        self.session = onnx_session(model, threads)
         inputs, outputs = self.session.get_inputs(), self.session.get_outputs()
         if len(inputs) != 1 or len(outputs) != 1:
             raise ModelFileError(f"expected one input and one output, found {len(inputs)} "
@@ -99,12 +102,32 @@ class OnnxBackend(Backend):
         return self.session.run([self.output_name], {self.input_name: batch})[0]
 
 
+def onnx_session(model: bytes | str | os.PathLike[str], threads: int | None,
+                 level: object = None, optimized_to: Path | None = None) -> object:
+    """An onnxruntime CPU session set up as edgecnn runs every ONNX file: graph optimization
+    ``level`` (default: all), ``threads`` intra-op threads, one inter-op thread, no spinning.
+    ``optimized_to`` also saves the optimized graph there, to measure loading it."""
+    ort = require("onnxruntime", "to run .onnx models")
+    options = ort.SessionOptions()
+    options.graph_optimization_level = level if level is not None else \
+        ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    options.log_severity_level = 3  # errors surface as exceptions, not console noise
+    options.inter_op_num_threads = 1
+    if threads is not None:
+        options.intra_op_num_threads = threads
+    # Spinning threads burn a core between frames, and a camera loop has gaps.
+    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    if optimized_to is not None:
+        options.optimized_model_filepath = str(optimized_to)
+    source = model if isinstance(model, bytes) else os.fspath(model)
+    return ort.InferenceSession(source, options, providers=["CPUExecutionProvider"])
+
+
 class LiteRTBackend(Backend):
     name = "litert"
 
     def __init__(self, model: bytes, threads: int | None) -> None:
-        from ai_edge_litert.interpreter import Interpreter
-
+        Interpreter = require("ai_edge_litert.interpreter", TFLITE_USE).Interpreter
         self.embedded_spec = tflite_metadata(model)  # also rejects non-TFLite bytes early
         with native_stderr_silenced():  # "Created TensorFlow Lite XNNPACK delegate" on every load
             self.interpreter = Interpreter(model_content=model, num_threads=threads)

@@ -24,11 +24,10 @@ from typing import IO
 
 import numpy as np
 
-from runtime.classifier import Classifier, Prediction
+from runtime.classifier import Classifier, Prediction, check_framed_roi
 from runtime.errors import EdgeCNNError, ImageError
 from runtime.files import atomic_path
-from runtime.framing import frame_digit
-from runtime.preprocess import IMAGE_SUFFIXES, prepare, read_image
+from runtime.preprocess import IMAGE_SUFFIXES, read_image
 
 BATCH = 64                         # images per engine call
 READERS = min(4, os.cpu_count() or 1)  # threads that read, decode and prepare batches
@@ -74,27 +73,19 @@ def expand(inputs: Sequence[str]) -> list[str]:
                                      or seen.add(os.path.realpath(p)))]  # type: ignore[func-returns-value]
 
 
-def model_pixels(classifier: Classifier, image: np.ndarray,
-                 roi: Sequence[int] | None = None) -> np.ndarray | None:
-    """What the model sees for one image file: digit models cut and centre photos the way
-    MNIST was made (None when there is no ink); images already at the input size, and
-    every other model's images, are resized as they are."""
-    spec = classifier.spec
-    if spec.framing == "digit" and image.shape[:2] != spec.input_shape[:2]:
-        framed = frame_digit(image, roi)
-        return prepare(framed.image, spec) if framed.ink_found else None
-    return prepare(image, spec)
-
-
 def predict_files(classifier: Classifier, paths: Sequence[str], top_k: int = 3,
                   roi: Sequence[int] | None = None, batch: int = BATCH,
-                  readers: int = READERS) -> Iterator[Row]:
-    """A :class:`Row` per path, in order, ``batch`` images per engine call."""
+                  readers: int = READERS, *, framed: bool | None = None) -> Iterator[Row]:
+    """A :class:`Row` per path, in order, ``batch`` images per engine call. Each image is
+    framed (or not) as :meth:`Classifier.predict` would, with the same ``roi`` and
+    ``framed``."""
+    check_framed_roi(framed, roi)  # a contradiction in the call, not in one file
+
     def load(chunk: Sequence[str]) -> list[np.ndarray | str | None]:
         loaded: list[np.ndarray | str | None] = []
         for path in chunk:
             try:
-                loaded.append(model_pixels(classifier, read_image(path), roi))
+                loaded.append(classifier.model_pixels(read_image(path), framed=framed, roi=roi))
             except ImageError as exc:
                 loaded.append(str(exc))  # unreadable: reported in its row, the run goes on
         return loaded

@@ -10,10 +10,12 @@ from __future__ import annotations
 import io
 import zipfile
 from pathlib import Path
+from types import ModuleType
 
 import numpy as np
 
 from runtime.errors import ModelFileError, SpecError
+from runtime.optional import require
 from runtime.spec import METADATA_KEY, ModelSpec
 
 TFLITE_IDENTIFIER = b"TFL3"
@@ -37,8 +39,7 @@ def read_spec(model_path: str | Path, embedded: str | None) -> ModelSpec:
 
 def tflite_metadata(model: bytes, key: str = METADATA_KEY) -> str | None:
     """Read one metadata entry of a TFLite flatbuffer without building an interpreter."""
-    from ai_edge_litert import schema_py_generated as schema
-
+    schema = tflite_schema()
     _check_tflite(model)
     try:
         root = schema.Model.GetRootAs(model, 0)
@@ -57,9 +58,8 @@ def with_tflite_metadata(model: bytes, value: str | bytes, key: str = METADATA_K
     Files packed after the flatbuffer (see :func:`associated_files`) are packed again after
     the new one, so adding an entry never loses a label file.
     """
-    import flatbuffers
-    from ai_edge_litert import schema_py_generated as schema
-
+    flatbuffers = require("flatbuffers", "to write metadata into .tflite files")
+    schema = tflite_schema()
     _check_tflite(model)
     packed = associated_files(model)
     tree = schema.ModelT.InitFromObj(schema.Model.GetRootAs(model, 0))
@@ -102,6 +102,11 @@ def with_associated_files(model: bytes, files: dict[str, bytes]) -> bytes:
         for name, data in files.items():
             archive.writestr(name, data)
     return stream.getvalue()
+
+
+def tflite_schema() -> ModuleType:
+    """LiteRT's generated flatbuffer schema: read and write ``.tflite`` files, no interpreter."""
+    return require("ai_edge_litert.schema_py_generated", "to read .tflite files")
 
 
 def _check_tflite(model: bytes) -> None:

@@ -166,8 +166,8 @@ def test_onnx_standard_metadata_without_our_parser(name: str, exported_bundle: P
 
 
 def test_missing_mediapipe_is_named(monkeypatch: pytest.MonkeyPatch) -> None:
-    from export.errors import MissingPackageError
     from export.tflite_metadata import metadata_schema
+    from runtime.errors import MissingPackageError
 
     for module in ("mediapipe", "mediapipe.tasks", "mediapipe.tasks.metadata",
                    "mediapipe.tasks.metadata.metadata_schema_py_generated"):
@@ -182,7 +182,7 @@ def test_export_without_mediapipe_skips_only_the_app_file(trained_bundle: Path, 
                                                          capsys: pytest.CaptureFixture) -> None:
     from export import run
     from export.__main__ import main
-    from export.errors import MissingPackageError
+    from runtime.errors import MissingPackageError
 
     def missing() -> None:
         raise MissingPackageError("… mediapipe package, which is not installed: pip install "
