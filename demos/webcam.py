@@ -29,6 +29,7 @@ from runtime.cli import Parser, run_cli, setup_logging
 from runtime.errors import EdgeCNNError, SourceError
 from runtime.files import scratch_path
 from runtime.framing import parse_roi
+from runtime.selfcheck import require_self_check
 
 WINDOW = "edgecnn"
 
@@ -76,6 +77,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--threads", type=int, default=None, help="inference threads")
     p.add_argument("--truth", default=None, help="ground-truth labels (default: "
                    "<source>.truth.json when it exists)")
+    p.add_argument("--skip-self-check", action="store_true",
+                   help="run even if the file fails its embedded self-check")
     return p
 
 
@@ -92,6 +95,8 @@ def run(args: argparse.Namespace) -> int:
         raise EdgeCNNError(f"--max-frames {args.max_frames} must be positive")
     roi = parse_roi(args.roi) if args.roi else None
     classifier = runtime.load(args.model, threads=args.threads)
+    if not args.skip_self_check:  # refuse to show confident garbage
+        print(require_self_check(classifier).summary())
     truth = _load_truth(args.truth, args.source)
     show = not args.headless and _window_available()
     tally = Tally()

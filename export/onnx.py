@@ -145,6 +145,20 @@ def save(proto: object, spec: ModelSpec, path: Path) -> None:
         onnx.save(proto, str(tmp))
 
 
+def set_metadata(path: Path, key: str, value: str) -> None:
+    """Add or replace one metadata entry of a saved file; the graph stays as it is."""
+    import onnx
+
+    proto = onnx.load(str(path))
+    kept = [(p.key, p.value) for p in proto.metadata_props if p.key != key]
+    del proto.metadata_props[:]
+    for name, text in [*kept, (key, value)]:
+        entry = proto.metadata_props.add()
+        entry.key, entry.value = name, text
+    with atomic_path(path) as tmp:
+        onnx.save(proto, str(tmp))
+
+
 def _name_batch_dimension(proto: object) -> None:
     for value in (*proto.graph.input, *proto.graph.output):  # type: ignore[attr-defined]
         dim = value.type.tensor_type.shape.dim[0]

@@ -19,6 +19,7 @@ from typing import Any
 from export import onnx as onnx_format
 from export import tflite as tflite_format
 from export.errors import ExportError
+from export.selfcheck import embed_reference
 from export.source import ExportSource, calibration_images
 from export.validate import FLOAT_ATOL, MAX_DROP_PP, Check, Reference, keras_reference, validate
 from runtime import bundle as names
@@ -136,6 +137,9 @@ def _build_all(source: ExportSource, plan: list[tuple[str, str]], scratch: Path,
         built.append(item)
         log.info("      %s %s (%.1f s)", "[✓]" if check.passed else "[x]", check.detail,
                  time.perf_counter() - started)
+        if check.passed:  # the file carries its proof to the device
+            embed_reference(path, source.check.images)
+            check.size_bytes = path.stat().st_size
     return built
 
 

@@ -1,7 +1,10 @@
 """``python -m runtime predict --model FILE IMAGE...``: classify image files, no TensorFlow.
+``python -m runtime check --model FILE``: does the file still give, here, the answers it gave
+at export? The first command to run on a new device.
 
 Digit models (spec framing "digit") cut and centre photos of handwritten digits the way
-MNIST was made; images already at the model's input size are used as they are.
+MNIST was made; images already at the model's input size are used as they are. ``predict``
+runs the file's self-check once before the first image and refuses to go on if it fails.
 """
 
 from __future__ import annotations
@@ -24,12 +27,21 @@ def build_parser() -> argparse.ArgumentParser:
     predict.add_argument("--json", action="store_true", help="one JSON object per image")
     predict.add_argument("--threads", type=int, default=None)
     predict.add_argument("--roi", default=None, help="digit models: region x,y,w,h to read")
+    predict.add_argument("--skip-self-check", action="store_true",
+                         help="run even if the file fails its embedded self-check")
+    check = commands.add_parser("check", help="run the file's embedded self-check here; "
+                                "exit 1 if it fails")
+    check.add_argument("--model", required=True, help=".onnx or .tflite file")
+    check.add_argument("--threads", type=int, default=None)
+    check.add_argument("--no-fallback", action="store_true", help="LiteRT files: report "
+                       "XNNPACK's result without trying LiteRT's other kernels")
+    check.add_argument("--json", action="store_true", help="the result as one JSON object")
     return p
 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    return run_cli("runtime", lambda: predict(args))
+    return run_cli("runtime", lambda: COMMANDS[args.command](args))
 
 
 def predict(args: argparse.Namespace) -> int:
@@ -37,12 +49,17 @@ def predict(args: argparse.Namespace) -> int:
     from runtime.errors import EdgeCNNError
     from runtime.framing import parse_roi
     from runtime.preprocess import read_image
+    from runtime.selfcheck import require_self_check
 
     if args.top_k < 1:
         raise EdgeCNNError(f"--top-k {args.top_k} must be at least 1")
     roi = parse_roi(args.roi) if args.roi else None
     classifier = runtime.load(args.model, threads=args.threads)
     images = [(path, read_image(path)) for path in args.images]  # fail before printing anything
+    if not args.skip_self_check:
+        result = require_self_check(classifier)
+        if result.failed_kernels:  # a note on stderr keeps --json output parseable
+            print(f"runtime: {result.summary()}", file=sys.stderr)
     for path, image in images:
         started = time.perf_counter()
         at_input_size = image.shape[:2] == classifier.spec.input_shape[:2]
@@ -59,6 +76,25 @@ def predict(args: argparse.Namespace) -> int:
                 "no digit found"
             print(f"{path}: {shown}")
     return 0
+
+
+def check(args: argparse.Namespace) -> int:
+    import runtime
+    from runtime.cli import EXIT_FAILED, EXIT_OK
+
+    classifier = runtime.load(args.model, threads=args.threads)
+    result = classifier.self_check(fallback=not args.no_fallback)
+    if args.json:
+        print(json.dumps({"model": args.model, "precision": classifier.spec.precision,
+                          **result.to_dict()}))
+    else:
+        print(f"{args.model}: {result.summary()}")
+        for line in result.differences:
+            print(f"  {line}")
+    return EXIT_OK if result.passed else EXIT_FAILED
+
+
+COMMANDS = {"predict": predict, "check": check}
 
 
 if __name__ == "__main__":
