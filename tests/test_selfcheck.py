@@ -3,6 +3,7 @@ LiteRT kernel fallback, start-up refusal, files from before it existed, and a mi
 
 from __future__ import annotations
 
+import contextlib
 import json
 import shutil
 import sys
@@ -191,7 +192,7 @@ def test_files_exported_before_self_checks_load_run_and_have_nothing_to_check(
     assert classifier.self_check().status == "absent"
     assert runtime_main(["check", "--model", str(old)]) == 0
     assert "nothing to check" in capsys.readouterr().out
-    images, labels = load_images(exported_bundle / "eval.npz")
+    images, _ = load_images(exported_bundle / "eval.npz")
     assert classifier.predict(images[0])[0].label == runtime.load(
         exported_bundle / name).predict(images[0])[0].label
 
@@ -230,10 +231,8 @@ def test_tflite_metadata_reader_matches_the_schema_and_survives_corruption(
         corrupt = bytearray(data[:int(rng.integers(8, len(data) + 1))])
         for at in rng.integers(8, len(corrupt), size=4):
             corrupt[at] = int(rng.integers(0, 256))
-        try:
+        with contextlib.suppress(ModelFileError):
             tflite_metadata(bytes(corrupt))
-        except ModelFileError:
-            pass
 
 
 @pytest.mark.parametrize(("name", "blocked", "message"), [
