@@ -90,7 +90,8 @@ def main(argv: list[str] | None = None) -> int:
 def run(args: argparse.Namespace) -> int:
     setup_logging()  # reopen attempts and other progress go to stdout; stderr is for the error
     # OpenCV warns on stderr for each failed open; our own message names the source instead.
-    cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_ERROR)
+    # OpenCV 4.6 (Raspberry Pi OS Bookworm's) has only cv2.setLogLevel; 2 is LOG_LEVEL_ERROR.
+    getattr(cv2.utils, "logging", cv2).setLogLevel(2)
     if args.max_frames is not None and args.max_frames < 1:
         raise EdgeCNNError(f"--max-frames {args.max_frames} must be positive")
     roi = parse_roi(args.roi) if args.roi else None

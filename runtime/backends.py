@@ -133,11 +133,18 @@ class LiteRTBackend(Backend):
         self.engine = f"{engine.__name__.split('.')[0]} {_version(engine.__name__)}"
         resolver = {"xnnpack": "AUTO", "builtin": "BUILTIN_WITHOUT_DEFAULT_DELEGATES",
                     "reference": "BUILTIN_REF"}[kernels]
-        with native_stderr_silenced():  # "Created TensorFlow Lite XNNPACK delegate" on every load
-            self.interpreter = engine.Interpreter(
-                model_content=model, num_threads=threads,
-                experimental_op_resolver_type=getattr(engine.OpResolverType, resolver))
-            self.interpreter.allocate_tensors()
+        try:
+            with native_stderr_silenced():  # "Created TensorFlow Lite XNNPACK delegate" each load
+                self.interpreter = engine.Interpreter(
+                    model_content=model, num_threads=threads,
+                    experimental_op_resolver_type=getattr(engine.OpResolverType, resolver))
+                self.interpreter.allocate_tensors()
+        except ValueError as exc:
+            if "Didn't find op" not in str(exc):  # not an old engine: a corrupt file
+                raise
+            wanted = (tflite_metadata(model, "min_runtime_version") or "?").strip("\0 ")
+            raise ModelFileError(f"needs a newer LiteRT than {self.engine} (the file asks for "
+                                 f"{wanted}): {first_line(exc)}") from None
         inputs = self.interpreter.get_input_details()
         outputs = self.interpreter.get_output_details()
         if len(inputs) != 1 or len(outputs) != 1:
