@@ -1,5 +1,6 @@
 """``make test-aarch64``: the runtime tests under emulated Debian 12 arm64, Python 3.11, with
-the runtime extra's real aarch64 wheels, on every file ``make demo`` exports.
+the runtime extra's real aarch64 wheels, on every file ``make demo`` exports
+(``--suite trixie``: Debian 13, Python 3.13).
 
 How, and why this way (each measured on a Debian 12 x86-64 host):
 - ``qemu-user-static`` runs the arm64 Python directly (``-L ROOTFS``: absolute paths are
@@ -41,7 +42,8 @@ from runtime.selfcheck import SELFCHECK_KEY
 
 ROOT = Path(__file__).resolve().parents[2]
 CACHE = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "edgecnn" / "aarch64"
-SUITE, PYTHON = "bookworm", "3.11"  # Debian 12, as Raspberry Pi OS Bookworm
+# Debian release → its Python and glibc minor version, as on Raspberry Pi OS of the same name
+SUITES = {"bookworm": ("3.11", 36), "trixie": ("3.13", 41)}
 MIRROR = "http://deb.debian.org/debian"
 TEST_TOOLS = ["pytest>=8", "pytest-timeout>=2.2"]  # beside the runtime extra, for the tests
 TEST_CPUS = ("cortex-a72", "cortex-a76")
@@ -68,6 +70,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--cache", default=str(CACHE), help="root filesystem and wheels live here")
     p.add_argument("--cpus", nargs="+", default=list(TEST_CPUS), help="CPUs to run the tests on")
     p.add_argument("--mirror", default=MIRROR, help="Debian mirror for debootstrap")
+    p.add_argument("--suite", choices=sorted(SUITES), default="bookworm",
+                   help="Debian 12 (Python 3.11) or 13 (Python 3.13)")
     return p
 
 
@@ -91,8 +95,8 @@ def run(args: argparse.Namespace) -> int:
     cache = Path(args.cache)
     bundle = Path(args.bundle).resolve()
     qemu = step("tools", ensure_tools)
-    rootfs = step("root filesystem", ensure_rootfs, cache, args.mirror, qemu)
-    site = step("wheels", ensure_site, cache, rootfs, qemu)
+    rootfs = step("root filesystem", ensure_rootfs, cache, args.suite, args.mirror, qemu)
+    site = step("wheels", ensure_site, cache, args.suite, rootfs, qemu)
     step("bundle", ensure_bundle, bundle)
     runs: dict[str, object] = {}
     failures = []
@@ -105,11 +109,12 @@ def run(args: argparse.Namespace) -> int:
     runs[SME_CPU] = sme
     failures += sme["failures"]
     total = round(time.perf_counter() - started, 1)
-    report = {"python": PYTHON, "debian": SUITE, "timings_s": timings, "total_s": total,
-              "runs": runs, "passed": not failures}
-    write_json(bundle / "aarch64.json", report)
+    report = {"debian": args.suite, "python": SUITES[args.suite][0], "timings_s": timings,
+              "total_s": total, "runs": runs, "passed": not failures}
+    out = bundle / f"aarch64-{args.suite}.json"
+    write_json(out, report)
     print(summary(report))
-    print(f"report: {bundle / 'aarch64.json'}")
+    print(f"report: {out}")
     if failures:
         raise RunFailed("; ".join(failures))
     return EXIT_OK
@@ -130,8 +135,8 @@ def ensure_tools() -> str:
     return shutil.which("qemu-aarch64-static") or "qemu-aarch64-static"
 
 
-def ensure_rootfs(cache: Path, mirror: str, qemu: str) -> Path:
-    rootfs = cache / f"rootfs-{SUITE}"
+def ensure_rootfs(cache: Path, suite: str, mirror: str, qemu: str) -> Path:
+    rootfs = cache / f"rootfs-{suite}"
     if (rootfs / ".complete").is_file():
         return rootfs
     if os.geteuid() != 0:
@@ -140,7 +145,7 @@ def ensure_rootfs(cache: Path, mirror: str, qemu: str) -> Path:
     building = Path(tempfile.mkdtemp(prefix=".rootfs-", dir=cache))
     try:
         subprocess.run(["debootstrap", "--foreign", "--arch=arm64", "--variant=minbase",
-                        "--include=python3,python3-pip", SUITE, str(building), mirror],
+                        "--include=python3,python3-pip", suite, str(building), mirror],
                        check=True, stdout=subprocess.DEVNULL)
         debs = sorted((building / "var/cache/apt/archives").glob("*.deb"))
         for deb in debs:  # the second stage, without binfmt: unpack every package
@@ -154,12 +159,10 @@ def ensure_rootfs(cache: Path, mirror: str, qemu: str) -> Path:
         if proc.is_symlink() or not proc.is_dir():
             proc.unlink(missing_ok=True)
             proc.mkdir()
-        python = building / f"usr/bin/python{PYTHON}"
         write_cpuinfo(building, "cortex-a72")
         version = emulated(qemu, "cortex-a72", building, None, "-c",
                            "import sys; print(sys.version.split()[0])", capture=True)
-        print(f"   Debian {SUITE} arm64: {len(debs)} packages, Python {version.stdout.strip()} "
-              f"({python.name})")
+        print(f"   Debian {suite} arm64: {len(debs)} packages, Python {version.stdout.strip()}")
         (building / ".complete").touch()
         shutil.rmtree(rootfs, ignore_errors=True)
         building.rename(rootfs)
@@ -168,14 +171,15 @@ def ensure_rootfs(cache: Path, mirror: str, qemu: str) -> Path:
     return rootfs
 
 
-def ensure_site(cache: Path, rootfs: Path, qemu: str) -> Path:
+def ensure_site(cache: Path, suite: str, rootfs: Path, qemu: str) -> Path:
     """The runtime extra (plus pytest) installed by the emulated pip from aarch64 wheels."""
+    python, glibc_minor = SUITES[suite]
     reqs = [*requirements("runtime"), *TEST_TOOLS]
-    key = hashlib.sha256(json.dumps(reqs).encode()).hexdigest()[:12]
-    site = cache / f"site-cp{PYTHON.replace('.', '')}-{key}"
+    key = hashlib.sha256(json.dumps([reqs, suite]).encode()).hexdigest()[:12]
+    site = cache / f"site-{suite}-{key}"
     if (site / ".complete").is_file():
         return site
-    wheels = download(reqs, "aarch64", PYTHON, cache / f"wheels-{key}")
+    wheels = download(reqs, "aarch64", python, cache / f"wheels-{suite}-{key}", glibc_minor)
     print(f"   {len(wheels)} aarch64 wheels: {', '.join(w.name.split('-')[0] for w in wheels)}")
     shutil.rmtree(site, ignore_errors=True)
     emulated(qemu, "cortex-a72", rootfs, None, "-m", "pip", "install", "--quiet", "--no-index",
@@ -263,8 +267,7 @@ def emulated(qemu: str, cpu: str, rootfs: Path, site: Path | None, *args: str,
                 "PYTHONDONTWRITEBYTECODE": "1", "PIP_CONFIG_FILE": os.devnull,
                 "PIP_DISABLE_PIP_VERSION_CHECK": "1", "PIP_ROOT_USER_ACTION": "ignore",
                 **(env or {})}
-    command = [qemu, "-cpu", cpu, "-L", str(rootfs), str(rootfs / f"usr/bin/python{PYTHON}"),
-               *args]
+    command = [qemu, "-cpu", cpu, "-L", str(rootfs), str(rootfs / "usr/bin/python3"), *args]
     return subprocess.run(command, cwd=ROOT, env=full_env, capture_output=capture, text=True,
                           check=check)
 
