@@ -123,7 +123,7 @@ class SelfCheckResult:
     tolerance: float = 0.0
     ms: float = 0.0
     differences: tuple[str, ...] = ()
-    failed_kernels: tuple[SelfCheckResult, ...] = ()  # kernel sets tried before this one
+    failed_kernels: tuple[SelfCheckResult, ...] = ()  # other kernel sets tried, which failed
 
     @property
     def passed(self) -> bool:
@@ -185,14 +185,10 @@ def self_check(classifier: Classifier, fallback: bool = True) -> SelfCheckResult
         classifier.backend = backend.with_kernels(other)  # type: ignore[attr-defined]
         trial = compare(classifier, reference)
         if trial.passed:
-            return _with_failures(trial, failed)
+            return replace(trial, failed_kernels=tuple(failed))
         failed.append(trial)
-    classifier.backend = backend
-    return _with_failures(result, failed[1:])
-
-
-def _with_failures(result: SelfCheckResult, failed: list[SelfCheckResult]) -> SelfCheckResult:
-    return replace(result, failed_kernels=tuple(failed))
+    classifier.backend = backend  # nothing passed: keep the default, and say what was tried
+    return replace(result, failed_kernels=tuple(failed[1:]))
 
 
 def compare(classifier: Classifier, reference: ReferenceSet) -> SelfCheckResult:

@@ -1,6 +1,7 @@
 """``make test-aarch64``: the runtime tests under emulated Debian 12 arm64, Python 3.11, with
 the runtime extra's real aarch64 wheels, on every file ``make demo`` exports
-(``--suite trixie``: Debian 13, Python 3.13).
+(``--suite trixie``: Debian 13, Python 3.13). ``--arch armhf``: 32-bit Raspberry Pi OS's
+path, Debian's own numpy and OpenCV with the armv7l ``tflite-runtime`` 2.14 wheel.
 
 How, and why this way (each measured on a Debian 12 x86-64 host):
 - ``qemu-user-static`` runs the arm64 Python directly (``-L ROOTFS``: absolute paths are
@@ -12,7 +13,8 @@ How, and why this way (each measured on a Debian 12 x86-64 host):
   filesystem gets its own ARM one, written for each emulated CPU.
 - The host's pip downloads the aarch64 wheels (benchmarks/install_size.py); the emulated pip
   installs them into a folder on ``PYTHONPATH``.
-- ``-cpu cortex-a72`` (Pi 4) and ``cortex-a76`` (Pi 5) run the tests. ``-cpu max`` turns on
+- ``-cpu cortex-a72`` (Pi 4) and ``cortex-a76`` (Pi 5) run the tests (armhf:
+  ``cortex-a7``). ``-cpu max`` turns on
   SME, under which XNNPACK's int8 kernels give garbage: the int8 TFLite self-check must
   catch that, failing or passing only on LiteRT's other kernels, and saying so.
 Set-up is cached (``--cache``); emulated timings rank nothing but files on one emulated CPU.
@@ -30,6 +32,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -41,21 +44,49 @@ from runtime.files import write_json
 from runtime.selfcheck import SELFCHECK_KEY
 
 ROOT = Path(__file__).resolve().parents[2]
-CACHE = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "edgecnn" / "aarch64"
+CACHE = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "edgecnn" / "emulated"
 # Debian release → its Python and glibc minor version, as on Raspberry Pi OS of the same name
 SUITES = {"bookworm": ("3.11", 36), "trixie": ("3.13", 41)}
 MIRROR = "http://deb.debian.org/debian"
-TEST_TOOLS = ["pytest>=8", "pytest-timeout>=2.2"]  # beside the runtime extra, for the tests
-TEST_CPUS = ("cortex-a72", "cortex-a76")
+TEST_TOOLS = ["pytest>=8", "pytest-timeout>=2.2"]  # pure Python, beside what the device needs
 SME_CPU = "max"
 INT8_TFLITE = EXPORT_NAMES[("tflite", "int8")]
-# What /proc/cpuinfo says on each emulated CPU: ARM's part number and the kernel's feature
-# names for that core (the engines take the features themselves from the ELF auxv).
+
+
+@dataclass(frozen=True)
+class Target:
+    """One kind of emulated device: what Debian provides and what pip adds."""
+
+    arch: str                  # Debian's name
+    machine: str               # pip's platform name
+    qemu: str
+    apt: tuple[str, ...]       # Debian packages in the root filesystem
+    pip: tuple[str, ...]       # wheels the emulated pip installs
+    pip_deps: bool             # False: their dependencies come from apt
+    cpus: tuple[str, ...]      # where the tests run
+    files: tuple[str, ...]     # the exported files this device can run
+
+
+TARGETS = {
+    "arm64": Target("arm64", "aarch64", "qemu-aarch64-static", ("python3", "python3-pip"),
+                    ("runtime",), True, ("cortex-a72", "cortex-a76"),
+                    tuple(sorted(EXPORT_NAMES.values()))),
+    # 32-bit Raspberry Pi OS: only tflite-runtime has armv7l wheels; no ONNX, and TF 2.21's
+    # dynamic-range op versions are newer than 2.14 (tests/test_tflite_runtime.py)
+    "armhf": Target("armhf", "armv7l", "qemu-arm-static",
+                    ("python3", "python3-pip", "python3-numpy", "python3-opencv"),
+                    ("tflite-runtime==2.14.*",), False, ("cortex-a7",),
+                    ("model.fp16.tflite", "model.int8.tflite", "model.tflite")),
+}
+# What /proc/cpuinfo says on each emulated CPU: architecture, ARM's part number and the
+# kernel's feature names for that core (the engines take the features from the ELF auxv).
 CPUINFO = {
-    "cortex-a72": ("0xd08", "fp asimd evtstrm crc32 cpuid"),
-    "cortex-a76": ("0xd0b", "fp asimd evtstrm aes pmull sha1 sha2 crc32 atomics fphp asimdhp "
+    "cortex-a72": ("8", "0xd08", "fp asimd evtstrm crc32 cpuid"),
+    "cortex-a76": ("8", "0xd0b", "fp asimd evtstrm aes pmull sha1 sha2 crc32 atomics fphp asimdhp "
                    "cpuid asimdrdm lrcpc dcpop asimddp"),
-    "max": ("0x000", "fp asimd evtstrm aes pmull sha1 sha2 crc32 atomics fphp asimdhp cpuid "
+    "cortex-a7": ("7", "0xc07", "half thumb fastmult vfp edsp neon vfpv3 tls vfpv4 idiva idivt "
+                  "vfpd32 lpae evtstrm"),
+    "max": ("8", "0x000", "fp asimd evtstrm aes pmull sha1 sha2 crc32 atomics fphp asimdhp cpuid "
             "asimdrdm jscvt fcma lrcpc dcpop sha3 sm3 sm4 asimddp sha512 sve asimdfhm dit "
             "uscat ilrcpc flagm ssbs sb paca pacg dcpodp sve2 sveaes svepmull svebitperm "
             "svesha3 svesm4 flagm2 frint svei8mm svebf16 i8mm bf16 dgh rng bti mte sme"),
@@ -68,7 +99,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--bundle", default="artifacts", help="bundle whose exported files to test "
                    "(made with train and export first when missing or from before self-checks)")
     p.add_argument("--cache", default=str(CACHE), help="root filesystem and wheels live here")
-    p.add_argument("--cpus", nargs="+", default=list(TEST_CPUS), help="CPUs to run the tests on")
+    p.add_argument("--arch", choices=sorted(TARGETS), default="arm64",
+                   help="arm64: 64-bit Raspberry Pi OS; armhf: the 32-bit one (bookworm only)")
+    p.add_argument("--cpus", nargs="+", default=None, help="CPUs to run the tests on "
+                   "(default: cortex-a72 and cortex-a76; armhf: cortex-a7)")
     p.add_argument("--mirror", default=MIRROR, help="Debian mirror for debootstrap")
     p.add_argument("--suite", choices=sorted(SUITES), default="bookworm",
                    help="Debian 12 (Python 3.11) or 13 (Python 3.13)")
@@ -77,7 +111,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    return run_cli("test-aarch64", lambda: run(args))
+    return run_cli("emulate", lambda: run(args))
 
 
 def run(args: argparse.Namespace) -> int:
@@ -92,26 +126,33 @@ def run(args: argparse.Namespace) -> int:
         print(f"   {name}: {timings[name]:.1f} s", flush=True)
         return result
 
+    target = TARGETS[args.arch]
+    if target.arch == "armhf" and args.suite != "bookworm":
+        raise EdgeCNNError("--arch armhf: tflite-runtime 2.14 has wheels up to Python 3.11, "
+                           "so bookworm only")
     cache = Path(args.cache)
     bundle = Path(args.bundle).resolve()
-    qemu = step("tools", ensure_tools)
-    rootfs = step("root filesystem", ensure_rootfs, cache, args.suite, args.mirror, qemu)
-    site = step("wheels", ensure_site, cache, args.suite, rootfs, qemu)
+    qemu = step("tools", ensure_tools, target)
+    rootfs = step("root filesystem", ensure_rootfs, cache, target, args.suite, args.mirror,
+                  qemu)
+    site = step("wheels", ensure_site, cache, target, args.suite, rootfs, qemu)
     step("bundle", ensure_bundle, bundle)
     runs: dict[str, object] = {}
     failures = []
-    for cpu in args.cpus:
-        code, measured = step(f"tests on {cpu}", run_tests, qemu, rootfs, site, cpu, bundle)
+    for cpu in args.cpus or target.cpus:
+        code, measured = step(f"tests on {cpu}", run_tests, qemu, rootfs, site, cpu, bundle,
+                              target.files)
         runs[cpu] = {"pytest_exit": code, "files": measured}
         if code:
             failures.append(f"the tests failed on {cpu}")
-    sme = step(f"self-check on {SME_CPU} (SME)", run_sme, qemu, rootfs, site, bundle)
-    runs[SME_CPU] = sme
-    failures += sme["failures"]
+    if target.arch == "arm64":
+        sme = step(f"self-check on {SME_CPU} (SME)", run_sme, qemu, rootfs, site, bundle)
+        runs[SME_CPU] = sme
+        failures += sme["failures"]
     total = round(time.perf_counter() - started, 1)
-    report = {"debian": args.suite, "python": SUITES[args.suite][0], "timings_s": timings,
-              "total_s": total, "runs": runs, "passed": not failures}
-    out = bundle / f"aarch64-{args.suite}.json"
+    report = {"arch": target.arch, "debian": args.suite, "python": SUITES[args.suite][0],
+              "timings_s": timings, "total_s": total, "runs": runs, "passed": not failures}
+    out = bundle / f"emulated-{target.arch}-{args.suite}.json"
     write_json(out, report)
     print(summary(report))
     print(f"report: {out}")
@@ -120,9 +161,9 @@ def run(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-def ensure_tools() -> str:
-    """qemu-aarch64-static and debootstrap, from Debian's packages when missing (needs root)."""
-    missing = [tool for tool in ("qemu-aarch64-static", "debootstrap", "dpkg-deb")
+def ensure_tools(target: Target) -> str:
+    """qemu-user-static and debootstrap, from Debian's packages when missing (needs root)."""
+    missing = [tool for tool in (target.qemu, "debootstrap", "dpkg-deb")
                if shutil.which(tool) is None]
     if missing:
         if os.geteuid() != 0:
@@ -132,11 +173,11 @@ def ensure_tools() -> str:
         subprocess.run(["apt-get", "update", "-qq"], check=True, env=env)
         subprocess.run(["apt-get", "install", "-y", "-qq", "qemu-user-static", "debootstrap"],
                        check=True, env=env)
-    return shutil.which("qemu-aarch64-static") or "qemu-aarch64-static"
+    return shutil.which(target.qemu) or target.qemu
 
 
-def ensure_rootfs(cache: Path, suite: str, mirror: str, qemu: str) -> Path:
-    rootfs = cache / f"rootfs-{suite}"
+def ensure_rootfs(cache: Path, target: Target, suite: str, mirror: str, qemu: str) -> Path:
+    rootfs = cache / f"rootfs-{target.arch}-{suite}"
     if (rootfs / ".complete").is_file():
         return rootfs
     if os.geteuid() != 0:
@@ -144,8 +185,8 @@ def ensure_rootfs(cache: Path, suite: str, mirror: str, qemu: str) -> Path:
     cache.mkdir(parents=True, exist_ok=True)
     building = Path(tempfile.mkdtemp(prefix=".rootfs-", dir=cache))
     try:
-        subprocess.run(["debootstrap", "--foreign", "--arch=arm64", "--variant=minbase",
-                        "--include=python3,python3-pip", suite, str(building), mirror],
+        subprocess.run(["debootstrap", "--foreign", f"--arch={target.arch}", "--variant=minbase",
+                        f"--include={','.join(target.apt)}", suite, str(building), mirror],
                        check=True, stdout=subprocess.DEVNULL)
         debs = sorted((building / "var/cache/apt/archives").glob("*.deb"))
         for deb in debs:  # the second stage, without binfmt: unpack every package
@@ -159,10 +200,12 @@ def ensure_rootfs(cache: Path, suite: str, mirror: str, qemu: str) -> Path:
         if proc.is_symlink() or not proc.is_dir():
             proc.unlink(missing_ok=True)
             proc.mkdir()
-        write_cpuinfo(building, "cortex-a72")
-        version = emulated(qemu, "cortex-a72", building, None, "-c",
+        link_alternatives(building)
+        write_cpuinfo(building, target.cpus[0])
+        version = emulated(qemu, target.cpus[0], building, None, "-c",
                            "import sys; print(sys.version.split()[0])", capture=True)
-        print(f"   Debian {suite} arm64: {len(debs)} packages, Python {version.stdout.strip()}")
+        print(f"   Debian {suite} {target.arch}: {len(debs)} packages, "
+              f"Python {version.stdout.strip()}")
         (building / ".complete").touch()
         shutil.rmtree(rootfs, ignore_errors=True)
         building.rename(rootfs)
@@ -171,20 +214,35 @@ def ensure_rootfs(cache: Path, suite: str, mirror: str, qemu: str) -> Path:
     return rootfs
 
 
-def ensure_site(cache: Path, suite: str, rootfs: Path, qemu: str) -> Path:
-    """The runtime extra (plus pytest) installed by the emulated pip from aarch64 wheels."""
+def link_alternatives(rootfs: Path) -> None:
+    """Without the second stage no postinst ran, so update-alternatives never linked the
+    BLAS and LAPACK that Debian's numpy loads: link them as it would."""
+    for library in rootfs.glob("usr/lib/*/*/lib*.so.3"):
+        if library.parent.name in ("blas", "lapack"):
+            link = library.parent.parent / library.name
+            if not link.exists():
+                link.symlink_to(f"{library.parent.name}/{library.name}")
+
+
+def ensure_site(cache: Path, target: Target, suite: str, rootfs: Path, qemu: str) -> Path:
+    """The device's wheels (plus pytest) installed by the emulated pip, from wheels the host's
+    pip downloaded for that platform."""
     python, glibc_minor = SUITES[suite]
-    reqs = [*requirements("runtime"), *TEST_TOOLS]
-    key = hashlib.sha256(json.dumps([reqs, suite]).encode()).hexdigest()[:12]
-    site = cache / f"site-{suite}-{key}"
+    device = [r for extra in target.pip
+              for r in (requirements(extra) if extra == "runtime" else [extra])]
+    key = hashlib.sha256(json.dumps([device, TEST_TOOLS, suite]).encode()).hexdigest()[:12]
+    site = cache / f"site-{target.arch}-{suite}-{key}"
     if (site / ".complete").is_file():
         return site
-    wheels = download(reqs, "aarch64", python, cache / f"wheels-{suite}-{key}", glibc_minor)
-    print(f"   {len(wheels)} aarch64 wheels: {', '.join(w.name.split('-')[0] for w in wheels)}")
+    wheels = download(device, target.machine, python, cache / f"wheels-{key}" / "device",
+                      glibc_minor, deps=target.pip_deps)
+    wheels += download(TEST_TOOLS, target.machine, python, cache / f"wheels-{key}" / "tests",
+                       glibc_minor)
+    print(f"   {len(wheels)} {target.machine} wheels: "
+          f"{', '.join(w.name.split('-')[0] for w in wheels)}")
     shutil.rmtree(site, ignore_errors=True)
-    emulated(qemu, "cortex-a72", rootfs, None, "-m", "pip", "install", "--quiet", "--no-index",
-             "--find-links", str(wheels[0].parent), "--target", str(site), "--no-compile",
-             *reqs, check=True)
+    emulated(qemu, target.cpus[0], rootfs, None, "-m", "pip", "install", "--quiet", "--no-index",
+             "--no-deps", "--target", str(site), "--no-compile", *map(str, wheels), check=True)
     (site / ".complete").touch()
     return site
 
@@ -207,13 +265,15 @@ def ensure_bundle(bundle: Path) -> None:
                         "--dynamic"], check=True, cwd=ROOT)
 
 
-def run_tests(qemu: str, rootfs: Path, site: Path, cpu: str, bundle: Path) -> tuple[int, list]:
+def run_tests(qemu: str, rootfs: Path, site: Path, cpu: str, bundle: Path,
+              files: tuple[str, ...]) -> tuple[int, list]:
     write_cpuinfo(rootfs, cpu)
     with tempfile.TemporaryDirectory() as tmp:
         results = Path(tmp) / "results.jsonl"
         code = emulated(qemu, cpu, rootfs, site, "-m", "pytest", "tests/device", "-q",
                         "-p", "no:cacheprovider", "--basetemp", str(Path(tmp) / "pytest"),
                         env={"EDGECNN_DEVICE_BUNDLE": str(bundle),
+                             "EDGECNN_DEVICE_FILES": ",".join(files),
                              "EDGECNN_DEVICE_RESULTS": str(results)}).returncode
         measured = [json.loads(line) for line in results.read_text().splitlines()] \
             if results.is_file() else []
@@ -250,9 +310,10 @@ def run_sme(qemu: str, rootfs: Path, site: Path, bundle: Path) -> dict:
 
 
 def write_cpuinfo(rootfs: Path, cpu: str) -> None:
-    part, features = CPUINFO[cpu]
+    architecture, part, features = CPUINFO[cpu]
     core = (f"BogoMIPS\t: 108.00\nFeatures\t: {features}\nCPU implementer\t: 0x41\n"
-            f"CPU architecture: 8\nCPU variant\t: 0x0\nCPU part\t: {part}\nCPU revision\t: 3\n")
+            f"CPU architecture: {architecture}\nCPU variant\t: 0x0\nCPU part\t: {part}\n"
+            "CPU revision\t: 3\n")
     text = "".join(f"processor\t: {i}\n{core}\n" for i in range(4))
     (rootfs / "proc/cpuinfo").write_text(text + f"Model\t\t: qemu-user {cpu} (edgecnn)\n")
 

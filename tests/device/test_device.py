@@ -25,9 +25,11 @@ from runtime.bundle import load_images
 from runtime.files import read_json
 
 BUNDLE_ENV = "EDGECNN_DEVICE_BUNDLE"    # set by tests/device/emulate.py
+FILES_ENV = "EDGECNN_DEVICE_FILES"      # the files this device can run (default: all)
 RESULTS_ENV = "EDGECNN_DEVICE_RESULTS"  # where to write what was measured (JSON lines)
 MAX_DROP_PP = 1.0  # the accuracy a file may lose here against export's figure, as export allows
 ON_DEVICE = BUNDLE_ENV in os.environ
+DEVICE_FILES = os.environ[FILES_ENV].split(",") if FILES_ENV in os.environ else FILES
 
 
 @pytest.fixture(scope="module")
@@ -37,7 +39,7 @@ def bundle(request: pytest.FixtureRequest) -> Path:
     return request.getfixturevalue("exported_bundle")
 
 
-@pytest.mark.parametrize("name", FILES)
+@pytest.mark.parametrize("name", DEVICE_FILES)
 def test_file_scores_what_export_measured_and_passes_its_self_check(name: str,
                                                                     bundle: Path) -> None:
     exported = {f["file"]: f for f in read_json(bundle / "export_report.json")["files"]}
@@ -52,7 +54,7 @@ def test_file_scores_what_export_measured_and_passes_its_self_check(name: str,
     assert measured["kernels"] in (None, "xnnpack")  # no fallback needed on this CPU
 
 
-@pytest.mark.parametrize("name", FILES)
+@pytest.mark.parametrize("name", DEVICE_FILES)
 def test_check_and_predict_commands(name: str, bundle: Path, tmp_path: Path,
                                     capsys: pytest.CaptureFixture) -> None:
     model = str(bundle / name)
