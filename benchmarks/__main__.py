@@ -101,6 +101,8 @@ def _benchmark(args: argparse.Namespace) -> int:
         pipe = pipeline.measure(classifier, images, labels, settings.frames, settings.rounds)
     notes += _cold_notes(rows)
     env["load_average_end"] = environment.load_average()
+    from runtime.memory import peak_rss_mb
+
     result = {
         "schema": SCHEMA, "bundle": str(bundle),
         "settings": {"mode": "quick" if args.quick else "full", "threads": args.threads,
@@ -113,6 +115,7 @@ def _benchmark(args: argparse.Namespace) -> int:
         "rows": rows, "pipeline": pipe, "notes": notes,
         "method": method(settings, args.threads, keras_threads, len(images)),
         "environment": env, "seconds": time.perf_counter() - started,
+        "peak_rss_mb": peak_rss_mb(),  # this process: every variant, Keras included, loaded
     }
     out = Path(args.out) if args.out else bundle / RESULTS
     write_json(out, result)
@@ -121,6 +124,8 @@ def _benchmark(args: argparse.Namespace) -> int:
     print(report.text_table(rows))
     for note in notes:
         print(f"note: {note}")
+    if result["peak_rss_mb"] is not None:
+        print(f"peak memory of this benchmark process: {result['peak_rss_mb']:.0f} MB")
     print(f"wrote {out}, {out.with_suffix('.md').name}"
           + (f", {png.name}" if png else " (no .png: pip install matplotlib)")
           + f" in {result['seconds']:.0f} s")
@@ -171,6 +176,8 @@ def method(settings: Any, threads: int, keras_threads: str | None, images: int) 
         "repeats round-robin, medians; from spawn: interpreter start-up, import (runtime and "
         "its engine, or TensorFlow and Keras), load, first prediction (Classifier.predict of "
         "one eval image; Keras: an eager call); peak memory is the child's ru_maxrss.",
+        "Peak memory of the benchmark process itself (every variant loaded, Keras included): "
+        "its ru_maxrss at the end, `peak_rss_mb` in the JSON.",
         "Speed-up: the reference's batch-1 p50 over the file's.",
         f"Pipeline: the best file's Classifier.classify_frame on {settings.frames} rendered "
         f"640×480 JPEG frames per round, {settings.rounds} rounds; JPEG decoding timed apart; "

@@ -12,6 +12,8 @@ from collections.abc import Mapping, Sequence
 
 import numpy as np
 
+from runtime.memory import rss_megabytes as rss_megabytes  # its home is runtime; kept here too
+
 PERCENTILES = (50, 90, 99)
 
 
@@ -71,8 +73,3 @@ def ratio(before: float | None, after: float | None) -> float | None:
 def throughput(batch: int, seconds: float) -> float | None:
     """Images per second of a batch that took ``seconds``."""
     return None if seconds <= 0 else batch / seconds
-
-
-def rss_megabytes(maxrss: int, platform: str) -> float:
-    """``ru_maxrss`` in MB: Linux reports kilobytes, macOS bytes."""
-    return maxrss / 2**20 if platform == "darwin" else maxrss / 2**10

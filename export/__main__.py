@@ -7,6 +7,7 @@ import argparse
 import sys
 from pathlib import Path
 
+from export.repair import REPAIR_MODES
 from export.validate import FLOAT_ATOL, MAX_DROP_PP
 from runtime.cli import EXIT_FAILED, EXIT_OK, Parser, parse_csv, run_cli, setup_logging
 from runtime.errors import EdgeCNNError
@@ -27,6 +28,14 @@ def build_parser() -> argparse.ArgumentParser:
         help="ONNX activation-range calibration (TFLite's converter always uses min/max)")
     add("--onnx-activations", choices=["uint8", "int8"], default="uint8",
         help="ONNX activation type; weights are always per-channel int8")
+    add("--repair", choices=REPAIR_MODES, default="auto", help="int8 files that fail "
+        "validation: auto tries other calibrations, then cross-layer equalization and bias "
+        "correction, then float fallback for the most sensitive layers; always runs that "
+        "ladder even for passing files; off keeps the plain result")
+    add("--qat", type=int, default=0, metavar="EPOCHS", help="last resort for int8 files "
+        "that repair cannot save: quantization-aware fine-tuning for EPOCHS epochs on labelled "
+        "data (the bundle's calibration sample of the training split, or --calib-data class "
+        "folders)")
     add("--max-drop", type=float, default=MAX_DROP_PP, help="largest accuracy drop, and "
         "largest top-1 disagreement with Keras, a quantized file may show (percentage points)")
     add("--atol", type=float, default=FLOAT_ATOL,
@@ -71,7 +80,8 @@ def _export(args: argparse.Namespace) -> int:
     from export.validate import Check
 
     checks = [Check(**c) for c in report["files"]]
-    print(table(checks, report["reference"]["size_bytes"], report["reference"]["accuracy"]))
+    print(table(checks, report["reference"]["size_bytes"], report["reference"]["accuracy"],
+                report.get("quantization")))
     print(f"report: {bundle / 'export_report.json'}")
     if not report["all_passed"]:
         failed = ", ".join(c.file for c in checks if not c.passed)
@@ -88,12 +98,15 @@ def _options(args: argparse.Namespace):
         raise EdgeCNNError(f"--calib-samples {args.calib_samples} must be positive")
     if args.max_drop < 0 or args.atol <= 0:
         raise EdgeCNNError("--max-drop must be ≥ 0 and --atol > 0")
+    if args.qat < 0:
+        raise EdgeCNNError(f"--qat {args.qat}: give a number of epochs (1 or more)")
     precisions = ["float32"] + [name for flag, name in ((args.int8, "int8"), (args.fp16, "float16"),
                                                         (args.dynamic, "dynamic")) if flag]
     return ExportOptions(formats=parse_csv(args.formats, ["onnx", "tflite"], "--formats"),
                          precisions=precisions, calib_samples=args.calib_samples,
                          calib_method=args.calib_method, onnx_activations=args.onnx_activations,
-                         atol=args.atol, max_drop=args.max_drop)
+                         atol=args.atol, max_drop=args.max_drop, repair=args.repair,
+                         qat_epochs=args.qat)
 
 
 def _path(value: str | None) -> Path | None:

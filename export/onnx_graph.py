@@ -18,6 +18,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from export.layers import layer_of, node_layer
+
 LAYOUT_OPS = ("Reshape", "Transpose")  # ops that move pixels without changing their values
 
 
@@ -162,7 +164,8 @@ def _transpose_into_matmul(graph: _Graph) -> bool:
 
 
 def compact_names(model: object) -> None:
-    """Rename internal tensors and nodes to short ids (the graph's input/output keep theirs).
+    """Rename internal tensors to short ids (the graph's input/output keep theirs), and nodes
+    to ``<keras layer>/<op>_<index>``, so diagnosis and float fallback can name the layer.
 
     tf2onnx and the quantizer name tensors after the TensorFlow ops they came from
     (``twoconv_1/conv2_1/convolution/ReadVariableOp:0_quantized_scale``); on a model this
@@ -177,10 +180,13 @@ def compact_names(model: object) -> None:
             return name
         return renamed.setdefault(name, f"t{len(renamed)}")
 
+    for index, node in enumerate(graph.node):  # before renaming: scopes name the Keras layer
+        layer = node_layer(node.name) or next(
+            filter(None, map(layer_of, (*node.input, *node.output))), None)
+        node.name = f"{layer}/{node.op_type}_{index}" if layer else f"{node.op_type}_{index}"
     for init in graph.initializer:
         init.name = short(init.name)
-    for index, node in enumerate(graph.node):
-        node.name = f"{node.op_type}_{index}"
+    for node in graph.node:
         node.input[:] = [short(n) for n in node.input]
         node.output[:] = [short(n) for n in node.output]
     for info in graph.value_info:

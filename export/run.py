@@ -19,6 +19,7 @@ from typing import Any
 from export import onnx as onnx_format
 from export import tflite as tflite_format
 from export.errors import ExportError
+from export.repair import Int8Job, build_int8
 from export.selfcheck import embed_reference
 from export.source import ExportSource, calibration_images
 from export.validate import FLOAT_ATOL, MAX_DROP_PP, Check, Reference, keras_reference, validate
@@ -39,6 +40,8 @@ class ExportOptions:
     onnx_activations: str = "uint8"
     atol: float = FLOAT_ATOL
     max_drop: float = MAX_DROP_PP
+    repair: str = "auto"      # int8 files failing validation go up the repair ladder
+    qat_epochs: int = 0       # > 0: quantization-aware training as the ladder's last step
 
 
 @dataclass
@@ -49,6 +52,7 @@ class Built:
     final: Path
     check: Check
     spec: Any
+    quant: dict[str, Any] | None = None  # int8: diagnosis and what repair did
 
 
 def targets(options: ExportOptions) -> list[tuple[str, str]]:
@@ -97,6 +101,11 @@ def export_all(source: ExportSource, out: Path, options: ExportOptions) -> dict[
         shutil.rmtree(scratch, ignore_errors=True)
     checks = [item.check for item in built]
     report = _report(source, options, reference, checks)
+    report["quantization"] = {item.check.file: item.quant for item in built if item.quant}
+    if report["quantization"]:
+        from export.report import plot_layers
+
+        plot_layers(report["quantization"], out / names.QUANT_PLOT)
     write_json(out / names.EXPORT_REPORT, report)
     return report
 
@@ -108,6 +117,10 @@ def _build_all(source: ExportSource, plan: list[tuple[str, str]], scratch: Path,
     graph = export_graph(source.model)  # the same function, converter-friendly
     built: list[Built] = []
     float_onnx: Built | None = None
+    job = Int8Job(source, graph, reference, calibration, scratch, atol=options.atol,
+                  max_drop=options.max_drop, method=options.calib_method,
+                  activations=options.onnx_activations, repair=options.repair,
+                  qat_epochs=options.qat_epochs)
     for step, (fmt, precision) in enumerate(plan, start=1):
         name = names.EXPORT_NAMES[(fmt, precision)]
         path = scratch / name
@@ -120,20 +133,24 @@ def _build_all(source: ExportSource, plan: list[tuple[str, str]], scratch: Path,
             built.append(Built(path, out / name, check, source.spec))
             log.info("      [x] %s", check.detail)
             continue
-        if fmt == "onnx" and precision == "float32":
-            spec = onnx_format.export_float(graph, source.spec, path)
-        elif fmt == "onnx":
-            spec = onnx_format.export_int8(float_onnx.path, source.spec, path,  # type: ignore
-                                           calibration, options.calib_method,
-                                           options.onnx_activations)
+        quant = None
+        if precision == "int8":  # quantize, diagnose and, when it fails, repair
+            outcome = build_int8(job, fmt, name)
+            os.replace(outcome.variant.path, path)
+            check, spec, quant = outcome.variant.check, outcome.variant.spec, outcome.record
         else:
-            data, spec = tflite_format.convert(graph, source.spec, precision, calibration)
-            tflite_format.save(data, path)
-        check = validate(path, fmt, precision, reference, source.check.images,
-                         atol=options.atol, max_drop=options.max_drop)
-        item = Built(path, out / name, check, spec)
+            if fmt == "onnx":
+                spec = onnx_format.export_float(graph, source.spec, path)
+            else:
+                data, spec = tflite_format.convert(graph, source.spec, precision, calibration)
+                tflite_format.save(data, path)
+                job.float_tflite = data if precision == "float32" else job.float_tflite
+            check = validate(path, fmt, precision, reference, source.check.images,
+                             atol=options.atol, max_drop=options.max_drop)
+        item = Built(path, out / name, check, spec, quant)
         if fmt == "onnx" and precision == "float32":
             float_onnx = item
+            job.float_onnx = path
         built.append(item)
         log.info("      %s %s (%.1f s)", "[✓]" if check.passed else "[x]", check.detail,
                  time.perf_counter() - started)

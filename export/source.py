@@ -163,7 +163,7 @@ def load_image_set(data: Path, spec: ModelSpec) -> ImageSet:
     if skipped:
         log.info("--calib-data: skipped %d unreadable image(s)", skipped)
     if not images:
-        raise CalibrationError(f"--calib-data {data}: no readable PNG/JPEG/BMP images")
+        raise CalibrationError(f"--calib-data {data}: no image OpenCV can read")
     known = np.array(labels) if labels and min(labels) >= 0 else None
     return ImageSet(np.stack(images), known)
 

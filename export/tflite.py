@@ -65,6 +65,42 @@ def convert(model: object, spec: ModelSpec, precision: str,
     return with_tflite_metadata(flatbuffer, file_spec.to_json()), file_spec
 
 
+def selective_int8(float_model: bytes, spec: ModelSpec, calibration: np.ndarray,
+                   keep_float: list[str]) -> tuple[bytes, ModelSpec]:
+    """int8 with the ops whose output tensors are named in ``keep_float`` left in float:
+    ai-edge-quantizer's selective quantization of the float file (int8 weights and
+    activations elsewhere, per-channel weights, min/max calibration like the converter)."""
+    import re
+
+    try:
+        from ai_edge_quantizer import quantizer, recipe
+        from ai_edge_quantizer.algorithm_manager import AlgorithmName
+    except ImportError:
+        raise UnsupportedModelError("float fallback for TFLite needs ai-edge-quantizer: "
+                                    "pip install ai-edge-quantizer") from None
+    engine = LiteRTBackend(float_model, threads=None)
+    signatures = engine.interpreter.get_signature_list()
+    key = next(iter(signatures))
+    input_name = signatures[key]["inputs"][0]
+    values = to_model_values(calibration, spec)
+    with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()), \
+            contextlib.redirect_stderr(io.StringIO()), native_stderr_silenced():
+        warnings.simplefilter("ignore")
+        tool = quantizer.Quantizer(float_model)
+        tool.load_quantization_recipe(recipe.static_wi8_ai8())
+        for name in keep_float:
+            tool.update_quantization_recipe(regex=f"^{re.escape(name)}$", operation_name="*",
+                                            algorithm_key=AlgorithmName.NO_QUANTIZE)
+        ranges = tool.calibrate({key: [{input_name: values[i:i + 1]}
+                                       for i in range(len(values))]})
+        flatbuffer = bytes(tool.quantize(ranges, enable_progress_report=False).quantized_model)
+    _reject_custom_ops(flatbuffer, "int8")
+    engine = LiteRTBackend(flatbuffer, threads=None)
+    file_spec = spec.replace(precision="int8", input_quant=engine.input_quant,
+                             output_quant=engine.output_quant)
+    return with_tflite_metadata(flatbuffer, file_spec.to_json()), file_spec
+
+
 def save(flatbuffer: bytes, path: object) -> None:
     write_bytes(path, flatbuffer)  # type: ignore[arg-type]
 

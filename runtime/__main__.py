@@ -22,7 +22,7 @@ def build_parser() -> argparse.ArgumentParser:
     commands = p.add_subparsers(dest="command", required=True, parser_class=Parser)
     predict = commands.add_parser("predict", help="classify image files")
     predict.add_argument("--model", required=True, help=".onnx or .tflite file")
-    predict.add_argument("images", nargs="+", metavar="IMAGE", help="PNG, JPEG or BMP files")
+    predict.add_argument("images", nargs="+", metavar="IMAGE", help="image files")
     predict.add_argument("--top-k", type=int, default=3)
     predict.add_argument("--json", action="store_true", help="one JSON object per image")
     predict.add_argument("--threads", type=int, default=None)

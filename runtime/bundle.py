@@ -21,7 +21,9 @@ EVAL_SET = "eval.npz"      # the held-out test split, uint8 model inputs + label
 CALIB_SET = "calib.npz"    # a sample of training images, for quantization calibration only
 HISTORY_PLOT = "history.png"
 CONFUSION_PLOT = "confusion_matrix.png"
+CONFUSED_PAIRS_PLOT = "confused_pairs.png"  # the most-confused (true, predicted) pairs
 EXPORT_REPORT = "export_report.json"
+QUANT_PLOT = "quant_layers.png"  # int8 error layer by layer, beside the export report
 
 # Exported files, by (format, precision): fixed names so users and tools can find them.
 EXPORT_NAMES = {

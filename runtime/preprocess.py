@@ -18,7 +18,12 @@ import numpy as np
 from runtime.errors import ImageError
 from runtime.spec import ModelSpec
 
-IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp")
+# Suffixes of the still-image formats OpenCV's imgcodecs decodes (builds may lack a few:
+# AVIF, JPEG 2000 and GIF arrived in later releases). Folder scans that must not miss a file
+# ask OpenCV by content instead: see :func:`is_image_file`.
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".jpe", ".bmp", ".dib", ".webp", ".gif", ".tif",
+                  ".tiff", ".pbm", ".pgm", ".ppm", ".pnm", ".pxm", ".sr", ".ras", ".jp2",
+                  ".avif", ".hdr", ".pic", ".pfm", ".exr")
 
 _INTERPOLATION = {
     "area": cv2.INTER_AREA,
@@ -28,13 +33,22 @@ _INTERPOLATION = {
 }
 
 
+def is_image_file(path: str | os.PathLike[str]) -> bool:
+    """Whether OpenCV recognises the file's content as an image it can decode (any suffix)."""
+    try:
+        return bool(cv2.haveImageReader(os.fspath(path)))
+    except cv2.error:  # a path OpenCV cannot open (e.g. unencodable characters)
+        return Path(path).suffix.lower() in IMAGE_SUFFIXES
+
+
 def decode_image(data: bytes, name: str = "image") -> np.ndarray:
-    """Decode PNG/JPEG/BMP bytes into a uint8 grayscale, BGR or BGRA array."""
+    """Decode image bytes (any format OpenCV reads) into a uint8 grayscale, BGR or BGRA array."""
     if not data:
         raise ImageError(f"cannot decode {name}: the file is empty")
     image = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_UNCHANGED)
     if image is None or image.size == 0:
-        raise ImageError(f"cannot decode {name}: not a readable PNG, JPEG or BMP image")
+        raise ImageError(f"cannot decode {name}: not an image OpenCV can read "
+                         "(PNG, JPEG, WebP, GIF, BMP, TIFF, …), or truncated")
     if image.dtype == np.uint16:  # 16-bit PNG: keep the most significant byte
         image = (image >> 8).astype(np.uint8)
     return check_image(image, name)

@@ -77,6 +77,7 @@ class ModelSpec:
     precision: str = "float32"
     input_quant: QuantParams | None = None
     output_quant: QuantParams | None = None
+    quantization: dict[str, Any] = field(default_factory=dict)  # how an int8 file was made
     schema_version: int = SCHEMA_VERSION
 
     def __post_init__(self) -> None:
@@ -164,8 +165,9 @@ def _fields(data: dict[str, Any]) -> dict[str, Any]:
             kwargs[key] = QuantParams.from_dict(kwargs[key])
     if "channels" in data and data.get("color") is None:
         kwargs["color"] = "grayscale" if data["channels"] == 1 else "rgb"
-    if not isinstance(kwargs.get("dataset", {}), dict):
-        raise SpecError("spec dataset must be an object")
+    for key in ("dataset", "quantization"):
+        if not isinstance(kwargs.get(key, {}), dict):
+            raise SpecError(f"spec {key} must be an object")
     return kwargs
 
 

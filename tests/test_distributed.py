@@ -248,12 +248,13 @@ def test_cache_decodes_each_image_once_across_epochs(cache: str, tmp_path: Path,
                                                      monkeypatch: pytest.MonkeyPatch) -> None:
     """``--cache``: the first epoch decodes every file, later epochs read the cache, reshuffled."""
     from train import pipeline
-    from train.config import TrainConfig
-    from train.data import prepare_data
+    from train.data import plan_data, prepare_data
     from train.sources import load_source
 
     root = write_color_folder(tmp_path / "shapes", per_class=12)
-    data = prepare_data(TrainConfig(data=str(root)), load_source(str(root)))
+    source = load_source(str(root))
+    data = prepare_data(source, plan_data(source, arch="twoconv", img_size=28, color="auto",
+                                          val_fraction=0.1, test_fraction=0.15, seed=42))
     decoded: list[str] = []
     real_load_file = pipeline.load_file
     monkeypatch.setattr(pipeline, "load_file",

@@ -151,4 +151,5 @@ def test_folder_of_unreadable_images_fails_in_one_line(tmp_path: Path) -> None:
             (tmp_path / "junk" / name / f"{i}.png").write_bytes(b"not an image")
     result = run_module("train", "--data", str(tmp_path / "junk"), "--epochs", "1",
                         "--batch-size", "1", "--out", str(tmp_path / "b"))
-    assert_clean_failure(result, "no batch", "unreadable")
+    assert_clean_failure(result, "'a' has no image OpenCV can read", "0.png",
+                         "not an image format")

@@ -12,9 +12,16 @@ from conftest import write_color_folder
 from runtime.preprocess import prepare, read_image
 from runtime.spec import ModelSpec
 from train.config import TrainConfig
-from train.data import calibration_sample, prepare_data
+from train.data import calibration_sample, plan_data, prepare_data
 from train.sources import DataError, load_npz, load_source, scan_folder
 from train.split import stratified_split
+
+
+def data_fields(cfg: TrainConfig) -> dict:
+    """The options plan_data takes, from a config."""
+    return {"arch": cfg.arch, "img_size": cfg.img_size, "color": cfg.color,
+            "val_fraction": cfg.val_fraction, "test_fraction": cfg.test_fraction,
+            "seed": cfg.seed}
 
 
 def test_mnist5k_is_real_balanced_digits() -> None:
@@ -98,7 +105,8 @@ def test_split_rejects_tiny_classes_and_bad_fractions() -> None:
 
 def test_calibration_sample_comes_from_training_split_and_covers_classes() -> None:
     cfg = TrainConfig(data="mnist5k")
-    data = prepare_data(cfg, load_source("mnist5k"))
+    source = load_source("mnist5k")
+    data = prepare_data(source, plan_data(source, **data_fields(cfg)))
     sample = calibration_sample(data.train, 100, seed=cfg.seed)
     assert len(sample) == 100 and set(sample.labels.tolist()) == set(range(10))
     train_bytes = {image.tobytes() for image in data.train.images}
@@ -109,7 +117,8 @@ def test_streamed_folder_skips_and_lists_the_corrupt_file(tmp_path: Path) -> Non
     from train.pipeline import examples
 
     root = write_color_folder(tmp_path / "shapes", per_class=10)
-    data = prepare_data(TrainConfig(data=str(root)), load_source(str(root)))
+    source = load_source(str(root))
+    data = prepare_data(source, plan_data(source, **data_fields(TrainConfig(data=str(root)))))
     assert data.spec.color == "rgb" and data.spec.input_shape == (28, 28, 3)
     seen = sum(len(list(examples(split, data.spec, data.skipped)))
                for split in (data.train, data.val, data.test))

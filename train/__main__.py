@@ -34,7 +34,8 @@ def build_parser() -> argparse.ArgumentParser:
     add("--img-size", type=int, default=None,
         help="square input side (default: 28 for twoconv, 32 for dense512)")
     add("--color", choices=["auto", "grayscale", "rgb"], default=DEFAULTS.color,
-        help="model input colour; auto: grayscale for digit sets, rgb for image folders")
+        help="model input colour; auto: grayscale when every image is single-channel or grey "
+        "in all channels (a sample of a folder's images is read), else rgb")
     add("--augment", action=argparse.BooleanOptionalAction, default=DEFAULTS.augment,
         help="random rotation, translation and zoom of training images")
     add("--flip", action="store_true", help="also flip training images horizontally")
@@ -92,10 +93,15 @@ def main(argv: list[str] | None = None) -> int:
                               "epochs": training["epochs_run"],
                               "best_epoch": training["best_epoch"],
                               "skipped_files": metrics["dataset"]["skipped_count"],
-                              "wall_seconds": round(training["wall_seconds"], 1)}))
+                              "wall_seconds": round(training["wall_seconds"], 1),
+                              "peak_rss_mb": _rounded(metrics["resources"]["peak_rss_mb"])}))
         return 0
 
     return run_cli("train", go)
+
+
+def _rounded(value: float | None) -> float | None:
+    return None if value is None else round(value)
 
 
 if __name__ == "__main__":

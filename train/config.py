@@ -31,7 +31,7 @@ class TrainConfig:
     dropout: float = 0.25          # dropout before the classifier layer(s); 0 disables
     l2: float = 0.0                # L2 weight penalty on conv and dense kernels
     img_size: int | None = None    # square input side; None → the architecture's default
-    color: str = "auto"            # grayscale | rgb | auto (grayscale digits, rgb folders)
+    color: str = "auto"            # grayscale | rgb | auto (grayscale when the images are grey)
     augment: bool = True           # random rotation, translation and zoom while training
     flip: bool = False             # random horizontal flips (off: a flipped digit is another)
     seed: int = 42                 # fixes the split, initial weights, shuffling and augmentation

@@ -13,9 +13,9 @@ import numpy as np
 
 from runtime.preprocess import prepare, read_image
 from runtime.spec import ModelSpec
-from train.config import TrainConfig
+from train.color import ColorChoice, choose_for_arrays, choose_for_files, log_choice
 from train.sources import ArraySource, FolderSource
-from train.split import stratified_split
+from train.split import SplitIndices, balanced_sample, stratified_split
 
 
 @dataclass(frozen=True)
@@ -33,10 +33,16 @@ class Split:
     def streamed(self) -> bool:
         return self.images is None
 
+    def subset(self, indices: np.ndarray) -> Split:
+        return Split(labels=self.labels[indices],
+                     images=None if self.images is None else self.images[indices],
+                     paths=None if self.paths is None else self.paths[indices])
+
 
 @dataclass
 class SkipLog:
-    """Files that could not be decoded: skipped, counted and listed in the report."""
+    """Files not used, each with its reason: found by the folder scan, or unreadable when
+    training decoded them. Listed in metrics.json."""
 
     entries: dict[str, str] = field(default_factory=dict)
     lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
@@ -49,6 +55,28 @@ class SkipLog:
         with self.lock:
             return [{"path": p, "reason": r} for p, r in sorted(self.entries.items())]
 
+    def used(self, split: Split) -> int:
+        """Images of ``split`` actually used: those that decoded (all, for in-memory splits).
+
+        Exact once every file of the split has been read (training reads the whole training
+        and validation splits each epoch; the test split is read whole for the bundle).
+        """
+        if not split.streamed:
+            return len(split)
+        with self.lock:
+            failed = sum(1 for path in split.paths if str(path) in self.entries)  # type: ignore
+        return len(split) - failed
+
+
+@dataclass(frozen=True)
+class DataPlan:
+    """What a source becomes, decided before any pixel is prepared: the spec (colour chosen)
+    and the split. The memory guard reads it before the images are resized in memory."""
+
+    spec: ModelSpec
+    color: ColorChoice
+    indices: SplitIndices
+
 
 @dataclass
 class PreparedData:
@@ -57,30 +85,38 @@ class PreparedData:
     val: Split
     test: Split
     skipped: SkipLog
+    color: ColorChoice
 
 
-def resolve_color(requested: str, source: ArraySource | FolderSource) -> str:
-    """``auto``: grayscale for in-memory (digit) sets, RGB for image folders."""
-    if requested != "auto":
-        return requested
-    return "rgb" if isinstance(source, FolderSource) else "grayscale"
-
-
-def prepare_data(cfg: TrainConfig, source: ArraySource | FolderSource) -> PreparedData:
-    assert cfg.img_size is not None
-    spec = ModelSpec(labels=source.label_names, height=cfg.img_size, width=cfg.img_size,
-                     color=resolve_color(cfg.color, source), framing=source.framing,
-                     architecture=cfg.arch, dataset={"name": source.name})
-    indices = stratified_split(source.labels, cfg.val_fraction, cfg.test_fraction, cfg.seed)
+def plan_data(source: ArraySource | FolderSource, *, arch: str, img_size: int, color: str,
+              val_fraction: float, test_fraction: float, seed: int) -> DataPlan:
+    """Choose the colour, build the spec and split ``source``'s indices."""
     if isinstance(source, ArraySource):
-        pixels = np.stack([prepare(image, spec) for image in source.images])
-
-        def make(idx: np.ndarray) -> Split:
-            return Split(labels=source.labels[idx], images=pixels[idx])
+        choice = choose_for_arrays(color, source.images)
     else:
-        def make(idx: np.ndarray) -> Split:
-            return Split(labels=source.labels[idx], paths=source.paths[idx])
-    return PreparedData(spec, make(indices.train), make(indices.val), make(indices.test), SkipLog())
+        choice = choose_for_files(color, source.paths, source.labels, seed)
+    log_choice(choice)
+    spec = ModelSpec(labels=source.label_names, height=img_size, width=img_size,
+                     color=choice.color, framing=source.framing, architecture=arch,
+                     dataset={"name": source.name})
+    indices = stratified_split(source.labels, val_fraction, test_fraction, seed,
+                               source.label_names)
+    return DataPlan(spec, choice, indices)
+
+
+def prepare_data(source: ArraySource | FolderSource, plan: DataPlan) -> PreparedData:
+    """The planned splits: in-memory images prepared once, folder images as paths."""
+    skipped = SkipLog()
+    if isinstance(source, ArraySource):
+        whole = Split(labels=source.labels,
+                      images=np.stack([prepare(image, plan.spec) for image in source.images]))
+    else:
+        whole = Split(labels=source.labels, paths=source.paths)
+        for item in source.unused:
+            skipped.add(item.path, item.reason)
+    return PreparedData(plan.spec, whole.subset(plan.indices.train),
+                        whole.subset(plan.indices.val), whole.subset(plan.indices.test),
+                        skipped, plan.color)
 
 
 def load_file(path: str, spec: ModelSpec, skipped: SkipLog) -> np.ndarray | None:
@@ -109,17 +145,4 @@ def materialize(split: Split, spec: ModelSpec, skipped: SkipLog) -> Split:
 
 def calibration_sample(split: Split, size: int, seed: int) -> Split:
     """A class-balanced random sample of training images for post-training quantization."""
-    rng = np.random.default_rng(seed + 1)
-    if len(split) <= size:
-        return split
-    order = rng.permutation(len(split))
-    # Round-robin over classes so a small sample still covers every class.
-    by_class = [order[split.labels[order] == c] for c in np.unique(split.labels)]
-    picked = [idx for group in zip(*by_class, strict=False) for idx in group][:size]
-    if len(picked) < size:
-        rest = np.setdiff1d(order, picked, assume_unique=True)
-        picked.extend(rest[: size - len(picked)].tolist())
-    chosen = np.array(sorted(picked))
-    return Split(labels=split.labels[chosen],
-                 images=None if split.images is None else split.images[chosen],
-                 paths=None if split.paths is None else split.paths[chosen])
+    return split.subset(balanced_sample(split.labels, size, seed + 1))

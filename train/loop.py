@@ -25,7 +25,7 @@ import numpy as np
 import tensorflow as tf
 
 from runtime.errors import BundleError, RunFailed
-from train.sources import DataError
+from train.errors import DataError
 
 log = logging.getLogger(__name__)
 SUM = tf.distribute.ReduceOp.SUM
@@ -225,15 +225,19 @@ def _evaluate(eval_step: Callable, strategy: tf.distribute.Strategy,
     return totals[0] / totals[2], totals[1] / totals[2]
 
 
-def predict(model: keras.Model,
-            batches: Iterable[tuple[object, object]]) -> tuple[np.ndarray, np.ndarray]:
+def predict(model: keras.Model, batches: Iterable[tuple[object, object]],
+            keep: Callable[[np.ndarray], np.ndarray] | None = None,
+            ) -> tuple[np.ndarray, np.ndarray]:
     """Probabilities and labels for every (images, labels) batch (one process, no strategy).
 
     Batches may be tensors or numpy slices; images of any dtype are cast to float32 here.
+    ``keep`` reduces each batch's probabilities (to top-k indices, say) before they are
+    collected, so memory need not grow with images × classes.
     """
     forward = tf.function(lambda x: model(tf.cast(x, tf.float32), training=False))
-    probs, labels = [], []
+    kept, labels = [], []
     for images, batch_labels in batches:
-        probs.append(forward(images).numpy())
+        probs = forward(images).numpy()
+        kept.append(probs if keep is None else keep(probs))
         labels.append(np.asarray(batch_labels))
-    return np.concatenate(probs), np.concatenate(labels)
+    return np.concatenate(kept), np.concatenate(labels)

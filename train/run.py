@@ -1,13 +1,22 @@
-"""A training run from resolved options to a committed bundle."""
+"""A training run from resolved options to a committed bundle, as a sequence of named steps.
+
+:func:`run` reads as the recipe: check the target, load and split the data, check the memory
+budget, start TensorFlow, fit, evaluate, write the bundle. Each step takes the fields it
+needs rather than the whole configuration, so it can be reused (once per data source, say)
+and tested on its own.
+"""
 
 from __future__ import annotations
 
 import contextlib
+import functools
 import logging
 import platform
 import shutil
 import tempfile
 import time
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -15,109 +24,216 @@ import numpy as np
 
 from runtime import bundle as names
 from runtime.errors import BundleError, EdgeCNNError, RunFailed, first_line
-from runtime.files import read_json, write_json
+from runtime.files import atomic_path, read_json, write_json
 from runtime.quiet import native_stderr_silenced
-from train.bundle import StagedBundle, check_target, work_folder
+from train import budget
 from train.config import TrainConfig
-from train.data import PreparedData, calibration_sample, materialize, prepare_data
-from train.sources import DataError, load_source
+from train.data import (
+    DataPlan,
+    PreparedData,
+    Split,
+    calibration_sample,
+    materialize,
+    plan_data,
+    prepare_data,
+)
+from train.errors import DataError
+from train.evaluate import classification_metrics, ranked_classes
+from train.sources import ArraySource, load_source
+from train.staging import StagedBundle, check_target, work_folder
 
 log = logging.getLogger(__name__)
+PREDICT_BATCH = 256  # test images per forward pass when evaluating
+
+
+@dataclass(frozen=True)
+class Checkpoints:
+    """Where a run resumes from and where this process writes its per-epoch checkpoints.
+
+    Other workers must save too (saving is collective) but into a private throwaway folder,
+    never inside the chief's work folder, which the chief deletes when it is done.
+    """
+
+    folder: Path
+    write_folder: Path
+
+    @classmethod
+    def for_run(cls, work: Path, checkpoint_dir: str | None, chief: bool) -> Checkpoints:
+        folder = Path(checkpoint_dir) if checkpoint_dir else work / "checkpoints"
+        write = folder if chief else Path(tempfile.mkdtemp(prefix="edgecnn-ckpt-"))
+        return cls(folder, write)
+
+    def discard_private(self) -> None:
+        if self.write_folder != self.folder:
+            shutil.rmtree(self.write_folder, ignore_errors=True)
 
 
 def run(cfg: TrainConfig) -> dict[str, Any]:
     """Train, evaluate and write the bundle. Returns metrics (empty on non-chief workers)."""
     started = time.perf_counter()
+    peaks = budget.StepPeaks()
     out = Path(cfg.out).resolve()  # "." and "artifacts/" alike have a name and a parent
     check_target(out, cfg.overwrite)
     source = load_source(cfg.data)  # fails fast, before TensorFlow is even imported
+    assert cfg.img_size is not None
+    plan = plan_data(source, arch=cfg.arch, img_size=cfg.img_size, color=cfg.color,
+                     val_fraction=cfg.val_fraction, test_fraction=cfg.test_fraction,
+                     seed=cfg.seed)
+    estimate = check_memory(plan, arch=cfg.arch, calib_size=cfg.calib_size,
+                            batch_size=cfg.batch_size, in_memory=isinstance(source, ArraySource),
+                            cache=cfg.cache)
+    data = prepare_data(source, plan)
+    peaks.mark("data")
 
-    # Heavy imports only once the input is known to be good. The strategy must exist before
-    # TensorFlow runs its first op (MultiWorkerMirroredStrategy configures collectives at
-    # start-up), so it is made while TensorFlow's start-up lines are still silenced.
+    strategy = start_tensorflow(cfg.strategy)
+    from train import distribute
+
+    chief = distribute.is_chief(strategy)
+    check_batch(cfg.batch_size, len(data.train), strategy.num_replicas_in_sync)
+    work = work_folder(out)
+    checkpoints = Checkpoints.for_run(work, cfg.checkpoint_dir, chief)
+    prepare_resume(cfg.resume_key(), restart=cfg.restart, record=work / "run.json",
+                   checkpoint_dir=checkpoints.folder, chief=chief)
+    log_data(data)
+
+    from train.models import build_model
+
+    make_model = functools.partial(build_model, cfg.arch, data.spec.input_shape,
+                                   data.spec.num_classes, activation=cfg.activation,
+                                   dropout=cfg.dropout, l2=cfg.l2)
+    try:
+        model, result = fit(data, strategy, make_model,
+                            optimizer=cfg.optimizer, lr=cfg.lr, epochs=cfg.epochs,
+                            batch_size=cfg.batch_size, patience=cfg.patience,
+                            augmenter=make_augmenter(cfg.augment, cfg.flip, cfg.seed,
+                                                     data.spec.framing),
+                            seed=cfg.seed, cache=cache_path(cfg.cache, work,
+                                                            distribute.worker_name(strategy)),
+                            checkpoints=checkpoints, verbose=chief, resume=not cfg.restart)
+    finally:
+        if not chief:
+            checkpoints.discard_private()
+    if not chief:
+        return {}
+    peaks.mark("training")
+
+    # A plain copy outside the strategy: the saved model is the same whatever trained it.
+    final = make_model()
+    final.set_weights(model.get_weights())
+    test, ranked = evaluate_test_split(final, data)
+    peaks.mark("evaluation")
+    metrics = collect_metrics(data, test, ranked, result, strategy, final, source=cfg.data,
+                              started=started)
+    write_bundle(out, work, data, test, ranked[:, 0], final, metrics, result,
+                 config=cfg.to_dict(),
+                 calib_size=cfg.calib_size, seed=cfg.seed, peaks=peaks, estimate=estimate)
+    if not cfg.keep_checkpoints:
+        remove_checkpoints(checkpoints.folder)
+        shutil.rmtree(work, ignore_errors=True)
+    return metrics
+
+
+def check_memory(plan: DataPlan, *, arch: str, calib_size: int, batch_size: int,
+                 in_memory: bool, cache: str | None) -> int:
+    """The up-front memory guard (see :mod:`train.budget`); returns the estimate in bytes."""
+    return budget.check(budget.Workload(
+        arch=arch, input_shape=plan.spec.input_shape, classes=plan.spec.num_classes,
+        train=len(plan.indices.train), val=len(plan.indices.val), test=len(plan.indices.test),
+        calib_size=calib_size,
+        batch_size=batch_size, in_memory=in_memory, cache_in_memory=cache == "memory"))
+
+
+def start_tensorflow(strategy_name: str) -> Any:
+    """Import TensorFlow quietly and create the tf.distribute strategy.
+
+    The strategy must exist before TensorFlow runs its first op (MultiWorkerMirroredStrategy
+    configures collectives at start-up), so it is made while TensorFlow's start-up lines are
+    still silenced.
+    """
     with native_stderr_silenced():
         from train import distribute
 
-        strategy = distribute.make_strategy(cfg.strategy)
+        strategy = distribute.make_strategy(strategy_name)
     from train.tf_env import import_tensorflow
 
     import_tensorflow()  # the first op (device set-up), still quiet
+    return strategy
+
+
+def log_data(data: PreparedData) -> None:
+    log.info("data %s: %d train / %d val / %d test images, %d classes, input %s %s",
+             data.spec.dataset["name"], len(data.train), len(data.val), len(data.test),
+             data.spec.num_classes, "x".join(map(str, data.spec.input_shape)), data.spec.color)
+
+
+def make_augmenter(augment: bool, flip: bool, seed: int, framing: str) -> Any:
+    """The training-only augmentation, or None; digits are padded black, photos reflected."""
+    if not augment:
+        return None
+    from train.models import build_augmenter
+
+    return build_augmenter(seed=seed, flip=flip,
+                           fill="constant" if framing == "digit" else "reflect")
+
+
+def fit(data: PreparedData, strategy: Any, make_model: Callable[[], Any], *, optimizer: str,
+        lr: float, epochs: int, batch_size: int, patience: int, augmenter: Any, seed: int,
+        cache: str | None, checkpoints: Checkpoints, verbose: bool,
+        resume: bool) -> tuple[Any, Any]:
+    """Build the model under ``strategy`` and train it; returns (model, loop.FitResult)."""
     import keras
     import tensorflow as tf
 
     from train import loop, pipeline
-    from train.models import build_augmenter, build_model
 
-    chief = distribute.is_chief(strategy)
-    data = prepare_data(cfg, source)
-    replicas = strategy.num_replicas_in_sync
-    _check_batch(cfg, len(data.train), replicas)
-    work = work_folder(out)
-    checkpoint_dir = Path(cfg.checkpoint_dir) if cfg.checkpoint_dir else work / "checkpoints"
-    _prepare_resume(cfg, work, checkpoint_dir, chief)
-    # Other workers must save too (saving is collective) but into a private throwaway folder,
-    # never inside the chief's work folder, which the chief deletes when it is done.
-    write_dir = checkpoint_dir if chief else Path(tempfile.mkdtemp(prefix="edgecnn-ckpt-"))
-    log.info("data %s: %d train / %d val / %d test images, %d classes, input %s %s",
-             source.name, len(data.train), len(data.val), len(data.test), data.spec.num_classes,
-             "x".join(map(str, data.spec.input_shape)), data.spec.color)
-
-    keras.utils.set_random_seed(cfg.seed)
-    steps = len(data.train) // cfg.batch_size
-    shape, classes = data.spec.input_shape, data.spec.num_classes
+    keras.utils.set_random_seed(seed)
+    steps = len(data.train) // batch_size
     with strategy.scope():
-        model = build_model(cfg.arch, shape, classes, activation=cfg.activation,
-                            dropout=cfg.dropout, l2=cfg.l2)
-        optimizer = _optimizer(cfg, steps)
-    augmenter = None
-    if cfg.augment:
-        fill = "constant" if data.spec.framing == "digit" else "reflect"
-        augmenter = build_augmenter(seed=cfg.seed, flip=cfg.flip, fill=fill)
-    cache = _cache_path(cfg.cache, work, distribute.worker_name(strategy))
-
+        model = make_model()
+        opt = make_optimizer(optimizer, lr, epochs * steps)
     # Built once, so that a --cache filled in the first epoch serves the later ones.
     train_batches = pipeline.training_epochs(data.train, data.spec, data.skipped,
-                                             batch_size=cfg.batch_size, seed=cfg.seed * 1000,
+                                             batch_size=batch_size, seed=seed * 1000,
                                              augmenter=augmenter, cache=cache)
-    val_batches = pipeline.eval_batches(data.val, data.spec, data.skipped, cfg.batch_size)
+    val_batches = pipeline.eval_batches(data.val, data.spec, data.skipped, batch_size)
     try:
-        result = loop.fit(model=model, optimizer=optimizer, strategy=strategy,
+        result = loop.fit(model=model, optimizer=opt, strategy=strategy,
                           train_batches=train_batches, val_batches=val_batches,
-                          epochs=cfg.epochs, steps_per_epoch=steps, global_batch=cfg.batch_size,
-                          patience=cfg.patience, checkpoint_dir=checkpoint_dir,
-                          checkpoint_write_dir=write_dir, verbose=chief, resume=not cfg.restart)
+                          epochs=epochs, steps_per_epoch=steps, global_batch=batch_size,
+                          patience=patience, checkpoint_dir=checkpoints.folder,
+                          checkpoint_write_dir=checkpoints.write_folder, verbose=verbose,
+                          resume=resume)
     except DataError as exc:  # say which files made a split come up empty
         raise DataError(f"{exc}{_skipped_note(data.skipped.as_list())}") from None
     except tf.errors.UnavailableError as exc:  # a peer stopped sending heartbeats
         raise RunFailed(f"lost contact with another worker ({first_line(exc, 120)}); start "
                         "every worker again with the same command to resume from the last "
                         "finished epoch") from None
-    finally:
-        if not chief:
-            shutil.rmtree(write_dir, ignore_errors=True)
-    if not chief:
-        return {}
     if result.best_epoch == 0:
         raise RunFailed("the validation loss never became finite: training diverged; lower "
                         "--lr or use --optimizer adam")
+    return model, result
 
-    # A plain copy outside the strategy: the saved model is the same whatever trained it.
-    final = build_model(cfg.arch, shape, classes, activation=cfg.activation, dropout=cfg.dropout,
-                        l2=cfg.l2)
-    final.set_weights(model.get_weights())
-    test = materialize(data.test, data.spec, data.skipped)  # held once: it becomes eval.npz
+
+def evaluate_test_split(model: Any, data: PreparedData) -> tuple[Split, np.ndarray]:
+    """The test split decoded once (it becomes eval.npz) and its ranked top-k classes.
+
+    Predicted from slices of that array rather than a tf.data copy of it (see
+    docs/distributed.md, memory); only the top-k indices of each batch are kept, so memory
+    does not grow with images × classes.
+    """
+    from train import loop
+
+    test = materialize(data.test, data.spec, data.skipped)
     if not len(test):
         raise DataError("the test split has no readable image"
                         f"{_skipped_note(data.skipped.as_list())}")
-    # Slices of that array rather than a tf.data copy of it (see docs/distributed.md, memory).
-    slices = ((test.images[i:i + 256], test.labels[i:i + 256]) for i in range(0, len(test), 256))
-    probs, labels = loop.predict(final, slices)
-    metrics = _metrics(cfg, data, test, probs, labels, result, strategy, final, started)
-    _write_bundle(cfg, out, work, data, test, final, metrics, result)
-    if not cfg.keep_checkpoints:
-        remove_checkpoints(checkpoint_dir)
-        shutil.rmtree(work, ignore_errors=True)
-    return metrics
+    assert test.images is not None
+    slices = ((test.images[i:i + PREDICT_BATCH], test.labels[i:i + PREDICT_BATCH])
+              for i in range(0, len(test), PREDICT_BATCH))
+    ranked, labels = loop.predict(model, slices, keep=ranked_classes)
+    assert np.array_equal(labels, test.labels)
+    return test, ranked
 
 
 def remove_checkpoints(folder: Path) -> None:
@@ -138,25 +254,26 @@ def _skipped_note(skipped: list[dict[str, str]]) -> str:
             f"{skipped[0]['reason']})")
 
 
-def _check_batch(cfg: TrainConfig, n_train: int, replicas: int) -> None:
-    if cfg.batch_size % replicas:
-        raise EdgeCNNError(f"--batch-size {cfg.batch_size} is global and must divide evenly over "
+def check_batch(batch_size: int, n_train: int, replicas: int) -> None:
+    if batch_size % replicas:
+        raise EdgeCNNError(f"--batch-size {batch_size} is global and must divide evenly over "
                            f"{replicas} replicas; use a multiple of {replicas}")
-    if n_train < cfg.batch_size:
+    if n_train < batch_size:
         raise EdgeCNNError(f"the training split has {n_train} images, fewer than --batch-size "
-                           f"{cfg.batch_size}; lower --batch-size or add images")
+                           f"{batch_size}; lower --batch-size or add images")
 
 
-def _optimizer(cfg: TrainConfig, steps_per_epoch: int) -> Any:
+def make_optimizer(name: str, lr: float, total_steps: int) -> Any:
+    """Adam (default) or Nesterov SGD, with the learning rate cosine-decayed to 0."""
     import keras
 
-    schedule = keras.optimizers.schedules.CosineDecay(cfg.lr, cfg.epochs * steps_per_epoch)
-    if cfg.optimizer == "sgd":
+    schedule = keras.optimizers.schedules.CosineDecay(lr, total_steps)
+    if name == "sgd":
         return keras.optimizers.SGD(schedule, momentum=0.9, nesterov=True)
     return keras.optimizers.Adam(schedule)
 
 
-def _cache_path(cache: str | None, work: Path, worker: str) -> str | None:
+def cache_path(cache: str | None, work: Path, worker: str) -> str | None:
     """``--cache``: memory, or decoded images on disk (one file per worker)."""
     if cache in (None, "memory"):
         return cache
@@ -167,38 +284,36 @@ def _cache_path(cache: str | None, work: Path, worker: str) -> str | None:
     return str(folder / f"train-{worker}")
 
 
-def _prepare_resume(cfg: TrainConfig, work: Path, checkpoint_dir: Path, chief: bool) -> None:
-    """Resume only a run started with the same options; ``--restart`` discards it."""
-    record = work / "run.json"
-    if cfg.restart and chief:
+def prepare_resume(key: dict[str, Any], *, restart: bool, record: Path, checkpoint_dir: Path,
+                   chief: bool) -> None:
+    """Resume only a run started with the same options (``key``); ``--restart`` discards it."""
+    if restart and chief:
         remove_checkpoints(checkpoint_dir)
         record.unlink(missing_ok=True)
     has_checkpoint = any(checkpoint_dir.glob("ckpt-*.index")) if checkpoint_dir.is_dir() else False
-    if has_checkpoint and record.is_file() and not cfg.restart:  # other workers: chief deletes
+    if has_checkpoint and record.is_file() and not restart:  # other workers: chief deletes
         before = read_json(record)
-        now = cfg.resume_key()
-        changed = {k: (before.get(k), v) for k, v in now.items() if before.get(k) != v}
+        changed = {k: (before.get(k), v) for k, v in key.items() if before.get(k) != v}
         if changed:
             detail = ", ".join(f"{k} {a!r} → {b!r}" for k, (a, b) in sorted(changed.items()))
             raise BundleError(f"an interrupted run in {checkpoint_dir} used other options "
                               f"({detail}); rerun with the same options to resume, or add "
                               "--restart to start over")
     if chief:
-        write_json(record, cfg.resume_key())
+        write_json(record, key)
 
 
-def _metrics(cfg: TrainConfig, data: PreparedData, test: Any, probs: np.ndarray,
-             labels: np.ndarray, result: Any, strategy: Any, model: Any,
-             started: float) -> dict[str, Any]:
+def collect_metrics(data: PreparedData, test: Split, ranked: np.ndarray, result: Any,
+                    strategy: Any, model: Any, *, source: str,
+                    started: float) -> dict[str, Any]:
+    """metrics.json: test figures, training history, the data actually used, environment."""
     import keras
     import tensorflow as tf
-
-    from train.evaluate import classification_metrics
 
     skipped = data.skipped.as_list()
     best = result.best_epoch - 1
     return {
-        "test": classification_metrics(labels, probs, data.spec.labels),
+        "test": classification_metrics(test.labels, ranked, data.spec.labels),
         "validation": {"loss": result.history["val_loss"][best],
                        "accuracy": result.history["val_accuracy"][best]},
         "training": {
@@ -207,19 +322,22 @@ def _metrics(cfg: TrainConfig, data: PreparedData, test: Any, probs: np.ndarray,
             "strategy": type(strategy).__name__, "replicas": strategy.num_replicas_in_sync,
             "wall_seconds": time.perf_counter() - started, "history": result.history,
         },
-        "dataset": {"name": data.spec.dataset["name"], "source": cfg.data,
-                    "train": len(data.train), "val": len(data.val), "test": len(test),
+        "dataset": {"name": data.spec.dataset["name"], "source": source,
+                    "train": data.skipped.used(data.train), "val": data.skipped.used(data.val),
+                    "test": len(test), "color": data.color.to_dict(),
                     "skipped_count": len(skipped), "skipped": skipped},
-        "model": {"architecture": cfg.arch, "parameters": int(model.count_params())},
+        "model": {"architecture": data.spec.architecture,
+                  "parameters": int(model.count_params())},
         "environment": {"python": platform.python_version(), "tensorflow": tf.__version__,
                         "keras": keras.__version__, "machine": platform.machine()},
     }
 
 
-def _write_bundle(cfg: TrainConfig, out: Path, work: Path, data: PreparedData, test: Any,
-                  model: Any, metrics: dict[str, Any], result: Any) -> None:
-    from runtime.files import atomic_path
-    from train.plots import plot_confusion, plot_history
+def write_bundle(out: Path, work: Path, data: PreparedData, test: Split, predicted: np.ndarray,
+                 model: Any, metrics: dict[str, Any], result: Any, *, config: dict[str, Any],
+                 calib_size: int, seed: int, peaks: budget.StepPeaks, estimate: int) -> None:
+    """Stage every file, metrics.json last (it records the peak memory), then commit."""
+    from train.plots import plot_confused_pairs, plot_confusion, plot_history
 
     stage = StagedBundle(out, work)
     dataset = metrics["dataset"]
@@ -228,13 +346,18 @@ def _write_bundle(cfg: TrainConfig, out: Path, work: Path, data: PreparedData, t
     with atomic_path(stage.path(names.KERAS_MODEL)) as tmp:
         model.save(tmp)
     write_json(stage.path(names.SPEC), spec.to_dict())
-    write_json(stage.path(names.METRICS), metrics)
-    write_json(stage.path(names.TRAIN_CONFIG), cfg.to_dict())
+    write_json(stage.path(names.TRAIN_CONFIG), config)
+    assert test.images is not None
     names.save_images(stage.path(names.EVAL_SET), test.images, test.labels)
-    calib = materialize(calibration_sample(data.train, cfg.calib_size, cfg.seed), data.spec,
+    calib = materialize(calibration_sample(data.train, calib_size, seed), data.spec,
                         data.skipped)
+    assert calib.images is not None
     names.save_images(stage.path(names.CALIB_SET), calib.images, calib.labels)
-    plot_confusion(metrics["test"]["confusion_matrix"], spec.labels,
-                   stage.path(names.CONFUSION_PLOT))
+    plot_confusion(test.labels, predicted, spec.labels, stage.path(names.CONFUSION_PLOT))
+    plot_confused_pairs(test.labels, predicted, spec.labels,
+                        stage.path(names.CONFUSED_PAIRS_PLOT))
     plot_history(result.history, stage.path(names.HISTORY_PLOT), result.best_epoch)
+    peaks.mark("bundle")
+    metrics["resources"] = peaks.report(estimate)
+    write_json(stage.path(names.METRICS), metrics)
     stage.commit()

@@ -11,15 +11,12 @@ from pathlib import Path
 
 import numpy as np
 
-from runtime.errors import EdgeCNNError
-from runtime.preprocess import IMAGE_SUFFIXES
+from train.errors import DataError
+from train.scan import Unused, list_class_folders
 
+__all__ = ["ArraySource", "DataError", "FolderSource", "load_source"]
 DIGIT_LABELS = tuple(str(d) for d in range(10))
 KERAS_MNIST_CACHE = Path.home() / ".keras" / "datasets" / "mnist.npz"
-
-
-class DataError(EdgeCNNError):
-    """The requested dataset cannot be found or is unusable."""
 
 
 @dataclass(frozen=True)
@@ -42,6 +39,7 @@ class FolderSource:
     labels: np.ndarray
     label_names: tuple[str, ...]
     framing: str = "none"
+    unused: tuple[Unused, ...] = ()  # files the scan did not use, each with its reason
 
 
 def load_source(data: str) -> ArraySource | FolderSource:
@@ -117,21 +115,7 @@ def load_npz(path: Path, name: str | None = None) -> ArraySource:
 
 
 def scan_folder(root: Path) -> FolderSource:
-    """List images under ``root/<class>/…``; hidden files and other suffixes are ignored."""
-    class_dirs = sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
-    if len(class_dirs) < 2:
-        raise DataError(f"--data {root}: found {len(class_dirs)} class subfolder(s); an image "
-                        "folder needs at least two, one per class (e.g. cats/ and dogs/)")
-    paths: list[str] = []
-    labels: list[int] = []
-    for index, class_dir in enumerate(class_dirs):
-        files = sorted(p for p in class_dir.rglob("*")
-                       if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES
-                       and not p.name.startswith("."))
-        if not files:
-            raise DataError(f"--data {root}: class folder {class_dir.name!r} has no "
-                            f"{'/'.join(s.lstrip('.') for s in IMAGE_SUFFIXES)} images")
-        paths.extend(str(f) for f in files)
-        labels.extend([index] * len(files))
-    return FolderSource(root.name, np.array(paths), np.array(labels, np.int64),
-                        tuple(d.name for d in class_dirs))
+    """Images under ``root/<class>/…`` (see :mod:`train.scan` for what is skipped and why)."""
+    listing = list_class_folders(root)
+    return FolderSource(root.name, np.array(listing.paths), np.array(listing.labels, np.int64),
+                        listing.class_names, unused=tuple(listing.unused))

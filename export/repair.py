@@ -1,0 +1,407 @@
+"""int8 that does not collapse: build, validate, diagnose, and repair when the gate refuses.
+
+A quantized file that fails validation goes up a ladder, cheapest step first, re-validated
+after every variant, stopping at the first step where one passes:
+
+1. calibration: other range methods (entropy, percentiles; ONNX) and every calibration image;
+2. equalization: cross-layer equalization of the Keras weights, then also bias correction
+   (:mod:`export.equalize`); the files stay full-integer;
+3. float fallback: the tensors whose own int8 grid loses the most (the diagnosis) stay float,
+   with the layers around them, as few as needed (onnxruntime ``nodes_to_exclude``,
+   ai-edge-quantizer selective quantization for TFLite);
+4. quantization-aware training (``--qat EPOCHS``), the last resort (:mod:`export.qat`).
+
+Of the variants of a step that pass, the fastest (measured, batch 1) is kept under the
+file's fixed name; the report and the spec inside the file say what was done.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from export import onnx as onnx_format
+from export import tflite as tflite_format
+from export.diagnose import Diagnosis, diagnose_onnx, diagnose_tflite, sample
+from export.layers import layer_of, node_layer
+from export.source import ExportSource
+from export.validate import Check, Reference, keras_reference, validate
+from runtime.errors import first_line
+from runtime.preprocess import to_model_values
+from runtime.spec import ModelSpec
+
+log = logging.getLogger(__name__)
+REPAIR_MODES = ("auto", "off", "always")
+PERCENTILES = (99.99, 99.9)     # onnxruntime's default is 99.999: clip a little, then more
+MAX_FALLBACK = 4                # float islands tried, one more each time
+FUNCTION_ATOL = 1e-4            # an equalized model must give the same probabilities
+LATENCY_RUNS = 300              # batch-1 runs timed per passing variant
+# Ops that carry a quantized tensor through unchanged in range: keeping a tensor in float
+# means keeping float everything from the op that computes it to the ops that use it.
+_ONNX_PASS = {"Relu", "Clip", "LeakyRelu", "MaxPool", "Reshape", "Transpose", "Squeeze",
+              "Unsqueeze", "Flatten", "Identity", "Dropout", "Pad"}
+_TFLITE_PASS = {"RELU", "RELU6", "LEAKY_RELU", "MAX_POOL_2D", "RESHAPE", "SQUEEZE",
+                "TRANSPOSE", "PAD", "PADV2"}
+
+
+@dataclass(frozen=True)
+class Recipe:
+    """How one int8 variant is built."""
+
+    model: str = "original"        # original | equalized | equalized+bias | qat
+    method: str = "minmax"
+    percentile: float | None = None
+    all_images: bool = False
+    keep_float: tuple[str, ...] = ()   # engine names: ONNX nodes or TFLite op outputs
+    float_layers: tuple[str, ...] = ()  # the Keras layers they belong to, for people
+
+    @property
+    def calibration(self) -> str:
+        method = self.method if self.percentile is None else f"percentile {self.percentile:g}"
+        return method + (" on every calibration image" if self.all_images else "")
+
+    def describe(self, notes: dict[str, list[str]]) -> str:
+        """What was done, for the report and the spec: "equalized conv1/conv2; dense kept
+        float"; "none" for a plain file."""
+        parts = []
+        if self.model.startswith("equalized") and notes.get("equalized"):
+            parts.append("equalized " + ", ".join(notes["equalized"]))
+        if self.model == "equalized+bias" and notes.get("bias"):
+            parts.append("bias-corrected " + ", ".join(notes["bias"]))
+        if self.model == "qat":
+            parts.append(f"quantization-aware training, {notes.get('qat', ['?'])[0]} epochs")
+        if self.method != "minmax" or self.all_images or self.percentile is not None:
+            parts.append(f"calibration {self.calibration}")
+        if self.keep_float:
+            parts.append(", ".join(self.float_layers) + " kept float")
+        return "; ".join(parts) or "none"
+
+
+@dataclass
+class Variant:
+    step: str
+    recipe: Recipe
+    path: Path
+    check: Check
+    spec: ModelSpec
+    workdir: Path
+    latency_ms: float | None = None
+    diagnosis: Diagnosis | None = None
+
+    def summary(self, notes: dict[str, list[str]]) -> dict[str, Any]:
+        return {"step": self.step, "variant": self.recipe.describe(notes),
+                "passed": self.check.passed, "accuracy_change_pp": self.check.accuracy_change_pp,
+                "agreement": self.check.agreement, "latency_ms": self.latency_ms}
+
+
+@dataclass
+class Int8Job:
+    """Everything both int8 formats share: built once per export."""
+
+    source: ExportSource
+    graph: Any                       # the converter-friendly Keras model
+    reference: Reference
+    calibration: np.ndarray          # the --calib-samples images
+    scratch: Path
+    atol: float
+    max_drop: float
+    method: str = "minmax"
+    activations: str = "uint8"
+    repair: str = "auto"
+    qat_epochs: int = 0
+    float_onnx: Path | None = None
+    float_tflite: bytes | None = None
+    models: dict[str, Any] = field(default_factory=dict)
+    notes: dict[str, list[str]] = field(default_factory=dict)
+    counter: int = 0
+
+    def check_values(self) -> np.ndarray:
+        return to_model_values(sample(self.source.check.images), self.source.spec)
+
+
+@dataclass
+class Outcome:
+    """The int8 file kept, its check and diagnosis, and what the ladder did."""
+
+    variant: Variant
+    record: dict[str, Any]
+
+
+def build_int8(job: Int8Job, fmt: str, name: str) -> Outcome:
+    """Build ``name`` plainly; repair it if it fails (or always, on request)."""
+    plain = _build(job, fmt, "plain", Recipe(method=job.method))
+    _diagnose(job, fmt, plain)
+    record: dict[str, Any] = {"repair": job.repair, "before": plain.summary(job.notes),
+                              "diagnosis": plain.diagnosis.to_dict()}  # type: ignore[union-attr]
+    if (job.repair == "off" and not job.qat_epochs) or \
+            (plain.check.passed and job.repair != "always"):
+        record.update(applied="none", steps=[])
+        return Outcome(plain, record)
+    log.info("      repairing %s: worst layers %s", name,
+             plain.diagnosis.summary())  # type: ignore[union-attr]
+    tried: list[Variant] = [plain]
+    kept = None
+    for step, variants in _ladder(job, fmt, tried):
+        passing = []
+        for variant in variants:
+            tried.append(variant)
+            mark = "[✓]" if variant.check.passed else "[x]"
+            log.info("      %s %s: %s: %s", mark, step, variant.recipe.describe(job.notes),
+                     variant.check.detail)
+            if variant.check.passed:
+                passing.append(variant)
+        if passing:
+            kept = _fastest(passing + ([plain] if plain.check.passed else []))
+            break
+    kept = kept or max(tried, key=lambda v: (v.check.agreement, v.check.accuracy or 0))
+    if kept is not plain:
+        _diagnose(job, fmt, kept)
+    record.update(applied=kept.recipe.describe(job.notes) if kept is not plain else "none",
+                  steps=[v.summary(job.notes) for v in tried[1:]],
+                  diagnosis=kept.diagnosis.to_dict())  # type: ignore[union-attr]
+    if kept is not plain:
+        record["diagnosis_before"] = plain.diagnosis.to_dict()  # type: ignore[union-attr]
+    return Outcome(kept, record)
+
+
+def _ladder(job: Int8Job, fmt: str, tried: list[Variant]) -> Iterator[tuple[str, Iterator]]:
+    """(step, variants) in cost order; variants are built lazily, as the loop asks.
+    ``--repair off`` leaves post-training repair out; ``--qat`` still runs."""
+    if job.repair == "off":
+        yield "qat", (_build(job, fmt, "qat", Recipe(model="qat", method=job.method))
+                      for _ in range(1))
+        return
+    yield "calibration", (_build(job, fmt, "calibration", r) for r in _calibrations(job, fmt))
+    yield "equalization", (_build(job, fmt, "equalization", Recipe(model=m, method=job.method))
+                           for m in ("equalized", "equalized+bias") if _model(job, m) is not None)
+    yield "float fallback", _fallbacks(job, fmt, tried)
+    if job.qat_epochs > 0:
+        yield "qat", (_build(job, fmt, "qat", Recipe(model="qat", method=job.method))
+                      for _ in range(1) if _model(job, "qat") is not None)
+
+
+def _calibrations(job: Int8Job, fmt: str) -> list[Recipe]:
+    more = len(job.source.calibration) > len(job.calibration)
+    recipes = []
+    if fmt == "onnx":
+        recipes += [Recipe(method="entropy")] * (job.method != "entropy")
+        recipes += [Recipe(method="percentile", percentile=p) for p in PERCENTILES]
+    if more:
+        recipes.append(Recipe(method=job.method, all_images=True))
+    return recipes
+
+
+def _fallbacks(job: Int8Job, fmt: str, tried: list[Variant]) -> Iterator[Variant]:
+    """Keep the worst tensors' islands float, one more each time, on the best variant so far."""
+    base = max(tried, key=lambda v: (v.check.agreement, v.check.accuracy or 0))
+    diagnosis = _diagnose(job, fmt, base)
+    graph = _onnx_nodes(base.workdir / "pre.onnx") if fmt == "onnx" else \
+        _tflite_nodes(_float_tflite(job, base.recipe.model))
+    passthrough = _ONNX_PASS if fmt == "onnx" else _TFLITE_PASS
+    known = [layer.name for layer in job.graph.layers]
+    keep: list[str] = []
+    tries = 0
+    for error in diagnosis.worst(len(diagnosis.layers)):
+        if tries >= MAX_FALLBACK:
+            return
+        island = _island(graph, error.tensor, passthrough)
+        new = [n for n in island if n not in keep]
+        if not new:
+            continue
+        keep += new
+        tries += 1
+        layers = [(node_layer(n) if fmt == "onnx" else layer_of(n, known)) or n for n in keep]
+        recipe = replace(base.recipe, keep_float=tuple(keep),
+                         float_layers=tuple(dict.fromkeys(layers)))
+        yield _build(job, fmt, "float fallback", recipe)
+
+
+def _build(job: Int8Job, fmt: str, step: str, recipe: Recipe) -> Variant:
+    job.counter += 1
+    workdir = job.scratch / f"int8-{fmt}-{job.counter}"
+    workdir.mkdir(parents=True)
+    name = "model.int8.onnx" if fmt == "onnx" else "model.int8.tflite"
+    path = workdir / name
+    source = job.source
+    images = source.calibration.images if recipe.all_images else job.calibration
+    spec = source.spec.replace(quantization={"calibration": recipe.calibration,
+                                             "repair": recipe.describe(job.notes)})
+    model = _model(job, recipe.model)
+    if fmt == "onnx":
+        float_path = job.float_onnx if recipe.model == "original" else \
+            _float_onnx(job, recipe.model)
+        file_spec = onnx_format.export_int8(
+            float_path, spec, path, images, recipe.method, job.activations,  # type: ignore
+            percentile=recipe.percentile, exclude=recipe.keep_float, workdir=workdir)
+    elif recipe.keep_float:
+        data, file_spec = tflite_format.selective_int8(_float_tflite(job, recipe.model), spec,
+                                                       images, list(recipe.keep_float))
+        tflite_format.save(data, path)
+    else:
+        data, file_spec = tflite_format.convert(model, spec, "int8", images)
+        tflite_format.save(data, path)
+    check = validate(path, fmt, "int8", job.reference, source.check.images, atol=job.atol,
+                     max_drop=job.max_drop)
+    return Variant(step, recipe, path, check, file_spec, workdir)
+
+
+def _diagnose(job: Int8Job, fmt: str, variant: Variant) -> Diagnosis:
+    if variant.diagnosis is not None:
+        return variant.diagnosis
+    try:
+        values = job.check_values()
+        if fmt == "onnx":
+            variant.diagnosis = diagnose_onnx(variant.path.name, variant.workdir / "pre.onnx",
+                                              variant.workdir / "qdq.onnx", values)
+        else:
+            variant.diagnosis = diagnose_tflite(
+                variant.path.name, _float_tflite(job, variant.recipe.model),
+                variant.path.read_bytes(), values, [layer.name for layer in job.graph.layers])
+    except Exception as exc:  # a diagnosis must never cost the user the file itself
+        log.warning("      could not diagnose %s: %s", variant.path.name, first_line(exc))
+        variant.diagnosis = Diagnosis(variant.path.name, fmt, 0, [], error=first_line(exc))
+    return variant.diagnosis
+
+
+def _model(job: Int8Job, kind: str) -> Any | None:
+    """The Keras model a recipe quantizes; None when that kind changes nothing here."""
+    if kind == "original":
+        return job.graph
+    if kind not in job.models:
+        job.models[kind] = _make_model(job, kind)
+    return job.models[kind]
+
+
+def _make_model(job: Int8Job, kind: str) -> Any | None:
+    from export.equalize import clone, correct_bias, equalize
+
+    if kind == "qat":
+        from export.qat import fine_tune
+
+        model, epochs = fine_tune(job.source, job.graph, job.qat_epochs, job.calibration)
+        job.notes["qat"] = [str(epochs)]
+        return model
+    base = (_model(job, "equalized") or job.graph) if kind == "equalized+bias" else job.graph
+    copy = clone(base)
+    if copy is None:
+        return None
+    if kind == "equalized":
+        pairs = equalize(copy)
+        job.notes["equalized"] = pairs
+        if not pairs:
+            return None
+        probs = keras_reference(copy, job.source.spec, job.source.check.images, None).probs
+        if float(np.abs(probs - job.reference.probs).max()) > FUNCTION_ATOL:
+            log.warning("equalization changed the model's answers; not using it")
+            return None
+        return copy
+    corrected = correct_bias(copy, to_model_values(sample(job.calibration, 256), job.source.spec))
+    job.notes["bias"] = corrected
+    return copy if corrected else None
+
+
+def _float_onnx(job: Int8Job, kind: str) -> Path:
+    path = job.scratch / f"float-{kind}.onnx"
+    if not path.exists():
+        onnx_format.export_float(_model(job, kind), job.source.spec, path)
+    return path
+
+
+def _float_tflite(job: Int8Job, kind: str) -> bytes:
+    if kind == "original" and job.float_tflite is not None:
+        return job.float_tflite
+    key = f"tflite:{kind}"
+    if key not in job.models:
+        job.models[key] = tflite_format.convert(_model(job, kind), job.source.spec, "float32")[0]
+    return job.models[key]
+
+
+def _fastest(variants: list[Variant]) -> Variant:
+    if len(variants) == 1:
+        return variants[0]
+    for variant in variants:
+        variant.latency_ms = measure_latency(variant.path)
+    return min(variants, key=lambda v: v.latency_ms or 0.0)
+
+
+def measure_latency(path: Path, runs: int = LATENCY_RUNS) -> float:
+    """Median batch-1 engine time in ms, one thread: the user's per-frame cost."""
+    import runtime
+
+    classifier = runtime.load(path, threads=1)
+    pixels = np.zeros((1, *classifier.spec.input_shape), np.uint8)
+    batch = classifier.encode(pixels)
+    for _ in range(10):
+        classifier.backend.run(batch)
+    times = []
+    for _ in range(runs):
+        started = time.perf_counter()
+        classifier.backend.run(batch)
+        times.append(time.perf_counter() - started)
+    return round(float(np.median(times)) * 1e3, 4)
+
+
+# --- float islands --------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class _Node:
+    name: str
+    op: str
+    inputs: tuple[str, ...]
+    outputs: tuple[str, ...]
+
+
+def _onnx_nodes(path: Path) -> list[_Node]:
+    import onnx
+
+    graph = onnx.load(str(path)).graph
+    return [_Node(n.name, n.op_type, tuple(n.input), tuple(n.output)) for n in graph.node]
+
+
+def _tflite_nodes(model: bytes) -> list[_Node]:
+    """TFLite ops named by their first output tensor (what ai-edge-quantizer matches)."""
+    from ai_edge_litert.interpreter import Interpreter, OpResolverType
+
+    interpreter = Interpreter(
+        model_content=model,
+        experimental_op_resolver_type=OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES)
+    interpreter.allocate_tensors()
+
+    def names(indices: Any) -> tuple[str, ...]:
+        return tuple(interpreter._get_tensor_details(int(i), 0)["name"] for i in indices if i >= 0)
+
+    nodes = []
+    for op in interpreter._get_ops_details():
+        outputs = names(op["outputs"])
+        nodes.append(_Node(outputs[0] if outputs else op["op_name"], op["op_name"],
+                           names(op["inputs"]), outputs))
+    return nodes
+
+
+def _island(nodes: list[_Node], tensor: str, passthrough: set[str]) -> list[str]:
+    """The nodes that must run in float for ``tensor`` to stay float: back through
+    pass-through ops to the op that computes it, forward to the ops that compute with it."""
+    producers = {out: node for node in nodes for out in node.outputs}
+    island: list[str] = []
+    current = producers.get(tensor)
+    while current is not None:
+        island.insert(0, current.name)
+        if current.op not in passthrough or not current.inputs:
+            break
+        current = producers.get(current.inputs[0])
+    frontier = [tensor]
+    while frontier:
+        name = frontier.pop()
+        for node in nodes:
+            if name in node.inputs and node.name not in island:
+                island.append(node.name)
+                if node.op in passthrough:
+                    frontier.extend(node.outputs)
+    return island
+

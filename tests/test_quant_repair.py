@@ -1,0 +1,212 @@
+"""int8 diagnosis and repair: equalization and BatchNorm folding keep the function, the
+int8 ONNX declares only the domains it uses, entropy calibration changes the ranges, and an
+outlier-channel model whose plain int8 collapses exports passing full-integer files."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import runtime
+from runtime.bundle import load_images
+
+RNG = np.random.default_rng(0)
+OUTLIER_CHANNELS = {3: 1000.0, 11: 600.0, 20: 1000.0}  # first-conv filter → scale factor
+
+
+def _small_functional(outlier: bool):
+    """Conv → BN → ReLU → depthwise → BN → ReLU → pool → conv → GAP → Dense logits."""
+    import keras
+    from keras import layers
+
+    keras.utils.set_random_seed(1)
+    inputs = keras.Input((12, 12, 3))
+    x = layers.Conv2D(8, 3, padding="same", use_bias=False)(inputs)
+    x = layers.BatchNormalization()(x)
+    x = layers.ReLU()(x)
+    x = layers.DepthwiseConv2D(3, padding="same", depth_multiplier=2)(x)
+    x = layers.BatchNormalization()(x)
+    x = layers.ReLU()(x)
+    x = layers.MaxPooling2D()(x)
+    x = layers.Conv2D(6, 1, activation="relu")(x)
+    x = layers.GlobalAveragePooling2D()(x)
+    model = keras.Model(inputs, layers.Dense(4)(x))
+    for layer in model.layers:  # non-trivial BatchNorm statistics
+        if isinstance(layer, layers.BatchNormalization):
+            n = len(layer.get_weights()[0])
+            scale = np.where(np.arange(n) == 1, 50.0, 1.0) if outlier else np.ones(n)
+            layer.set_weights([RNG.uniform(0.5, 2, n) * scale, RNG.normal(0, 0.3, n),
+                               RNG.normal(0, 0.3, n), RNG.uniform(0.5, 2, n)])
+    return model
+
+
+def test_equalization_keeps_the_function_and_evens_the_ranges() -> None:
+    from export.equalize import _output_ranges, clone, equalize, find_pairs, fold_batchnorm
+
+    model = _small_functional(outlier=True)
+    images = RNG.uniform(0, 1, (16, 12, 12, 3)).astype(np.float32)
+    copy = clone(model)
+    pairs = [p.name for p in find_pairs(copy)]
+    assert len(pairs) == 3, pairs  # conv/depthwise, depthwise/conv (BN, pool), conv/dense (GAP)
+    assert equalize(copy) == pairs
+    np.testing.assert_allclose(copy(images), model(images), rtol=1e-4, atol=1e-5)
+    spread = []  # of the per-channel ranges converters see: BatchNorm folded in
+    for version in (model, copy):
+        folded = fold_batchnorm(version)
+        depthwise = next(layer for layer in folded.layers if "depthwise" in layer.name)
+        spread.append(np.ptp(np.log(_output_ranges(depthwise))))
+    assert spread[1] < spread[0] - np.log(5), spread  # the 50x outlier channel is evened out
+
+
+def test_batchnorm_folding_keeps_the_function() -> None:
+    import keras
+
+    from export.equalize import fold_batchnorm
+
+    model = _small_functional(outlier=False)
+    folded = fold_batchnorm(model)
+    assert not any(isinstance(layer, keras.layers.BatchNormalization) for layer in folded.layers)
+    images = RNG.uniform(0, 1, (8, 12, 12, 3)).astype(np.float32)
+    np.testing.assert_allclose(folded(images), model(images), rtol=1e-4, atol=1e-5)
+
+
+def test_bias_correction_removes_the_expected_int8_weight_error() -> None:
+    from export.equalize import _int8, clone, correct_bias
+
+    model = _small_functional(outlier=False)
+    images = RNG.uniform(0, 1, (32, 12, 12, 3)).astype(np.float32)
+    corrected = clone(model)
+    assert correct_bias(corrected, images)
+    quantized = [clone(m) for m in (model, corrected)]
+    for copy in quantized:  # int8 weights, float everything else
+        for layer in copy.layers:
+            if hasattr(layer, "kernel"):
+                weights = layer.get_weights()
+                weights[0] = _int8(weights[0], layer)
+                layer.set_weights(weights)
+    reference = np.asarray(model(images))
+    bias_before = abs(float(np.mean(np.asarray(quantized[0](images)) - reference)))
+    bias_after = abs(float(np.mean(np.asarray(quantized[1](images)) - reference)))
+    assert bias_after <= bias_before + 1e-6
+
+
+def test_sqnr_figures() -> None:
+    from export.diagnose import MAX_DB, channel_sqnr_db, sqnr_db
+
+    x = RNG.normal(size=(64, 8))
+    assert sqnr_db(x, x) == MAX_DB
+    assert sqnr_db(x, x * 1.1) == pytest.approx(20.0, abs=0.01)
+    x[:, 0] *= 1000  # an outlier channel hides the others' noise from the tensor SQNR
+    noisy = x + np.r_[0.0, [0.5] * 7] * RNG.normal(size=x.shape)
+    assert sqnr_db(x, noisy) > 40 and channel_sqnr_db(x, noisy, axis=-1) < 10
+
+
+def test_int8_onnx_declares_only_used_domains() -> None:
+    from onnx import TensorProto, helper
+
+    from export.onnx import declare_used_domains
+
+    node = helper.make_node("Relu", ["x"], ["y"])
+    graph = helper.make_graph([node], "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT,
+                                                                          [1, 2])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 2])])
+    model = helper.make_model(graph, opset_imports=[
+        helper.make_opsetid("", 17), helper.make_opsetid("ai.onnx.training", 1),
+        helper.make_opsetid("com.microsoft.nchwc", 1), helper.make_opsetid("org.pytorch.aten", 1)])
+    declare_used_domains(model)
+    assert [o.domain for o in model.opset_import] == [""]
+
+
+def test_entropy_calibration_changes_the_ranges(tmp_path: Path) -> None:
+    """onnxruntime's own entropy calibrator (128/128 bins) returned the min/max range."""
+    import onnx
+    from onnx import TensorProto, helper
+
+    from export.onnx import calibrated_ranges
+
+    node = helper.make_node("Relu", ["x"], ["y"])
+    graph = helper.make_graph([node], "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT,
+                                                                          ["n", 64])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["n", 64])])
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)],
+                                ir_version=8), str(tmp_path / "relu.onnx"))
+    values = RNG.standard_t(3, size=(200, 64)).astype(np.float32)  # heavy tails
+    ranges = calibrated_ranges(tmp_path / "relu.onnx", "x", values)
+    high = float(ranges["y"][0]["rmax"])
+    assert 0 < high < 0.5 * values.max()
+
+
+def _outlier_bundle(trained_bundle: Path, folder: Path) -> Path:
+    """The trained model with outlier first-conv filters, exactly the same function."""
+    import keras
+
+    bundle = folder / "outlier"
+    shutil.copytree(trained_bundle, bundle)
+    model = keras.models.load_model(bundle / "model.keras")
+    images, _ = load_images(bundle / "eval.npz")
+    before = model.predict(images.astype(np.float32), verbose=0)
+    conv1, conv2 = model.get_layer("conv1"), model.get_layer("conv2")
+    (w1, b1), (w2, b2) = conv1.get_weights(), conv2.get_weights()
+    for channel, factor in OUTLIER_CHANNELS.items():  # ReLU and max-pool commute with it
+        w1[..., channel] *= factor
+        b1[channel] *= factor
+        w2[:, :, channel, :] /= factor
+    conv1.set_weights([w1, b1])
+    conv2.set_weights([w2, b2])
+    after = model.predict(images.astype(np.float32), verbose=0)
+    assert np.abs(after - before).max() < 1e-4
+    model.save(bundle / "model.keras")
+    return bundle
+
+
+@pytest.mark.slow
+def test_outlier_channels_collapse_plain_int8_and_repair_restores_it(trained_bundle: Path,
+                                                                     tmp_path: Path) -> None:
+    import onnx
+
+    from export.__main__ import main
+
+    bundle = _outlier_bundle(trained_bundle, tmp_path)
+    assert main(["--bundle", str(bundle), "--int8", "--repair", "off"]) == 1
+    plain = json.loads((bundle / "export_report.json").read_text())
+    drops = {f["file"]: f["accuracy_change_pp"] for f in plain["files"] if "int8" in f["file"]}
+    assert len(drops) == 2 and all(d <= -20 for d in drops.values()), drops
+    for record in plain["quantization"].values():  # the diagnosis names the first conv
+        worst = min(record["diagnosis"]["layers"], key=lambda e: e["local_sqnr_db"])
+        assert worst["layer"] == "conv1", worst
+
+    assert main(["--bundle", str(bundle), "--int8"]) == 0
+    report = json.loads((bundle / "export_report.json").read_text())
+    assert report["all_passed"] and (bundle / "quant_layers.png").is_file()
+    images, _ = load_images(bundle / "eval.npz")
+    for name in ("model.int8.onnx", "model.int8.tflite"):
+        check = next(f for f in report["files"] if f["file"] == name)
+        assert check["accuracy_change_pp"] >= -1 and check["agreement"] >= 0.99, check
+        record = report["quantization"][name]
+        assert "equalized conv1/conv2" in record["applied"], record["applied"]
+        assert "kept float" not in record["applied"]
+        assert record["diagnosis"]["layers"] and record["diagnosis_before"]["layers"]
+        classifier = runtime.load(bundle / name)
+        assert classifier.backend.input_dtype in (np.int8, np.uint8)  # full integer
+        assert classifier.backend.output_dtype in (np.int8, np.uint8)
+        assert "equalized" in classifier.spec.quantization["repair"]
+        assert classifier.predict(images[0])[0].label in classifier.labels
+    model = onnx.load(str(bundle / "model.int8.onnx"))
+    assert {o.domain for o in model.opset_import} == {n.domain for n in model.graph.node} | {""}
+
+
+def test_default_model_needs_no_repair(exported_bundle: Path) -> None:
+    report = json.loads((exported_bundle / "export_report.json").read_text())
+    records = report["quantization"]
+    assert set(records) == {"model.int8.onnx", "model.int8.tflite"}
+    for record in records.values():
+        assert record["applied"] == "none" and record["steps"] == []
+        assert len(record["diagnosis"]["layers"]) >= 5  # every quantized layer measured
+        assert all(e["sqnr_db"] > 10 for e in record["diagnosis"]["layers"])
+    assert (exported_bundle / "quant_layers.png").is_file()
+    spec = runtime.load(exported_bundle / "model.int8.tflite").spec
+    assert spec.quantization == {"calibration": "minmax", "repair": "none"}
