@@ -111,7 +111,15 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    return run_cli("emulate", lambda: run(args))
+    return run_cli("emulate", lambda: _run_reporting_failures(args))
+
+
+def _run_reporting_failures(args: argparse.Namespace) -> int:
+    try:
+        return run(args)
+    except subprocess.CalledProcessError as exc:  # its own output is above, on the terminal
+        raise RunFailed(f"{Path(exc.cmd[0]).name} {' '.join(map(str, exc.cmd[1:6]))} … "
+                        f"exited {exc.returncode}") from None
 
 
 def run(args: argparse.Namespace) -> int:
@@ -236,8 +244,9 @@ def ensure_site(cache: Path, target: Target, suite: str, rootfs: Path, qemu: str
         return site
     wheels = download(device, target.machine, python, cache / f"wheels-{key}" / "device",
                       glibc_minor, deps=target.pip_deps)
-    wheels += download(TEST_TOOLS, target.machine, python, cache / f"wheels-{key}" / "tests",
-                       glibc_minor)
+    wheels += [w for w in download(TEST_TOOLS, target.machine, python,
+                                   cache / f"wheels-{key}" / "tests", glibc_minor)
+               if w.name not in {d.name for d in wheels}]  # packaging: needed by both
     print(f"   {len(wheels)} {target.machine} wheels: "
           f"{', '.join(w.name.split('-')[0] for w in wheels)}")
     shutil.rmtree(site, ignore_errors=True)
