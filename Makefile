@@ -6,7 +6,7 @@ PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 BUNDLE ?= artifacts
 
-.PHONY: setup demo test test-aarch64 lint clean
+.PHONY: setup demo test test-fast test-aarch64 lint clean
 
 setup: $(STAMP)
 
@@ -25,6 +25,10 @@ demo: setup
 
 test: setup
 	$(PY) -m pytest
+
+# Every test that needs no training, export or TensorFlow (tests/conftest.py): under a minute.
+test-fast: setup
+	$(PY) -m pytest -m "not slow"
 
 # Not part of `make test`: the runtime tests under emulated Debian 12 arm64 with the runtime
 # extra's aarch64 wheels (needs root for apt-get and debootstrap; set-up cached in ~/.cache).

@@ -50,7 +50,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _benchmark(args: argparse.Namespace) -> int:
-    setup_logging()
+    setup_logging("benchmarks")
     started = time.perf_counter()
     settings = _settings(args)
     from benchmarks import coldstart, environment, measure, pipeline, report
@@ -71,33 +71,34 @@ def _benchmark(args: argparse.Namespace) -> int:
 
     cold = coldstart.measure(models, images[0], args.threads, settings.repeats)
 
-    variants = [measure.runtime_variant(path, args.threads) for path in files]
+    candidates = [measure.runtime_candidate(path, args.threads) for path in files]
     keras_threads = keras_call = None
     if not skipped:
-        from benchmarks.keras_ref import KerasReference, load_keras
+        from benchmarks.keras_ref import KerasReference
+        from export.source import load_keras
         from train.tf_env import import_tensorflow
 
         # Only now: the parent stays light while the cold-start children run.
         keras_threads = import_tensorflow(args.threads)
         keras_model = KerasReference(load_keras(keras_path), spec)
         keras_call = keras_model.choose(images[:1])
-        variants.insert(0, measure.keras_variant(keras_path, keras_model))
+        candidates.insert(0, measure.keras_candidate(keras_path, keras_model))
         notes.append(f"Keras reference latency uses the {keras_call} call (faster in a "
                      f"trial: {_trial(keras_model.trial_us)}); its input is converted from "
                      "uint8 inside the timed call, like the runtime's.")
-        reference = variants[0]
+        reference = candidates[0]
     else:
-        reference = _fallback_reference(variants)
+        reference = _fallback_reference(candidates)
         notes.append(f"Accuracy is vs the labels only; change, agreement and speed-up are vs "
                      f"{reference.file} ({reference.precision} {reference.backend}) instead.")
-    measure.accuracy(variants, images, labels, reference)
-    measure.hot_path(variants, images, settings)
+    measure.accuracy(candidates, images, labels, reference)
+    measure.hot_path(candidates, images, settings)
 
-    rows = [_row(v, reference, cold.get(v.file, {})) for v in variants]
+    rows = [_row(v, reference, cold.get(v.file, {})) for v in candidates]
     best = best_file(rows)
     pipe = None
     if best is not None:
-        classifier = next(v.classifier for v in variants if v.file == best)
+        classifier = next(v.classifier for v in candidates if v.file == best)
         pipe = pipeline.measure(classifier, images, labels, settings.frames, settings.rounds)
     notes += _cold_notes(rows)
     env["load_average_end"] = environment.load_average()
@@ -127,7 +128,7 @@ def _benchmark(args: argparse.Namespace) -> int:
     if result["peak_rss_mb"] is not None:
         print(f"peak memory of this benchmark process: {result['peak_rss_mb']:.0f} MB")
     print(f"wrote {out}, {out.with_suffix('.md').name}"
-          + (f", {png.name}" if png else " (no .png: pip install matplotlib)")
+          + (f", {png.name}" if png else f" ({report.NO_PNG})")
           + f" in {result['seconds']:.0f} s")
     failed = any(r.get("cold_start", {}).get("errors") for r in rows)
     return EXIT_FAILED if failed else EXIT_OK
@@ -158,9 +159,9 @@ def best_file(rows: list[dict[str, Any]]) -> str | None:
 def method(settings: Any, threads: int, keras_threads: str | None, images: int) -> list[str]:
     return [
         f"Accuracy and top-1 agreement on all {images} images of eval.npz (held-out test split).",
-        f"Warm-up: {settings.warmup} untimed batch-1 calls per variant (and a few batches).",
-        f"Interleaved: {settings.rounds} rounds, each timing every variant once, starting one "
-        "variant later each round; figures are medians over rounds of each round's "
+        f"Warm-up: {settings.warmup} untimed batch-1 calls per candidate (and a few batches).",
+        f"Interleaved: {settings.rounds} rounds, each timing every candidate once, starting one "
+        "candidate later each round; figures are medians over rounds of each round's "
         "percentiles.",
         f"Batch-1 latency: Classifier.probabilities(pixels[None]) on prepared uint8 eval images "
         f"({settings.inputs} distinct, cycled), {settings.iterations} calls per round, "
@@ -207,10 +208,13 @@ def _keras_skipped(no_keras: bool, keras_path: Path) -> str | None:
     return None
 
 
-def _fallback_reference(variants: list[Any]) -> Any:
+def _fallback_reference(candidates: list[Any]) -> Any:
     """Without Keras: the float32 ONNX file, else any float32 file, else the first."""
-    return next((v for v in variants if v.file == "model.onnx"), None) or \
-        next((v for v in variants if v.precision == "float32"), variants[0])
+    from runtime.bundle import EXPORT_NAMES
+
+    float_onnx = EXPORT_NAMES[("onnx", "float32")]
+    return next((v for v in candidates if v.file == float_onnx), None) or \
+        next((v for v in candidates if v.precision == "float32"), candidates[0])
 
 
 def _cold_notes(rows: list[dict[str, Any]]) -> list[str]:

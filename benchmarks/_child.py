@@ -28,16 +28,16 @@ def main(argv: list[str] | None = None) -> int:
     keras_model = args.model.endswith(".keras")
     record = {"startup_ms": (STARTED_NS - args.spawned_ns) / 1e6}
 
+    from pathlib import Path
+
     mark = started_imports = time.perf_counter()
     if keras_model:
-        from benchmarks.keras_ref import load_keras
+        from export.source import load_keras
         from runtime.preprocess import to_model_values
         from train.tf_env import import_tensorflow
 
         import_tensorflow(args.threads)
     else:
-        from pathlib import Path
-
         import runtime
         record["import_runtime_ms"], mark = (time.perf_counter() - mark) * 1e3, \
             time.perf_counter()
@@ -50,7 +50,7 @@ def main(argv: list[str] | None = None) -> int:
     mark = time.perf_counter()
 
     if keras_model:
-        model = load_keras(args.model)
+        model = load_keras(Path(args.model))
     else:
         classifier = runtime.load(Path(args.model), threads=args.threads)
     record["load_ms"] = (time.perf_counter() - mark) * 1e3

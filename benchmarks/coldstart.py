@@ -31,8 +31,7 @@ PHASES = ("startup_ms", "import_ms", "import_runtime_ms", "import_engine_ms", "l
 
 def run_child(model: Path, image_file: Path, threads: int | None) -> dict[str, Any]:
     """One fresh process: its phase times and peak RSS, or ``{"error": …}``."""
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join(
-        p for p in (str(PACKAGE_ROOT), os.environ.get("PYTHONPATH")) if p)}
+    env = child_env()
     command = [sys.executable, "-m", "benchmarks._child", "--model", str(model),
                "--image", str(image_file)]
     if threads is not None:
@@ -52,6 +51,12 @@ def run_child(model: Path, image_file: Path, threads: int | None) -> dict[str, A
     if record.get("maxrss") is not None:
         record["peak_rss_mb"] = rss_megabytes(record["maxrss"], record.get("platform", ""))
     return record
+
+
+def child_env(**extra: str) -> dict[str, str]:
+    """This environment, with our packages importable by ``python -m`` from any folder."""
+    path = os.pathsep.join(p for p in (str(PACKAGE_ROOT), os.environ.get("PYTHONPATH")) if p)
+    return {**os.environ, "PYTHONPATH": path, **extra}
 
 
 def parse_child_output(stdout: str) -> dict[str, Any] | None:

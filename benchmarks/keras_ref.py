@@ -1,40 +1,29 @@
 """The Keras model as the reference row: loaded with TensorFlow, called the fastest honest way.
 
 Imported only when TensorFlow is installed; on a device with just the runtime extra the
-benchmark runs without this row. The reference pays what a Keras user pays per image: uint8
-pixels → float values → the model → a numpy array.
+benchmark runs without this row. The model is loaded, and its probabilities computed, by
+export's own code (``export.source.load_keras``, ``export.validate.keras_reference``).
+The reference pays what a Keras user pays per image: uint8 pixels → float values → the
+model → a numpy array.
 """
 
 from __future__ import annotations
 
-import importlib.util
 import time
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from runtime.classifier import softmax
+from runtime.optional import installed
 from runtime.preprocess import to_model_values
-from runtime.quiet import native_stderr_silenced
 from runtime.spec import ModelSpec
 
 TRIAL_CALLS = 30  # per call style when choosing between eager and tf.function
 
 
 def tensorflow_available() -> bool:
-    try:
-        return all(importlib.util.find_spec(name) is not None for name in ("tensorflow", "keras"))
-    except (ImportError, ValueError):  # a module set to None in sys.modules: treat as absent
-        return False
-
-
-def load_keras(path: Path) -> Any:
-    import keras
-
-    with native_stderr_silenced():
-        return keras.models.load_model(path, compile=False)
+    return installed("tensorflow") and installed("keras")
 
 
 class KerasReference:
@@ -74,5 +63,7 @@ class KerasReference:
         return np.asarray(self.calls[self.call_name](values))
 
     def probabilities(self, pixels: np.ndarray) -> np.ndarray:
-        out = self.engine(self.engine_input(pixels)).astype(np.float32, copy=False)
-        return softmax(out) if self.spec.output == "logits" else out
+        """Export's reference path: the probabilities every exported file was checked against."""
+        from export.validate import keras_reference
+
+        return keras_reference(self.model, self.spec, pixels, None).probs

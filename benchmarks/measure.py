@@ -4,7 +4,7 @@ Batch-1 latency times what a caller pays per image holding prepared uint8 pixels
 ``Classifier.probabilities(pixels[None])``; the raw engine call (``backend.run`` on an input
 already quantized and cast) alternates with it call for call, so the runtime's own overhead
 shows as a paired difference. Each
-round times every variant once, in a rotating order; a round yields its percentiles and the
+round times every candidate once, in a rotating order; a round yields its percentiles and the
 report gives the median over rounds.
 """
 
@@ -31,9 +31,9 @@ log = logging.getLogger(__name__)
 @dataclass(frozen=True)
 class Settings:
     rounds: int          # interleaved rounds; figures are medians over rounds
-    iterations: int      # batch-1 calls per variant per round (Classifier and engine each)
-    batches: int         # batch calls per variant per round, for throughput
-    warmup: int          # untimed batch-1 calls per variant before the first round
+    iterations: int      # batch-1 calls per candidate per round (Classifier and engine each)
+    batches: int         # batch calls per candidate per round, for throughput
+    warmup: int          # untimed batch-1 calls per candidate before the first round
     repeats: int         # fresh processes per model for cold start and peak memory
     frames: int          # 640×480 frames per round for the pipeline figure
     batch: int = 64      # throughput batch size
@@ -47,7 +47,7 @@ MODES = {
 
 
 @dataclass
-class Variant:
+class Candidate:
     """One thing to measure: an exported file through the runtime, or the Keras reference."""
 
     file: str
@@ -65,15 +65,15 @@ class Variant:
         return self.path.stat().st_size
 
 
-def runtime_variant(path: Path, threads: int | None) -> Variant:
+def runtime_candidate(path: Path, threads: int | None) -> Candidate:
     classifier = runtime.load(path, threads=threads)
-    return Variant(path.name, classifier.backend.name, classifier.spec.precision, path,
+    return Candidate(path.name, classifier.backend.name, classifier.spec.precision, path,
                    classifier.probabilities, classifier.backend.run,
                    lambda pixels: model_input(classifier, pixels), classifier)
 
 
-def keras_variant(path: Path, reference: Any) -> Variant:
-    return Variant(path.name, "keras", "float32", path, reference.probabilities,
+def keras_candidate(path: Path, reference: Any) -> Candidate:
+    return Candidate(path.name, "keras", "float32", path, reference.probabilities,
                    reference.engine, reference.engine_input)
 
 
@@ -82,8 +82,8 @@ def model_input(classifier: Classifier, pixels: np.ndarray) -> np.ndarray:
     return np.ascontiguousarray(classifier.encode(pixels))
 
 
-def predict_all(variant: Variant, images: np.ndarray, chunk: int = 256) -> np.ndarray:
-    return np.concatenate([variant.probabilities(images[i:i + chunk])
+def predict_all(candidate: Candidate, images: np.ndarray, chunk: int = 256) -> np.ndarray:
+    return np.concatenate([candidate.probabilities(images[i:i + chunk])
                            for i in range(0, len(images), chunk)])
 
 
@@ -135,26 +135,26 @@ def batch_of(images: np.ndarray, size: int) -> np.ndarray:
     return np.ascontiguousarray(np.concatenate([images] * reps)[:size])
 
 
-def hot_path(variants: Sequence[Variant], images: np.ndarray, settings: Settings,
+def hot_path(candidates: Sequence[Candidate], images: np.ndarray, settings: Settings,
              progress: Callable[[str], None] = log.info) -> None:
-    """Warm up, then interleaved rounds; fills ``variant.results`` with medians of rounds."""
+    """Warm up, then interleaved rounds; fills ``candidate.results`` with medians of rounds."""
     singles = [images[i][None] for i in range(min(settings.inputs, len(images)))]
     batch = batch_of(images, settings.batch)
     prepared = {v.file: ([v.engine_input(x) for x in singles], v.engine_input(batch))
-                for v in variants}
-    progress(f"warm-up: {settings.warmup} calls per variant, then {settings.rounds} rounds of "
+                for v in candidates}
+    progress(f"warm-up: {settings.warmup} calls per candidate, then {settings.rounds} rounds of "
              f"{settings.iterations} batch-1 calls (Classifier and engine) and "
              f"{settings.batches} batches of {settings.batch}")
-    for v in variants:
+    for v in candidates:
         time_paired([(v.probabilities, singles), (v.engine, prepared[v.file][0])],
                     settings.warmup)
         time_calls(v.probabilities, [batch], max(2, settings.batches // 5))
     rounds: dict[str, dict[str, list[dict[str, float]]]] = {
-        v.file: {"classifier": [], "engine": [], "overhead": [], "batch": []} for v in variants}
-    for r, order in enumerate(schedule(len(variants), settings.rounds)):
+        v.file: {"classifier": [], "engine": [], "overhead": [], "batch": []} for v in candidates}
+    for r, order in enumerate(schedule(len(candidates), settings.rounds)):
         started = time.perf_counter()
         for i in order:
-            v = variants[i]
+            v = candidates[i]
             own = rounds[v.file]
             classifier_us, engine_us = time_paired(
                 [(v.probabilities, singles), (v.engine, prepared[v.file][0])],
@@ -164,9 +164,9 @@ def hot_path(variants: Sequence[Variant], images: np.ndarray, settings: Settings
             own["overhead"].append({"p50": float(np.median(classifier_us - engine_us))})
             batch_us = time_calls(v.probabilities, [batch], settings.batches)
             own["batch"].append({"p50": float(np.median(batch_us))})
-        progress(f"round {r + 1}/{settings.rounds}: {len(variants)} variants in "
+        progress(f"round {r + 1}/{settings.rounds}: {len(candidates)} candidates in "
                  f"{time.perf_counter() - started:.1f} s")
-    for v in variants:
+    for v in candidates:
         own = rounds[v.file]
         batch_p50 = median_of_rounds(own["batch"])["p50"]
         v.results.update({
@@ -181,13 +181,13 @@ def hot_path(variants: Sequence[Variant], images: np.ndarray, settings: Settings
         })
 
 
-def accuracy(variants: Sequence[Variant], images: np.ndarray, labels: np.ndarray,
-             reference: Variant) -> None:
-    """Accuracy vs labels, and change / top-1 agreement vs the reference variant."""
-    predicted = {v.file: predict_all(v, images).argmax(1) for v in variants}
+def accuracy(candidates: Sequence[Candidate], images: np.ndarray, labels: np.ndarray,
+             reference: Candidate) -> None:
+    """Accuracy vs labels, and change / top-1 agreement vs the reference candidate."""
+    predicted = {v.file: predict_all(v, images).argmax(1) for v in candidates}
     ref_top1 = predicted[reference.file]
     ref_acc = float((ref_top1 == labels).mean())
-    for v in variants:
+    for v in candidates:
         acc = float((predicted[v.file] == labels).mean())
         v.results.update({"accuracy": acc, "accuracy_change_pp": (acc - ref_acc) * 100,
                           "agreement": float((predicted[v.file] == ref_top1).mean())})

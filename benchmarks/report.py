@@ -13,6 +13,7 @@ from typing import Any
 from benchmarks.environment import summary
 from benchmarks.stats import ratio
 from runtime.files import atomic_path
+from runtime.optional import install_hint
 
 COLUMNS = ("file", "backend", "precision", "size", "accuracy", "Δ pp", "agree", "p50 µs",
            "p90 µs", "p99 µs", "engine p50", "img/s @64", "cold ms", "peak MB", "speed-up")
@@ -111,16 +112,28 @@ def _in_context(pipe: dict[str, Any], rows: Sequence[dict[str, Any]]) -> list[st
             "framing a frame evicts the engine's caches, and a camera loop pays that."]
 
 
-def plot(result: dict[str, Any], path: Path) -> Path | None:
-    """Latency vs accuracy scatter and file-size bars; None when matplotlib is missing."""
+def pyplot() -> Any:
+    """matplotlib's pyplot on the file-only Agg backend, or None when it is not installed:
+    the figures are extras beside the JSON, never a reason to fail a run."""
     try:
         import matplotlib
 
         matplotlib.use("Agg")
         import matplotlib.pyplot as plt
-        import matplotlib.ticker
     except ImportError:
         return None
+    return plt
+
+
+NO_PNG = f"no .png: {install_hint('matplotlib')}"
+
+
+def plot(result: dict[str, Any], path: Path) -> Path | None:
+    """Latency vs accuracy scatter and file-size bars; None when matplotlib is missing."""
+    plt = pyplot()
+    if plt is None:
+        return None
+    import matplotlib.ticker
     rows = [r for r in result["rows"] if r.get("latency_us")]
     colors = [plt.get_cmap("tab10")(i % 10) for i in range(len(rows))]
     fig, (left, right) = plt.subplots(1, 2, figsize=(12, 4.8))

@@ -73,3 +73,15 @@ def ratio(before: float | None, after: float | None) -> float | None:
 def throughput(batch: int, seconds: float) -> float | None:
     """Images per second of a batch that took ``seconds``."""
     return None if seconds <= 0 else batch / seconds
+
+
+
+
+def fit_line(xs: Sequence[float], ys: Sequence[float]) -> tuple[float, float]:
+    """Least-squares (slope, intercept) of ``ys`` over ``xs``: e.g. bytes gained per frame."""
+    x = np.asarray(xs, dtype=np.float64)
+    y = np.asarray(ys, dtype=np.float64)
+    if x.size < 2 or x.size != y.size or np.ptp(x) == 0:
+        raise ValueError("a line needs two or more points at different x")
+    slope, intercept = np.polyfit(x, y, 1)
+    return float(slope), float(intercept)

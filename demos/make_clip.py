@@ -118,7 +118,7 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
 
     def go() -> int:
-        setup_logging()
+        setup_logging("demos")
         bundle = require_bundle(args.bundle)
         spec = load_spec(bundle)
         if spec.framing != "digit":

@@ -11,10 +11,7 @@ import argparse
 import contextlib
 import json
 import sys
-import time
-from collections import deque
 from collections.abc import Iterator
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO
 
@@ -23,43 +20,18 @@ import numpy as np
 
 import runtime
 from demos.overlay import draw
+from demos.tally import Tally
 from runtime.camera import Frame, open_source
 from runtime.classifier import FrameResult
-from runtime.cli import Parser, run_cli, setup_logging
+from runtime.cli import Parser, override_framing, run_cli, setup_logging
 from runtime.errors import EdgeCNNError, SourceError
 from runtime.files import scratch_path
 from runtime.framing import parse_roi
+from runtime.quiet import native_stderr_logged
 from runtime.selfcheck import require_self_check
+from runtime.spec import FRAMINGS
 
 WINDOW = "edgecnn"
-
-
-@dataclass
-class Tally:
-    """What the run measured: per-stage times, FPS, and accuracy against ground truth."""
-
-    wait_ms: list[float] = field(default_factory=list)
-    preprocess_ms: list[float] = field(default_factory=list)
-    inference_ms: list[float] = field(default_factory=list)
-    correct: int = 0
-    judged: int = 0
-    recent: deque = field(default_factory=lambda: deque(maxlen=30))  # frame end times, for FPS
-
-    def add(self, frame: Frame, result: FrameResult, truth: list[str] | None) -> None:
-        self.wait_ms.append(frame.wait_ms)
-        self.preprocess_ms.append(result.preprocess_ms)
-        self.inference_ms.append(result.inference_ms)
-        self.recent.append(time.perf_counter())
-        if truth is not None and frame.index < len(truth):
-            self.judged += 1
-            label = result.predictions[0].label if result.predictions else None
-            self.correct += label == truth[frame.index]
-
-    @property
-    def fps(self) -> float:
-        if len(self.recent) < 2:
-            return 0.0
-        return (len(self.recent) - 1) / max(self.recent[-1] - self.recent[0], 1e-9)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -75,6 +47,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--roi", default=None, help="region to classify, x,y,w,h in pixels "
                    "(default: a centred box for digit models, the whole frame otherwise)")
     p.add_argument("--threads", type=int, default=None, help="inference threads")
+    p.add_argument("--framing", choices=FRAMINGS, default=None, help="override the model "
+                   "file's spec for this run: 'digit' cuts and centres digits the way MNIST was "
+                   "made, 'none' feeds the ROI as it is")
     p.add_argument("--truth", default=None, help="ground-truth labels (default: "
                    "<source>.truth.json when it exists)")
     p.add_argument("--skip-self-check", action="store_true",
@@ -88,7 +63,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def run(args: argparse.Namespace) -> int:
-    setup_logging()  # reopen attempts and other progress go to stdout; stderr is for the error
+    setup_logging("demos")  # reopen attempts and other progress go to stdout; stderr: errors
     # OpenCV warns on stderr for each failed open; our own message names the source instead.
     # OpenCV 4.6 (Raspberry Pi OS Bookworm's) has only cv2.setLogLevel; 2 is LOG_LEVEL_ERROR.
     getattr(cv2.utils, "logging", cv2).setLogLevel(2)
@@ -96,12 +71,16 @@ def run(args: argparse.Namespace) -> int:
         raise EdgeCNNError(f"--max-frames {args.max_frames} must be positive")
     roi = parse_roi(args.roi) if args.roi else None
     classifier = runtime.load(args.model, threads=args.threads)
+    override_framing(classifier, args.framing)
     if not args.skip_self_check:  # refuse to show confident garbage
         print(require_self_check(classifier).summary())
     truth = _load_truth(args.truth, args.source)
     show = not args.headless and _window_available()
     tally = Tally()
-    with open_source(args.source) as source, _writers(args.save, args.jsonl) as (video, log):
+    # FFmpeg's and OpenCV's own lines (a stream reconnecting) go to the log; stderr stays
+    # for the one error line, which names the flag the source came from.
+    with native_stderr_logged(), _flag_in_source_errors("--source"), \
+            open_source(args.source) as source, _writers(args.save, args.jsonl) as (video, log):
         for frame in source:
             result = classifier.classify_frame(frame.image, roi)
             tally.add(frame, result, truth)
@@ -125,6 +104,15 @@ def run(args: argparse.Namespace) -> int:
         cv2.destroyAllWindows()
     _summary(tally, stats, classifier, args.source)
     return 0
+
+
+@contextlib.contextmanager
+def _flag_in_source_errors(flag: str) -> Iterator[None]:
+    """The runtime names the source it failed on; the user also needs the flag to change."""
+    try:
+        yield
+    except SourceError as exc:
+        raise SourceError(f"{flag}: {exc}") from None
 
 
 def _record(frame: Frame, result: FrameResult) -> dict:
@@ -152,12 +140,11 @@ def _status(frame: Frame, result: FrameResult, tally: Tally) -> None:
 def _summary(tally: Tally, stats: object, classifier: runtime.Classifier, source: str) -> None:
     if sys.stdout.isatty():
         print()
-    frames = len(tally.wait_ms)
+    frames = tally.frames
     if not frames:
-        raise SourceError(f"source {source} delivered no frames")
-    median = {name: float(np.median(values)) for name, values in (
-        ("wait", tally.wait_ms), ("preprocess", tally.preprocess_ms),
-        ("inference", tally.inference_ms))}
+        raise SourceError(f"--source {source} delivered no frames")
+    median = {"wait": tally.wait_ms.median(), "preprocess": tally.preprocess_ms.median(),
+              "inference": tally.inference_ms.median()}
     print(f"{frames} frames from {source} with {classifier.path.name} ({classifier.backend.name},"
           f" {classifier.spec.precision}); median ms: wait {median['wait']:.2f}, preprocess "
           f"{median['preprocess']:.2f}, inference {median['inference']:.3f}; dropped "

@@ -40,14 +40,7 @@ def export_float(model: object, spec: ModelSpec, path: Path) -> ModelSpec:
 
     with tempfile.TemporaryDirectory() as tmp:
         raw = Path(tmp) / "model.onnx"
-        try:
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore")
-                model.export(str(raw), format="onnx", verbose=False,  # type: ignore[attr-defined]
-                             opset_version=OPSET)
-        except Exception as exc:
-            raise UnsupportedModelError(f"ONNX conversion failed (unsupported op?): "
-                                        f"{first_line(exc)}") from None
+        keras_to_onnx(model, raw)
         proto = onnx.load(str(raw))
     _name_batch_dimension(proto)
     rewrites = simplify(proto)
@@ -55,6 +48,18 @@ def export_float(model: object, spec: ModelSpec, path: Path) -> ModelSpec:
     file_spec = spec.replace(precision="float32", input_quant=None, output_quant=None)
     save(proto, file_spec, path)
     return file_spec
+
+
+def keras_to_onnx(model: object, path: Path) -> None:
+    """Keras's own ONNX export (tf2onnx underneath) at ``OPSET``, before any of our passes."""
+    try:
+        with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()):
+            warnings.simplefilter("ignore")
+            model.export(str(path), format="onnx", verbose=False,  # type: ignore[attr-defined]
+                         opset_version=OPSET)
+    except Exception as exc:
+        raise UnsupportedModelError(f"ONNX conversion failed (unsupported op?): "
+                                    f"{first_line(exc)}") from None
 
 
 def export_int8(float_path: Path, spec: ModelSpec, path: Path, calibration: np.ndarray,

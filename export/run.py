@@ -24,7 +24,7 @@ from export.selfcheck import embed_reference
 from export.source import ExportSource, calibration_images
 from export.validate import FLOAT_ATOL, MAX_DROP_PP, Check, Reference, keras_reference, validate
 from runtime import bundle as names
-from runtime.files import read_json, sha256, write_json
+from runtime.files import read_json, sha256, size_bytes, write_json
 from runtime.metadata import sidecar_path
 
 log = logging.getLogger(__name__)
@@ -77,7 +77,7 @@ def check_output_folder(out: Path, model_path: Path) -> None:
     report = out / names.EXPORT_REPORT
     if report.is_file():
         previous = read_json(report).get("source_sha256")
-        if previous and model_path.is_file() and previous != sha256(model_path):
+        if previous and model_path.exists() and previous != sha256(model_path):
             raise ExportError(f"--bundle {out}/ holds the exports of another model; choose a "
                               "new or empty folder")
 
@@ -186,7 +186,7 @@ def _report(source: ExportSource, options: ExportOptions, reference: Reference,
         "calibration_images": min(len(source.calibration), options.calib_samples),
         "options": vars(options),
         "reference": {"accuracy": reference.accuracy,
-                      "size_bytes": source.model_path.stat().st_size},
+                      "size_bytes": size_bytes(source.model_path)},
         "files": [c.to_dict() for c in checks],
         "all_passed": all(c.passed for c in checks),
     }

@@ -17,7 +17,8 @@ from export.errors import UnsupportedModelError
 from runtime.backends import LiteRTBackend
 from runtime.errors import first_line
 from runtime.files import write_bytes
-from runtime.metadata import with_tflite_metadata
+from runtime.metadata import tflite_schema, with_tflite_metadata
+from runtime.optional import require
 from runtime.preprocess import to_model_values
 from runtime.quiet import native_stderr_silenced
 from runtime.spec import ModelSpec
@@ -72,12 +73,10 @@ def selective_int8(float_model: bytes, spec: ModelSpec, calibration: np.ndarray,
     activations elsewhere, per-channel weights, min/max calibration like the converter)."""
     import re
 
-    try:
-        from ai_edge_quantizer import quantizer, recipe
-        from ai_edge_quantizer.algorithm_manager import AlgorithmName
-    except ImportError:
-        raise UnsupportedModelError("float fallback for TFLite needs ai-edge-quantizer: "
-                                    "pip install ai-edge-quantizer") from None
+    require("ai_edge_quantizer", "for the TFLite float fallback (selective int8)")
+    from ai_edge_quantizer import quantizer, recipe
+    from ai_edge_quantizer.algorithm_manager import AlgorithmName
+
     engine = LiteRTBackend(float_model, threads=None)
     signatures = engine.interpreter.get_signature_list()
     key = next(iter(signatures))
@@ -106,8 +105,7 @@ def save(flatbuffer: bytes, path: object) -> None:
 
 
 def _reject_custom_ops(flatbuffer: bytes, precision: str) -> None:
-    from ai_edge_litert import schema_py_generated as schema
-
+    schema = tflite_schema()
     model = schema.Model.GetRootAs(flatbuffer, 0)
     custom = []
     for i in range(model.OperatorCodesLength()):

@@ -2,8 +2,12 @@
 
     >>> import runtime
     >>> classifier = runtime.load("model.int8.tflite")
-    >>> classifier.predict(image)   # uint8 grayscale or BGR, any size
+    >>> classifier.predict(image)   # uint8 grayscale, BGR or BGRA photo, any size
     [Prediction(label='7', probability=0.98, index=7), ...]
+
+Digit models frame a photo first (cut out and centre the digit, as MNIST was made), the
+same way ``python -m runtime predict`` and the camera demo do; an image already at the
+model's input size, or passed with ``framed=True``, is used as it is.
 """
 
 from runtime.classifier import Classifier, Prediction, load

@@ -3,8 +3,9 @@
 at export? The first command to run on a new device.
 
 Digit models (spec framing "digit") cut and centre photos of handwritten digits the way
-MNIST was made; images already at the model's input size are used as they are. ``predict``
-runs the file's self-check once before the first image and refuses to go on if it fails.
+MNIST was made, as ``Classifier.predict`` does; images already at the model's input size,
+or all images with ``--framed``, are used as they are. ``predict`` runs the file's self-check
+once before the first image and refuses to go on if it fails.
 """
 
 from __future__ import annotations
@@ -14,7 +15,8 @@ import json
 import sys
 import time
 
-from runtime.cli import Parser, run_cli
+from runtime.cli import Parser, override_framing, run_cli
+from runtime.spec import FRAMINGS
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -26,7 +28,13 @@ def build_parser() -> argparse.ArgumentParser:
     predict.add_argument("--top-k", type=int, default=3)
     predict.add_argument("--json", action="store_true", help="one JSON object per image")
     predict.add_argument("--threads", type=int, default=None)
-    predict.add_argument("--roi", default=None, help="digit models: region x,y,w,h to read")
+    predict.add_argument("--roi", default=None, help="region x,y,w,h to read (digit models: "
+                         "where to look for the digit; default: a centred box)")
+    predict.add_argument("--framed", action="store_true", help="digit models: the images are "
+                         "already cut and centred like MNIST, so use them as they are")
+    predict.add_argument("--framing", choices=FRAMINGS, default=None, help="override the "
+                         "file's spec for this run: 'digit' cuts and centres a digit the way "
+                         "MNIST was made, 'none' feeds the image as it is")
     predict.add_argument("--skip-self-check", action="store_true",
                          help="run even if the file fails its embedded self-check")
     check = commands.add_parser("check", help="run the file's embedded self-check here; "
@@ -55,6 +63,7 @@ def predict(args: argparse.Namespace) -> int:
         raise EdgeCNNError(f"--top-k {args.top_k} must be at least 1")
     roi = parse_roi(args.roi) if args.roi else None
     classifier = runtime.load(args.model, threads=args.threads)
+    override_framing(classifier, args.framing, announce=not args.json)
     images = [(path, read_image(path)) for path in args.images]  # fail before printing anything
     if not args.skip_self_check:
         result = require_self_check(classifier)
@@ -62,11 +71,8 @@ def predict(args: argparse.Namespace) -> int:
             print(f"runtime: {result.summary()}", file=sys.stderr)
     for path, image in images:
         started = time.perf_counter()
-        at_input_size = image.shape[:2] == classifier.spec.input_shape[:2]
-        if classifier.spec.framing == "digit" and not at_input_size:
-            predictions = classifier.classify_frame(image, roi, args.top_k).predictions
-        else:
-            predictions = classifier.predict(image, args.top_k)
+        predictions = classifier.predict(image, args.top_k, roi=roi,
+                                         framed=True if args.framed else None)
         ms = (time.perf_counter() - started) * 1e3
         if args.json:
             print(json.dumps({"image": path, "ms": round(ms, 3), "predictions": [

@@ -15,8 +15,9 @@ from types import ModuleType
 
 import numpy as np
 
-from runtime.errors import ModelFileError, first_line
+from runtime.errors import MissingPackageError, ModelFileError, first_line
 from runtime.metadata import onnx_metadata, tflite_metadata
+from runtime.optional import require
 from runtime.quiet import native_stderr_silenced
 from runtime.spec import QuantParams
 
@@ -25,6 +26,7 @@ SUFFIXES = {".onnx": "onnxruntime", ".tflite": "litert"}
 # optimized kernels without it, the reference kernels (slowest, simplest). The self-check
 # moves down this list when a file misbehaves with one (runtime/selfcheck.py).
 LITERT_KERNELS = ("xnnpack", "builtin", "reference")
+TFLITE_USE = "to run .tflite models"
 MAX_THREADS = max(64, 4 * (os.cpu_count() or 1))  # more only stalls: pools are pre-spawned
 
 
@@ -54,10 +56,19 @@ def open_backend(path: str | os.PathLike[str], threads: int | None = None,
                  kernels: str = "xnnpack") -> Backend:
     """Load ``path`` with the engine its suffix names; every failure is a ModelFileError."""
     path = Path(path)
+    if path.is_dir():
+        found = sorted(p.name for p in path.iterdir() if p.suffix.lower() in SUFFIXES)
+        raise ModelFileError(f"{path} is a folder, not a model file; pass one of its files"
+                             f" ({', '.join(found)})" if found else
+                             f"{path} is a folder with no .onnx or .tflite file in it; pass a "
+                             "model file")
     kind = SUFFIXES.get(path.suffix.lower())
+    if kind is None and not path.exists():
+        raise ModelFileError(f"cannot read model {path}: no such file")
     if kind is None:
-        raise ModelFileError(f"{path}: unknown model type {path.suffix!r}; expected .onnx "
-                             "(onnxruntime) or .tflite (LiteRT)")
+        raise ModelFileError(f"{path}: unknown model type "
+                             f"{repr(path.suffix) if path.suffix else '(no suffix)'}; expected "
+                             ".onnx (onnxruntime) or .tflite (LiteRT)")
     if threads is not None and not 1 <= threads <= MAX_THREADS:
         raise ModelFileError(f"threads={threads}: use 1 to {MAX_THREADS}, or leave it out for "
                              "the engine's default")
@@ -71,6 +82,8 @@ def open_backend(path: str | os.PathLike[str], threads: int | None = None,
         if kind == "onnxruntime":
             return OnnxBackend(data, threads)
         return LiteRTBackend(data, threads, kernels)
+    except MissingPackageError:  # the engine is absent: not the file's fault
+        raise
     except ModelFileError as exc:
         raise ModelFileError(f"{path}: {exc}") from None
     except Exception as exc:  # engines raise many types for corrupt files; all mean the same
@@ -86,21 +99,7 @@ class OnnxBackend(Backend):
     name = "onnxruntime"
 
     def __init__(self, model: bytes, threads: int | None) -> None:
-        try:
-            import onnxruntime as ort
-        except ImportError:
-            raise ModelFileError("onnxruntime is not installed: pip install onnxruntime, or "
-                                 "run the .tflite file") from None
-
-        options = ort.SessionOptions()
-        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-        options.log_severity_level = 3  # errors surface as exceptions, not console noise
-        options.inter_op_num_threads = 1
-        if threads is not None:
-            options.intra_op_num_threads = threads
-        # Spinning threads burn a core between frames, and a camera loop has gaps.
-        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
-        self.session = ort.InferenceSession(model, options, providers=["CPUExecutionProvider"])
+        self.session = onnx_session(model, threads)
         inputs, outputs = self.session.get_inputs(), self.session.get_outputs()
         if len(inputs) != 1 or len(outputs) != 1:
             raise ModelFileError(f"expected one input and one output, found {len(inputs)} "
@@ -112,13 +111,34 @@ class OnnxBackend(Backend):
         width = outputs[0].shape[-1] if outputs[0].shape else None
         self.output_classes = width if isinstance(width, int) else None
         self.embedded_spec = onnx_metadata(self.session)
-        self.engine = f"onnxruntime {ort.__version__}"
+        self.engine = f"onnxruntime {_version('onnxruntime')}"
 
     def metadata(self, key: str) -> str | None:
         return onnx_metadata(self.session, key)
 
     def run(self, batch: np.ndarray) -> np.ndarray:
         return self.session.run([self.output_name], {self.input_name: batch})[0]
+
+
+def onnx_session(model: bytes | str | os.PathLike[str], threads: int | None,
+                 level: object = None, optimized_to: Path | None = None) -> object:
+    """An onnxruntime CPU session set up as edgecnn runs every ONNX file: graph optimization
+    ``level`` (default: all), ``threads`` intra-op threads, one inter-op thread, no spinning.
+    ``optimized_to`` also saves the optimized graph there, to measure loading it."""
+    ort = require("onnxruntime", "to run .onnx models")
+    options = ort.SessionOptions()
+    options.graph_optimization_level = level if level is not None else \
+        ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    options.log_severity_level = 3  # errors surface as exceptions, not console noise
+    options.inter_op_num_threads = 1
+    if threads is not None:
+        options.intra_op_num_threads = threads
+    # Spinning threads burn a core between frames, and a camera loop has gaps.
+    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    if optimized_to is not None:
+        options.optimized_model_filepath = str(optimized_to)
+    source = model if isinstance(model, bytes) else os.fspath(model)
+    return ort.InferenceSession(source, options, providers=["CPUExecutionProvider"])
 
 
 class LiteRTBackend(Backend):
@@ -184,9 +204,9 @@ def litert_engine() -> ModuleType:
     except ImportError:
         try:
             from tflite_runtime import interpreter  # type: ignore[no-redef]
-        except ImportError:
-            raise ModelFileError("LiteRT is not installed: pip install ai-edge-litert (on "
-                                 "32-bit ARM: tflite-runtime)") from None
+        except ImportError:  # neither: name the usual one, and why it failed
+            return require("ai_edge_litert.interpreter", f"{TFLITE_USE} (on 32-bit ARM, "
+                           "tflite-runtime does instead)")
     return interpreter
 
 

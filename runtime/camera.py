@@ -1,6 +1,6 @@
 """Frame sources — webcam, video file, folder of images, stream URL — that always release.
 
-``open_source`` turns what a user typed after ``--source`` into a :class:`FrameSource`::
+``open_source`` turns what a user typed to name a source into a :class:`FrameSource`::
 
     with open_source("0") as source:          # or a video path, a folder, rtsp://..., http://...
         for frame in source:                  # itertools.islice(source, n) to stop early
@@ -43,7 +43,7 @@ REOPEN_ATTEMPTS = 3       # reopen a failed live source this many times before g
 REOPEN_DELAY = 0.5        # seconds before the first reopen; doubles each time: 0.5, 1, 2
 STREAM_TIMEOUT_MS = 5000  # FFmpeg open/read timeout for URLs (its own default is 30 s)
 JOIN_TIMEOUT = 5.0        # seconds close() waits for a capture thread stuck in read()
-PICK_ANOTHER = "pick another source with --source PATH|URL|INDEX"
+PICK_ANOTHER = "pick another source: a camera index, video file, image folder or stream URL"
 
 
 class Capture(Protocol):

@@ -71,14 +71,44 @@ class Classifier:
     def labels(self) -> tuple[str, ...]:
         return self.spec.labels
 
-    def predict(self, image: np.ndarray, top_k: int = 3) -> list[Prediction]:
-        """Top-k predictions for one uint8 grayscale/BGR image of any size."""
-        probs = self.probabilities(prepare(image, self.spec)[None])
-        return self.top(probs[0], top_k)
+    def use_framing(self, framing: str) -> str:
+        """Frame camera images with ``framing`` from now on, whatever the file's spec says (a
+        digit model exported without ``--framing digit``, say); returns the framing it had."""
+        before = self.spec.framing
+        self.spec = self.spec.replace(framing=framing)  # validated: SpecError if unknown
+        return before
 
-    def predict_batch(self, images: Sequence[np.ndarray], top_k: int = 3) -> list[list[Prediction]]:
-        probs = self.probabilities(prepare_batch(images, self.spec))
-        return [self.top(row, top_k) for row in probs]
+    def predict(self, image: np.ndarray, top_k: int = 3, *, framed: bool | None = None,
+                roi: Sequence[int] | None = None) -> list[Prediction]:
+        """Top-k predictions for one uint8 grayscale, BGR or BGRA image of any size.
+
+        Digit models (``spec.framing == "digit"``) read a photo the way
+        ``python -m runtime predict`` and the camera demo do: the digit is cut out and
+        centred like MNIST (:meth:`classify_frame`), and blank paper gives ``[]``. An image
+        already at the model's input size (28×28) is taken as framed and used as it is;
+        ``framed=True`` says the same of another size, ``framed=False`` frames any image.
+        ``roi`` (x, y, w, h) is where to look in a photo; other models resize the whole image,
+        or the ``roi``.
+        """
+        if roi is not None and framed:
+            raise ImageError("roi selects where to look in a photo; a framed image is used "
+                             "whole: pass one or the other")
+        if roi is not None or self._needs_framing(image, framed):
+            return self.classify_frame(image, roi, top_k).predictions
+        return self.top(self.probabilities(prepare(image, self.spec)[None])[0], top_k)
+
+    def predict_batch(self, images: Sequence[np.ndarray] | np.ndarray, top_k: int = 3, *,
+                      framed: bool | None = None) -> list[list[Prediction]]:
+        """:meth:`predict` for many images; images needing no framing run as one batch."""
+        if any(self._needs_framing(image, framed) for image in images):
+            return [self.predict(image, top_k, framed=framed) for image in images]
+        return [self.top(row, top_k) for row in self.probabilities(prepare_batch(images,
+                                                                                 self.spec))]
+
+    def _needs_framing(self, image: object, framed: bool | None) -> bool:
+        if self.spec.framing != "digit" or framed is True:
+            return False
+        return framed is False or np.shape(image)[:2] != self._input_shape[:2]
 
     def probabilities(self, pixels: np.ndarray) -> np.ndarray:
         """Class probabilities for prepared model inputs: (N, H, W, C) uint8 → (N, classes)."""
@@ -137,11 +167,16 @@ class Classifier:
         return f"Classifier({self.path.name}, {self.backend.name}, {self.spec.precision})"
 
 
-def load(path: str | os.PathLike[str], threads: int | None = None) -> Classifier:
-    """Load a ``.onnx`` (onnxruntime) or ``.tflite`` (LiteRT) file and its embedded spec."""
+def load(path: str | os.PathLike[str], threads: int | None = None,
+         framing: str | None = None) -> Classifier:
+    """Load a ``.onnx`` (onnxruntime) or ``.tflite`` (LiteRT) file and its embedded spec;
+    ``framing`` ("digit" or "none") overrides the spec's for this classifier."""
     path = Path(path)
     backend = open_backend(path, threads)
-    return Classifier(backend, read_spec(path, backend.embedded_spec), path)
+    classifier = Classifier(backend, read_spec(path, backend.embedded_spec), path)
+    if framing is not None:
+        classifier.use_framing(framing)
+    return classifier
 
 
 def _input_encoder(spec: ModelSpec, quant: QuantParams | None,

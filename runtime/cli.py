@@ -1,7 +1,7 @@
 """What every ``python -m`` entry point shares: one-line errors and exit codes.
 
 Bad input never shows a traceback: argparse mistakes and :class:`EdgeCNNError` become one
-``<prog>: error: …`` line on stderr and exit code 2.
+``<prog>: error: …`` line on stderr and exit code 2, and so does a missing optional package.
 """
 
 from __future__ import annotations
@@ -10,10 +10,11 @@ import argparse
 import logging
 import sys
 from collections.abc import Callable, Sequence
+from typing import Any
 
-from runtime.errors import EdgeCNNError, RunFailed
+from runtime.errors import EdgeCNNError
+from runtime.optional import missing_message, missing_package
 
-OUR_PACKAGES = ("runtime", "train", "export", "benchmarks", "demos")
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
 
 
@@ -24,14 +25,23 @@ class Parser(argparse.ArgumentParser):
         self.exit(EXIT_USAGE, f"{self.prog}: error: {message} (see --help)\n")
 
 
-def run_cli(prog: str, main: Callable[[], int]) -> int:
-    """Run ``main`` and turn user errors and Ctrl-C into a one-line message and exit code."""
+def run_cli(prog: str, main: Callable[[], int],
+            failures: tuple[type[BaseException], ...] = ()) -> int:
+    """Run ``main``; user errors, a missing package and Ctrl-C become one line and an exit
+    code. ``failures`` are the caller's own "the run broke, here is what to do" errors: one
+    line and exit code 1."""
     try:
         return main()
     except EdgeCNNError as exc:
         print(f"{prog}: error: {exc}", file=sys.stderr)
         return EXIT_USAGE
-    except RunFailed as exc:
+    except ModuleNotFoundError as exc:
+        package = missing_package(exc)
+        if package is None:  # not an optional package: a bug, which deserves its traceback
+            raise
+        print(f"{prog}: error: {missing_message(package, f'by {prog}', exc)}", file=sys.stderr)
+        return EXIT_USAGE
+    except failures as exc:
         print(f"{prog}: error: {exc}", file=sys.stderr)
         return EXIT_FAILED
     except KeyboardInterrupt:
@@ -39,11 +49,15 @@ def run_cli(prog: str, main: Callable[[], int]) -> int:
         return EXIT_INTERRUPTED
 
 
-def setup_logging(verbose: bool = False) -> None:
-    """Progress goes to stdout; stderr is kept for errors, so a failure reads as one line."""
+def setup_logging(*packages: str, verbose: bool = False) -> None:
+    """Progress goes to stdout; stderr is kept for errors, so a failure reads as one line.
+
+    The runtime's own loggers and those of ``packages`` (the caller's, e.g. ``"train"``)
+    log at INFO (DEBUG when ``verbose``); other libraries' (TensorFlow's) stay at WARNING.
+    """
     logging.basicConfig(level=logging.WARNING, format="%(message)s", stream=sys.stdout,
                         force=True)
-    for package in OUR_PACKAGES:  # our progress at INFO; libraries (TensorFlow) stay quiet
+    for package in ("runtime", *packages):
         logging.getLogger(package).setLevel(logging.DEBUG if verbose else logging.INFO)
 
 
@@ -54,3 +68,13 @@ def parse_csv(text: str, allowed: Sequence[str], option: str) -> list[str]:
     if bad or not items:
         raise EdgeCNNError(f"{option} {text!r}: choose from {', '.join(allowed)}")
     return items
+
+
+def override_framing(classifier: Any, framing: str | None, announce: bool = True) -> None:
+    """``--framing``: frame camera images this way for this run, and say so once."""
+    if framing is None:
+        return
+    before = classifier.use_framing(framing)
+    if announce and before != framing:
+        print(f"framing: {framing} for this run (--framing); {classifier.path.name}'s spec says "
+              f"{before}")

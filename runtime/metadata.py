@@ -11,10 +11,12 @@ from __future__ import annotations
 
 import struct
 from pathlib import Path
+from types import ModuleType
 
 import numpy as np
 
 from runtime.errors import ModelFileError, SpecError
+from runtime.optional import require
 from runtime.spec import METADATA_KEY, ModelSpec
 
 TFLITE_IDENTIFIER = b"TFL3"
@@ -129,9 +131,8 @@ def _u16(buf: memoryview, pos: int) -> int:
 
 def with_tflite_metadata(model: bytes, value: str, key: str = METADATA_KEY) -> bytes:
     """Return ``model`` with ``key`` set to ``value`` (replacing an earlier entry)."""
-    import flatbuffers
-    from ai_edge_litert import schema_py_generated as schema
-
+    flatbuffers = require("flatbuffers", "to write metadata into .tflite files")
+    schema = tflite_schema()
     _check_tflite(model)
     tree = schema.ModelT.InitFromObj(schema.Model.GetRootAs(model, 0))
     tree.metadata = [m for m in (tree.metadata or []) if m.name != key.encode()]
@@ -145,6 +146,11 @@ def with_tflite_metadata(model: bytes, value: str, key: str = METADATA_KEY) -> b
     builder = flatbuffers.Builder(len(model) + len(value) + 1024)
     builder.Finish(tree.Pack(builder), file_identifier=TFLITE_IDENTIFIER)
     return bytes(builder.Output())
+
+
+def tflite_schema() -> ModuleType:
+    """LiteRT's generated flatbuffer schema: read and write ``.tflite`` files, no interpreter."""
+    return require("ai_edge_litert.schema_py_generated", "to read .tflite files")
 
 
 def _check_tflite(model: bytes) -> None:

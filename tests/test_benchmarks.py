@@ -7,17 +7,14 @@ Nothing here asserts on a measured time: timings depend on the machine and its n
 from __future__ import annotations
 
 import json
-import os
 import shutil
-import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
 import cv2
 import numpy as np
 import pytest
-from conftest import ROOT, assert_clean_failure, run_module
+from conftest import assert_clean_failure, run_module
 
 from benchmarks import report
 from benchmarks.__main__ import SCHEMA, best_file, main
@@ -60,21 +57,6 @@ Hardware\t: BCM2835
 Revision\t: c03111
 Model\t\t: Raspberry Pi 4 Model B Rev 1.1
 """
-# Blocks TensorFlow and Keras in a fresh interpreter: a device with the runtime extra only.
-WITHOUT_TENSORFLOW = """
-import importlib.abc, sys
-class Block(importlib.abc.MetaPathFinder):
-    def find_spec(self, name, path, target=None):
-        if name.split(".")[0] in ("tensorflow", "keras"):
-            raise ImportError("no " + name + " on this device")
-sys.meta_path.insert(0, Block())
-from benchmarks.__main__ import main
-code = main(sys.argv[1:])
-assert "tensorflow" not in sys.modules
-sys.exit(code)
-"""
-
-
 # ---- statistics ------------------------------------------------------------------------
 
 def test_percentiles_of_a_known_sample() -> None:
@@ -180,18 +162,11 @@ def runs(exported_bundle: Path, tmp_path_factory: pytest.TempPathFactory) -> dic
     shutil.copytree(exported_bundle, bundle)
     assert main(["--bundle", str(bundle), *TINY]) == 0
     without = bundle.parent / "device" / "results.json"
-    done = run_module_code(WITHOUT_TENSORFLOW, "--bundle", str(bundle), "--out", str(without),
-                           *TINY)
+    done = run_module("benchmarks", "--bundle", str(bundle), "--out", str(without), *TINY,
+                      hide=("tensorflow", "keras"))  # a device with the runtime extra only
     assert done.returncode == 0, done.stderr[-2000:]
     return {"bundle": bundle, "keras": bundle / "benchmark.json", "device": without,
             "device_stdout": done.stdout}
-
-
-def run_module_code(code: str, *args: str) -> subprocess.CompletedProcess:
-    """``python -c code args…`` in a fresh interpreter, from the repository root."""
-    env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    return subprocess.run([sys.executable, "-c", code, *args], cwd=ROOT, capture_output=True,
-                          text=True, timeout=300, env=env)
 
 
 def test_results_schema_one_row_per_file_plus_keras(runs: dict[str, Any]) -> None:

@@ -258,7 +258,7 @@ def test_model_whose_input_is_not_an_image_is_refused(tmp_path: Path) -> None:
     np.savez(tmp_path / "s.npz", images=np.zeros((40, 8, 8, 1), np.uint8), labels=np.zeros(40))
     result = run_module("export", "--model", str(tmp_path / "tabular.keras"), "--calib-data",
                         str(tmp_path / "s.npz"), "--bundle", str(tmp_path / "out"))
-    assert_clean_failure(result, "not an NHWC image")
+    assert_clean_failure(result, "tabular.keras", "not an image", "--input-size")
 
 
 def test_foreign_model_without_sample_images_says_what_it_needs(tmp_path: Path) -> None:

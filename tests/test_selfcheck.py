@@ -19,7 +19,7 @@ from export.selfcheck import MAX_STORED_VALUES, REFERENCE_INPUTS, SAFE_MARGIN, c
 from runtime.__main__ import main as runtime_main
 from runtime.backends import LiteRTBackend
 from runtime.bundle import EXPORT_NAMES, load_images
-from runtime.errors import ModelFileError, SpecError
+from runtime.errors import MissingPackageError, ModelFileError, SpecError
 from runtime.metadata import tflite_metadata
 from runtime.selfcheck import SELFCHECK_KEY, ReferenceSet, expand, read_reference
 from runtime.spec import ModelSpec
@@ -236,7 +236,9 @@ def test_tflite_metadata_reader_matches_the_schema_and_survives_corruption(
 
 
 @pytest.mark.parametrize(("name", "blocked", "message"), [
-    ("model.tflite", ("ai_edge_litert", "tflite_runtime"), "LiteRT is not installed"),
+    ("model.tflite", ("ai_edge_litert", "tflite_runtime"),
+     "ai-edge-litert is not installed; it is needed to run .tflite models .on 32-bit ARM, "
+     "tflite-runtime does instead."),
     ("model.onnx", ("onnxruntime",), "onnxruntime is not installed"),
 ])
 def test_a_missing_engine_is_named_as_missing(name: str, blocked: tuple[str, ...], message: str,
@@ -246,5 +248,5 @@ def test_a_missing_engine_is_named_as_missing(name: str, blocked: tuple[str, ...
         for loaded in [m for m in sys.modules if m == module or m.startswith(module + ".")]:
             monkeypatch.delitem(sys.modules, loaded)
         monkeypatch.setitem(sys.modules, module, None)  # import raises ImportError
-    with pytest.raises(ModelFileError, match=message):
+    with pytest.raises(MissingPackageError, match=message):
         runtime.load(exported_bundle / name)

@@ -137,6 +137,7 @@ def test_checkpoint_dir_keeps_files_that_are_not_checkpoints(tmp_path: Path) -> 
     assert [p.name for p in folder.iterdir()] == ["notes.txt"]  # only our checkpoints went
 
 
+@pytest.mark.slow  # trains until the loss blows up, in a subprocess the hook cannot see into
 def test_diverging_training_fails_in_one_line(tmp_path: Path) -> None:
     result = run_module("train", "--data", "digits", "--epochs", "2", "--lr", "1e9",
                         "--optimizer", "sgd", "--out", str(tmp_path / "b"))
@@ -144,6 +145,7 @@ def test_diverging_training_fails_in_one_line(tmp_path: Path) -> None:
     assert not (tmp_path / "b").exists()
 
 
+@pytest.mark.slow  # starts a training run in a subprocess
 def test_folder_of_unreadable_images_fails_in_one_line(tmp_path: Path) -> None:
     for name in ("a", "b"):
         (tmp_path / "junk" / name).mkdir(parents=True)

@@ -9,6 +9,7 @@ import sys
 from runtime.cli import Parser, run_cli, setup_logging
 from runtime.errors import EdgeCNNError
 from train.config import ARCHITECTURES, STRATEGIES, TrainConfig
+from train.errors import RunFailed
 
 DEFAULTS = TrainConfig()
 
@@ -80,7 +81,7 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
 
     def go() -> int:
-        setup_logging()
+        setup_logging("train")
         cfg = config_from_args(args)
         from train.evaluate import summary_table
         from train.run import run
@@ -97,7 +98,7 @@ def main(argv: list[str] | None = None) -> int:
                               "peak_rss_mb": _rounded(metrics["resources"]["peak_rss_mb"])}))
         return 0
 
-    return run_cli("train", go)
+    return run_cli("train", go, failures=(RunFailed,))
 
 
 def _rounded(value: float | None) -> float | None:

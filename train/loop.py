@@ -24,8 +24,8 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from runtime.errors import BundleError, RunFailed
-from train.errors import DataError
+from runtime.errors import BundleError
+from train.errors import DataError, RunFailed
 
 log = logging.getLogger(__name__)
 SUM = tf.distribute.ReduceOp.SUM

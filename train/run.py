@@ -23,7 +23,7 @@ from typing import Any
 import numpy as np
 
 from runtime import bundle as names
-from runtime.errors import BundleError, EdgeCNNError, RunFailed, first_line
+from runtime.errors import BundleError, EdgeCNNError, first_line
 from runtime.files import atomic_path, read_json, write_json
 from runtime.quiet import native_stderr_silenced
 from train import budget
@@ -37,7 +37,7 @@ from train.data import (
     plan_data,
     prepare_data,
 )
-from train.errors import DataError
+from train.errors import DataError, RunFailed
 from train.evaluate import classification_metrics, ranked_classes
 from train.sources import ArraySource, load_source
 from train.staging import StagedBundle, check_target, work_folder
