@@ -24,7 +24,7 @@ from demos.tally import Tally
 from runtime.camera import Frame, open_source
 from runtime.classifier import FrameResult
 from runtime.cli import Parser, override_framing, run_cli, setup_logging
-from runtime.errors import EdgeCNNError, SourceError
+from runtime.errors import EdgeCNNError, SelfCheckFailed, SourceError
 from runtime.files import scratch_path
 from runtime.framing import parse_roi
 from runtime.quiet import native_stderr_logged
@@ -59,7 +59,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    return run_cli("webcam", lambda: run(args))
+    return run_cli("webcam", lambda: run(args), failures=(SelfCheckFailed,))
 
 
 def run(args: argparse.Namespace) -> int:

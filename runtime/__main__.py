@@ -16,6 +16,7 @@ import sys
 import time
 
 from runtime.cli import Parser, override_framing, run_cli
+from runtime.errors import SelfCheckFailed
 from runtime.spec import FRAMINGS
 
 
@@ -49,7 +50,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    return run_cli("runtime", lambda: COMMANDS[args.command](args))
+    return run_cli("runtime", lambda: COMMANDS[args.command](args),
+                   failures=(SelfCheckFailed,))
 
 
 def predict(args: argparse.Namespace) -> int:

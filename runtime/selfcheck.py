@@ -22,7 +22,7 @@ import cv2
 import numpy as np
 
 from runtime.backends import LITERT_KERNELS
-from runtime.errors import RunFailed, SpecError
+from runtime.errors import SelfCheckFailed, SpecError
 from runtime.spec import ModelSpec
 
 if TYPE_CHECKING:
@@ -41,10 +41,6 @@ DEFAULT_TOLERANCE = 4e-2
 MAX_LISTED = 5  # differences spelled out in a failure report
 KERNEL_NAMES = {"xnnpack": "XNNPACK", "builtin": "LiteRT's built-in kernels",
                 "reference": "LiteRT's reference kernels"}
-
-
-class SelfCheckFailed(RunFailed):
-    """The file does not reproduce its own export-time answers on this device (exit 1)."""
 
 
 def tolerance_for(precision: str) -> float:

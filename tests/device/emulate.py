@@ -39,7 +39,7 @@ from typing import Any
 from benchmarks.install_size import download, requirements
 from runtime.bundle import EXPORT_NAMES, SPEC
 from runtime.cli import EXIT_FAILED, EXIT_OK, Parser, run_cli
-from runtime.errors import EdgeCNNError, RunFailed
+from runtime.errors import EdgeCNNError
 from runtime.files import write_json
 from runtime.selfcheck import SELFCHECK_KEY
 
@@ -93,6 +93,11 @@ CPUINFO = {
 }
 
 
+
+class EmulationFailed(RuntimeError):
+    """A set-up step or a test failed under emulation (exit 1)."""
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = Parser(prog="python -m tests.device.emulate", description=__doc__,
                formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -111,14 +116,14 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    return run_cli("emulate", lambda: _run_reporting_failures(args))
+    return run_cli("emulate", lambda: _run_reporting_failures(args), failures=(EmulationFailed,))
 
 
 def _run_reporting_failures(args: argparse.Namespace) -> int:
     try:
         return run(args)
     except subprocess.CalledProcessError as exc:  # its own output is above, on the terminal
-        raise RunFailed(f"{Path(exc.cmd[0]).name} {' '.join(map(str, exc.cmd[1:6]))} … "
+        raise EmulationFailed(f"{Path(exc.cmd[0]).name} {' '.join(map(str, exc.cmd[1:6]))} … "
                         f"exited {exc.returncode}") from None
 
 
@@ -165,7 +170,7 @@ def run(args: argparse.Namespace) -> int:
     print(summary(report))
     print(f"report: {out}")
     if failures:
-        raise RunFailed("; ".join(failures))
+        raise EmulationFailed("; ".join(failures))
     return EXIT_OK
 
 
@@ -203,7 +208,7 @@ def ensure_rootfs(cache: Path, target: Target, suite: str, mirror: str, qemu: st
             subprocess.run(["tar", "--keep-directory-symlink", "-x", "-C", str(building)],
                            stdin=unpack.stdout, check=True)
             if unpack.wait():
-                raise RunFailed(f"dpkg-deb could not read {deb.name}")
+                raise EmulationFailed(f"dpkg-deb could not read {deb.name}")
         proc = building / "proc"  # debootstrap leaves a symlink to the host's /proc here
         if proc.is_symlink() or not proc.is_dir():
             proc.unlink(missing_ok=True)
