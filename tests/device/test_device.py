@@ -30,6 +30,8 @@ RESULTS_ENV = "EDGECNN_DEVICE_RESULTS"  # where to write what was measured (JSON
 MAX_DROP_PP = 1.0  # the accuracy a file may lose here against export's figure, as export allows
 ON_DEVICE = BUNDLE_ENV in os.environ
 DEVICE_FILES = os.environ[FILES_ENV].split(",") if FILES_ENV in os.environ else FILES
+# Here the bundle comes from the session's training and export: the slow tier.
+pytestmark = [] if ON_DEVICE else [pytest.mark.slow]
 
 
 @pytest.fixture(scope="module")
