@@ -6,7 +6,7 @@ PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 BUNDLE ?= artifacts
 
-.PHONY: setup demo test test-fast lint clean e2e
+.PHONY: setup demo test test-fast test-aarch64 lint clean e2e
 
 setup: $(STAMP)
 
@@ -42,6 +42,11 @@ test-fast: setup
 e2e: setup
 	@command -v chromium >/dev/null || (apt-get update -q && apt-get install -y -q chromium)
 	$(PY) tests/e2e_serve.py --bundle $(BUNDLE) --out e2e_serve.png
+
+# Not part of `make test`: the runtime tests under emulated Debian 12 arm64 with the runtime
+# extra's aarch64 wheels (needs root for apt-get and debootstrap; set-up cached in ~/.cache).
+test-aarch64: setup
+	$(PY) -m tests.device.emulate --bundle $(BUNDLE)
 
 lint: setup
 	$(VENV)/bin/ruff check .

@@ -26,10 +26,11 @@ from demos.tally import Tally
 from runtime.camera import Frame, open_source
 from runtime.classifier import FrameResult
 from runtime.cli import Parser, override_framing, run_cli, setup_logging
-from runtime.errors import EdgeCNNError, SourceError
+from runtime.errors import EdgeCNNError, SelfCheckFailed, SourceError
 from runtime.files import scratch_path
 from runtime.framing import parse_roi
-from runtime.quiet import native_stderr_logged
+from runtime.quiet import native_stderr_logged, opencv_log_level
+from runtime.selfcheck import require_self_check
 from runtime.spec import FRAMINGS
 
 WINDOW = "edgecnn"
@@ -56,23 +57,27 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--serve", default=None, metavar="[HOST:]PORT", help="serve a web page with "
                    "the live annotated stream (also /stream.mjpg, /predictions) on 127.0.0.1, "
                    "or on HOST; video files then play at their own frame rate")
+    p.add_argument("--skip-self-check", action="store_true",
+                   help="run even if the file fails its embedded self-check")
     return p
 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    return run_cli("webcam", lambda: run(args))
+    return run_cli("webcam", lambda: run(args), failures=(SelfCheckFailed,))
 
 
 def run(args: argparse.Namespace) -> int:
     setup_logging("demos")  # reopen attempts and other progress go to stdout; stderr: errors
     # OpenCV warns on stderr for each failed open; our own message names the source instead.
-    cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_ERROR)
+    opencv_log_level("error")
     if args.max_frames is not None and args.max_frames < 1:
         raise EdgeCNNError(f"--max-frames {args.max_frames} must be positive")
     roi = parse_roi(args.roi) if args.roi else None
     classifier = runtime.load(args.model, threads=args.threads)
     override_framing(classifier, args.framing)
+    if not args.skip_self_check:  # refuse to show confident garbage
+        print(require_self_check(classifier).summary())
     truth = _load_truth(args.truth, args.source)
     show = not args.headless and _window_available()
     tally = Tally()

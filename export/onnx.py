@@ -19,7 +19,7 @@ import numpy as np
 
 from export.errors import ExportError, UnsupportedModelError
 from export.onnx_graph import LAYOUT_OPS, compact_names, simplify
-from export.onnx_metadata import describe
+from export.onnx_metadata import describe, set_property
 from runtime.errors import first_line
 from runtime.files import atomic_path
 from runtime.preprocess import to_model_values
@@ -197,6 +197,16 @@ def save(proto: object, spec: ModelSpec, path: Path) -> None:
         onnx.checker.check_model(proto, full_check=True)
     except onnx.checker.ValidationError as exc:
         raise ExportError(f"the ONNX graph fails onnx.checker: {first_line(exc)}") from None
+    with atomic_path(path) as tmp:
+        onnx.save(proto, str(tmp))
+
+
+def set_metadata(path: Path, key: str, value: str) -> None:
+    """Add or replace one metadata entry of a saved file; the graph stays as it is."""
+    import onnx
+
+    proto = onnx.load(str(path))
+    set_property(proto, key, value)
     with atomic_path(path) as tmp:
         onnx.save(proto, str(tmp))
 

@@ -16,12 +16,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from export import app_tflite
 from export import onnx as onnx_format
 from export import tflite as tflite_format
 from export.describe import VERSION_DIGITS
 from export.errors import ExportError
 from export.repair import Int8Job, build_int8
+from export.selfcheck import embed_reference
 from export.source import ExportSource, calibration_images
 from export.tflite_metadata import metadata_schema, with_classifier_metadata
 from export.validate import FLOAT_ATOL, MAX_DROP_PP, Check, Reference, keras_reference, validate
@@ -159,6 +162,7 @@ def _build_all(source: ExportSource, plan: list[tuple[str, str]], scratch: Path,
         log.info("      %s %s (%.1f s)", "[✓]" if check.passed else "[x]", check.detail,
                  time.perf_counter() - started)
     built.extend(_app_file(built, scratch, out, reference, source, options))
+    _embed_self_checks(built, source)
     return built
 
 
@@ -186,12 +190,28 @@ def _app_file(built: list[Built], scratch: Path, out: Path, reference: Reference
     data = with_classifier_metadata(data, spec, app_tflite.input_note(int8.spec))
     path = scratch / name
     tflite_format.save(data, path)
-    check = validate(path, "tflite", "int8", reference,
-                     app_tflite.app_pixels(source.check.images), atol=options.atol,
-                     max_drop=options.max_drop)
+    check = validate(path, "tflite", "int8", reference, _check_inputs(source, name),
+                     atol=options.atol, max_drop=options.max_drop)
     log.info("      %s %s (%.1f s)", "[✓]" if check.passed else "[x]", check.detail,
              time.perf_counter() - started)
     return [Built(path, out / name, check, spec)]
+
+
+def _embed_self_checks(built: list[Built], source: ExportSource) -> None:
+    """Every file that passed carries its proof to the device: a reference set of check
+    inputs, as that file takes them (export.selfcheck). Done once all files are built, so the
+    app file is made from the int8 file as validated, not with the int8 file's reference."""
+    for item in built:
+        if item.check.passed:
+            log.info("[+] self-check → %s", item.final.name)
+            embed_reference(item.path, _check_inputs(source, item.final.name))
+            item.check.size_bytes = item.path.stat().st_size
+
+
+def _check_inputs(source: ExportSource, name: str) -> np.ndarray:
+    """The check images as the file ``name`` takes them: RGB for the app file."""
+    images = source.check.images
+    return app_tflite.app_pixels(images) if name == names.APP_TFLITE else images
 
 
 def _place(item: Built) -> None:

@@ -12,6 +12,7 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -21,6 +22,9 @@ from runtime.framing import check_roi, frame_digit
 from runtime.metadata import read_spec
 from runtime.preprocess import check_image, prepare, prepare_batch, to_model_values
 from runtime.spec import ModelSpec, QuantParams
+
+if TYPE_CHECKING:
+    from runtime.selfcheck import SelfCheckResult
 
 MAX_BATCH = 256  # larger batches are run in chunks: bounded memory on small devices
 
@@ -163,6 +167,13 @@ class Classifier:
         k = max(1, min(top_k, len(probs)))
         order = np.argsort(-probs, kind="stable")[:k]
         return [Prediction(self.spec.labels[i], float(probs[i]), int(i)) for i in order]
+
+    def self_check(self, fallback: bool = True) -> SelfCheckResult:
+        """Run the reference set embedded at export, here (``runtime.selfcheck``). A LiteRT
+        file that fails with XNNPACK switches to other kernels when they pass."""
+        from runtime.selfcheck import self_check
+
+        return self_check(self, fallback)
 
     def __repr__(self) -> str:
         return f"Classifier({self.path.name}, {self.backend.name}, {self.spec.precision})"

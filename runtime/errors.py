@@ -36,6 +36,12 @@ class MissingPackageError(EdgeCNNError):
     the message names it and the pip command. Raised by :func:`runtime.optional.require`."""
 
 
+
+class SelfCheckFailed(RuntimeError):
+    """A model file does not give, on this machine, the answers it gave at export
+    (runtime.selfcheck). Not bad input: entry points report it as one line, exit code 1."""
+
+
 def first_line(exc: BaseException, limit: int = 200) -> str:
     """The first line of an exception's message: engines often append pages of context.
 

@@ -124,6 +124,25 @@ def test_mediapipe_image_classifier_names_eval_images(exported_bundle: Path,
     assert right >= keras["accuracy"] - 0.01, (right, keras["accuracy"])
 
 
+def test_app_file_carries_its_own_self_check_on_rgb_inputs(exported_bundle: Path,
+                                                            app_file: Path) -> None:
+    """Its reference inputs are held-out images as the app file takes them (RGB), not the
+    int8 file's; the file passes it here, and its label file survived the embedding."""
+    from export.app_tflite import app_pixels
+    from runtime.__main__ import main as runtime_main
+    from runtime.selfcheck import read_reference
+
+    app = runtime.load(app_file)
+    reference = read_reference(app)
+    assert reference is not None and reference.stored.shape[1:] == app.spec.input_shape
+    images, _ = load_images(exported_bundle / "eval.npz")
+    rgb = app_pixels(images).reshape(len(images), -1)
+    assert all((rgb == row.reshape(-1)).all(1).any() for row in reference.stored)
+    assert app.self_check().status == "passed"
+    assert runtime_main(["check", "--model", str(app_file)]) == 0
+    assert list(associated_files(app_file.read_bytes())) == ["labels.txt"]
+
+
 def test_adding_metadata_keeps_the_packed_label_file(app_file: Path, tmp_path: Path) -> None:
     data = with_tflite_metadata(app_file.read_bytes(), "a note", "other.key")
     assert tflite_metadata(data, "other.key") == "a note"
