@@ -6,13 +6,19 @@ PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 BUNDLE ?= artifacts
 
-.PHONY: setup demo test test-fast lint clean
+.PHONY: setup demo test test-fast test-aarch64 lint clean e2e
 
 setup: $(STAMP)
 
 $(STAMP): pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --disable-pip-version-check -e ".[all,dev]"
+	@# mediapipe (dev) pulls opencv-contrib-python: a GUI build of the same cv2 module, which
+	@# aborts without a display. Put back the headless build that the runtime extra installs.
+	@if $(PY) -m pip show --quiet opencv-contrib-python 2>/dev/null; then \
+	  $(PY) -m pip uninstall --quiet --yes opencv-contrib-python && \
+	  $(PY) -m pip install --quiet --disable-pip-version-check --force-reinstall --no-deps \
+	    "opencv-python-headless==$$($(PY) -m pip show opencv-python-headless | sed -n 's/^Version: //p')"; fi
 	@touch $(STAMP)
 
 # train → export (validated) → a sample camera clip → the webcam demo on it → benchmarks
@@ -29,6 +35,18 @@ test: setup
 # Every test that needs no training, export or TensorFlow (tests/conftest.py): under a minute.
 test-fast: setup
 	$(PY) -m pytest -m "not slow"
+
+# Not part of `make test`: the --serve page in headless Chromium (Debian's package, installed
+# when missing), screenshotted to e2e_serve.png. Uses $(BUNDLE) if exported, else trains a
+# small model first.
+e2e: setup
+	@command -v chromium >/dev/null || (apt-get update -q && apt-get install -y -q chromium)
+	$(PY) tests/e2e_serve.py --bundle $(BUNDLE) --out e2e_serve.png
+
+# Not part of `make test`: the runtime tests under emulated Debian 12 arm64 with the runtime
+# extra's aarch64 wheels (needs root for apt-get and debootstrap; set-up cached in ~/.cache).
+test-aarch64: setup
+	$(PY) -m tests.device.emulate --bundle $(BUNDLE)
 
 lint: setup
 	$(VENV)/bin/ruff check .

@@ -24,6 +24,7 @@ import numpy as np
 import runtime
 from benchmarks.stats import median_of_rounds, percentiles, schedule, spread, throughput
 from runtime.classifier import Classifier
+from runtime.preprocess import prepare_batch
 
 log = logging.getLogger(__name__)
 
@@ -59,6 +60,9 @@ class Candidate:
     engine_input: Callable[[np.ndarray], np.ndarray]    # uint8 → what ``engine`` takes
     classifier: Classifier | None = None
     results: dict[str, Any] = field(default_factory=dict)
+    # eval pixels → this file's model input, outside the timed calls: grey for an RGB-input
+    # file (model.int8.app.tflite) the way the runtime's preprocessing converts it
+    own_pixels: Callable[[np.ndarray], np.ndarray] = lambda pixels: pixels
 
     @property
     def size_bytes(self) -> int:
@@ -68,13 +72,14 @@ class Candidate:
 def runtime_candidate(path: Path, threads: int | None) -> Candidate:
     classifier = runtime.load(path, threads=threads)
     return Candidate(path.name, classifier.backend.name, classifier.spec.precision, path,
-                   classifier.probabilities, classifier.backend.run,
-                   lambda pixels: model_input(classifier, pixels), classifier)
+                     classifier.probabilities, classifier.backend.run,
+                     lambda pixels: model_input(classifier, pixels), classifier,
+                     own_pixels=lambda pixels: prepare_batch(pixels, classifier.spec))
 
 
 def keras_candidate(path: Path, reference: Any) -> Candidate:
     return Candidate(path.name, "keras", "float32", path, reference.probabilities,
-                   reference.engine, reference.engine_input)
+                     reference.engine, reference.engine_input)
 
 
 def model_input(classifier: Classifier, pixels: np.ndarray) -> np.ndarray:
@@ -138,17 +143,19 @@ def batch_of(images: np.ndarray, size: int) -> np.ndarray:
 def hot_path(candidates: Sequence[Candidate], images: np.ndarray, settings: Settings,
              progress: Callable[[str], None] = log.info) -> None:
     """Warm up, then interleaved rounds; fills ``candidate.results`` with medians of rounds."""
-    singles = [images[i][None] for i in range(min(settings.inputs, len(images)))]
-    batch = batch_of(images, settings.batch)
-    prepared = {v.file: ([v.engine_input(x) for x in singles], v.engine_input(batch))
-                for v in candidates}
+    count = min(settings.inputs, len(images))
+    own = {v.file: v.own_pixels(images[:max(count, settings.batch)]) for v in candidates}
+    singles = {f: [pixels[i][None] for i in range(count)] for f, pixels in own.items()}
+    batches = {f: batch_of(pixels, settings.batch) for f, pixels in own.items()}
+    prepared = {v.file: ([v.engine_input(x) for x in singles[v.file]],
+                         v.engine_input(batches[v.file])) for v in candidates}
     progress(f"warm-up: {settings.warmup} calls per candidate, then {settings.rounds} rounds of "
              f"{settings.iterations} batch-1 calls (Classifier and engine) and "
              f"{settings.batches} batches of {settings.batch}")
     for v in candidates:
-        time_paired([(v.probabilities, singles), (v.engine, prepared[v.file][0])],
+        time_paired([(v.probabilities, singles[v.file]), (v.engine, prepared[v.file][0])],
                     settings.warmup)
-        time_calls(v.probabilities, [batch], max(2, settings.batches // 5))
+        time_calls(v.probabilities, [batches[v.file]], max(2, settings.batches // 5))
     rounds: dict[str, dict[str, list[dict[str, float]]]] = {
         v.file: {"classifier": [], "engine": [], "overhead": [], "batch": []} for v in candidates}
     for r, order in enumerate(schedule(len(candidates), settings.rounds)):
@@ -157,12 +164,12 @@ def hot_path(candidates: Sequence[Candidate], images: np.ndarray, settings: Sett
             v = candidates[i]
             own = rounds[v.file]
             classifier_us, engine_us = time_paired(
-                [(v.probabilities, singles), (v.engine, prepared[v.file][0])],
+                [(v.probabilities, singles[v.file]), (v.engine, prepared[v.file][0])],
                 settings.iterations)
             own["classifier"].append(percentiles(classifier_us))
             own["engine"].append(percentiles(engine_us))
             own["overhead"].append({"p50": float(np.median(classifier_us - engine_us))})
-            batch_us = time_calls(v.probabilities, [batch], settings.batches)
+            batch_us = time_calls(v.probabilities, [batches[v.file]], settings.batches)
             own["batch"].append({"p50": float(np.median(batch_us))})
         progress(f"round {r + 1}/{settings.rounds}: {len(candidates)} candidates in "
                  f"{time.perf_counter() - started:.1f} s")
@@ -184,7 +191,7 @@ def hot_path(candidates: Sequence[Candidate], images: np.ndarray, settings: Sett
 def accuracy(candidates: Sequence[Candidate], images: np.ndarray, labels: np.ndarray,
              reference: Candidate) -> None:
     """Accuracy vs labels, and change / top-1 agreement vs the reference candidate."""
-    predicted = {v.file: predict_all(v, images).argmax(1) for v in candidates}
+    predicted = {v.file: predict_all(v, v.own_pixels(images)).argmax(1) for v in candidates}
     ref_top1 = predicted[reference.file]
     ref_acc = float((ref_top1 == labels).mean())
     for v in candidates:

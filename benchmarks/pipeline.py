@@ -20,6 +20,7 @@ import numpy as np
 from benchmarks.measure import gc_paused, time_calls
 from benchmarks.stats import median_of_rounds, percentiles
 from runtime.classifier import Classifier
+from runtime.preprocess import prepare_batch
 from runtime.spec import ModelSpec
 
 log = logging.getLogger(__name__)
@@ -41,7 +42,7 @@ def render_frames(images: np.ndarray, labels: np.ndarray, spec: ModelSpec, count
 
             frame = camera.photograph(camera.mnist_coverage(image), camera.random_shot(rng), rng)
         else:  # any other model: its own image, enlarged to camera size, with sensor noise
-            bgr = np.ascontiguousarray(image[:, :, ::-1]) if spec.color == "rgb" \
+            bgr = np.ascontiguousarray(image[:, :, ::-1]) if image.shape[2] == 3 \
                 else np.repeat(image, 3, axis=2)
             big = cv2.resize(bgr, (WIDTH, HEIGHT), interpolation=cv2.INTER_LINEAR)
             frame = np.clip(big + rng.normal(0, 3, big.shape), 0, 255).astype(np.uint8)
@@ -92,7 +93,7 @@ def measure(classifier: Classifier, images: np.ndarray, labels: np.ndarray, fram
             per_round[stage].append(result["summary"][stage])
         progress(f"pipeline round {r + 1}/{rounds}: {len(encoded)} frames")
     stages = {stage: median_of_rounds(values) for stage, values in per_round.items()}
-    probs = classifier.probabilities(images[:1])[0]
+    probs = classifier.probabilities(prepare_batch(images[:1], classifier.spec))[0]
     topk_us = time_calls(lambda p: classifier.top(p, 3), [probs], 500)
     found = [i for i, top in tops.items() if top is not None]
     runtime_p50 = stages["runtime_us"]["p50"]

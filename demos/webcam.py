@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
+import os
 import sys
 from collections.abc import Iterator
 from pathlib import Path
@@ -24,14 +25,17 @@ import numpy as np
 
 import runtime
 from demos.overlay import draw
+from demos.serve import serving
 from demos.tally import Tally
 from runtime.camera import Frame, open_source
 from runtime.classifier import FrameResult
-from runtime.cli import Parser, run_cli, setup_logging
-from runtime.errors import EdgeCNNError, SourceError
+from runtime.cli import Parser, override_framing, run_cli, setup_logging
+from runtime.errors import EdgeCNNError, SelfCheckFailed, SourceError
 from runtime.files import scratch_path
 from runtime.framing import parse_roi
-from runtime.quiet import native_stderr_logged
+from runtime.quiet import native_stderr_logged, opencv_log_level
+from runtime.selfcheck import require_self_check
+from runtime.spec import FRAMINGS
 
 WINDOW = "edgecnn"
 # Below this top-1 probability a frame says "?" (docs/printed.md: how it was chosen).
@@ -51,23 +55,31 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--roi", default=None, help="region to classify, x,y,w,h in pixels "
                    "(default: a centred box for digit models, the whole frame otherwise)")
     p.add_argument("--threads", type=int, default=None, help="inference threads")
+    p.add_argument("--framing", choices=FRAMINGS, default=None, help="override the model "
+                   "file's spec for this run: 'digit' cuts and centres digits the way MNIST was "
+                   "made, 'none' feeds the ROI as it is")
     p.add_argument("--truth", default=None, help="ground-truth labels (default: "
                    "<source>.truth.json when it exists)")
     p.add_argument("--min-confidence", type=float, default=MIN_CONFIDENCE,
                    help="below this top-1 probability a frame shows '?' (label null); 0 "
                    "always answers")
+    p.add_argument("--serve", default=None, metavar="[HOST:]PORT", help="serve a web page with "
+                   "the live annotated stream (also /stream.mjpg, /predictions) on 127.0.0.1, "
+                   "or on HOST; video files then play at their own frame rate")
+    p.add_argument("--skip-self-check", action="store_true",
+                   help="run even if the file fails its embedded self-check")
     return p
 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    return run_cli("webcam", lambda: run(args))
+    return run_cli("webcam", lambda: run(args), failures=(SelfCheckFailed,))
 
 
 def run(args: argparse.Namespace) -> int:
     setup_logging("demos")  # reopen attempts and other progress go to stdout; stderr: errors
     # OpenCV warns on stderr for each failed open; our own message names the source instead.
-    cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_ERROR)
+    opencv_log_level("error")
     if args.max_frames is not None and args.max_frames < 1:
         raise EdgeCNNError(f"--max-frames {args.max_frames} must be positive")
     if not 0.0 <= args.min_confidence <= 1.0:
@@ -75,20 +87,26 @@ def run(args: argparse.Namespace) -> int:
                            "from 0 to 1")
     roi = parse_roi(args.roi) if args.roi else None
     classifier = runtime.load(args.model, threads=args.threads)
+    override_framing(classifier, args.framing)
+    if not args.skip_self_check:  # refuse to show confident garbage
+        print(require_self_check(classifier).summary())
     truth = _load_truth(args.truth, args.source)
     show = not args.headless and _window_available()
     tally = Tally()
+    title = f"edgecnn · {classifier.path.name} · {args.source}"
     # FFmpeg's and OpenCV's own lines (a stream reconnecting) go to the log; stderr stays
     # for the one error line, which names the flag the source came from.
     with native_stderr_logged(), _flag_in_source_errors("--source"), \
-            open_source(args.source) as source, _writers(args.save, args.jsonl) as (video, log):
-        for frame in source:
+            open_source(args.source) as source, _writers(args.save, args.jsonl) as (video, log), \
+            serving(args.serve, title) as view:
+        for frame in view.frames(source, args.source):
             result = classifier.classify_frame(frame.image, roi)
             label = answer(result, args.min_confidence)
             tally.add(frame, result, truth, label)
             annotated = None
-            if show or video is not None:
+            if show or video is not None or view.watched:
                 annotated = draw(frame.image, result, tally.fps, frame.wait_ms, label)
+            view.publish(annotated, {**_record(frame, result, label), "fps": round(tally.fps, 2)})
             if video is not None:
                 video.write(annotated)
             if log is not None:
@@ -183,14 +201,19 @@ def _load_truth(path: str | None, source: str) -> list[str] | None:
 
 
 def _window_available() -> bool:
-    """False on headless OpenCV builds or without a display: fall back to the status line."""
-    try:
-        cv2.namedWindow(WINDOW, cv2.WINDOW_AUTOSIZE)
-        return True
-    except cv2.error:
+    """False on headless OpenCV builds or without a display: fall back to the status line.
+    (Without a display, OpenCV's Qt builds abort the process instead of raising.)"""
+    available = not sys.platform.startswith("linux") or bool(
+        os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY"))
+    if available:
+        try:
+            cv2.namedWindow(WINDOW, cv2.WINDOW_AUTOSIZE)
+        except cv2.error:
+            available = False
+    if not available:
         print("webcam: no window available (headless OpenCV or no display); showing a status "
               "line instead (--headless hides this note)")
-        return False
+    return available
 
 
 @contextlib.contextmanager

@@ -12,6 +12,7 @@ from export.repair import REPAIR_MODES
 from export.validate import FLOAT_ATOL, MAX_DROP_PP
 from runtime.cli import EXIT_FAILED, EXIT_OK, Parser, parse_csv, run_cli, setup_logging
 from runtime.errors import EdgeCNNError
+from runtime.spec import FRAMINGS
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -41,15 +42,24 @@ def build_parser() -> argparse.ArgumentParser:
         "largest top-1 disagreement with Keras, a quantized file may show (percentage points)")
     add("--atol", type=float, default=FLOAT_ATOL,
         help="largest probability difference a float32 file may show")
-    add("--model", default=None, help="a Keras model to export instead of the bundle's; "
-        "without a bundle it needs --calib-data")
+    add("--model", default=None, help="a Keras model to export instead of the bundle's: "
+        ".keras, legacy .h5 or a SavedModel folder; without a bundle it needs --calib-data")
     add("--calib-data", default=None,
-        help="foreign models: folder of images (class subfolders optional) or an .npz with "
-        "images and labels; half calibrates, half checks")
+        help="foreign models: a folder of images (one subfolder per class, or plain), an .npz "
+        "(images/labels, x/y, or Keras's mnist.npz layout: x_test/y_test then check) or an "
+        ".npy; otherwise half calibrates, half checks")
     add("--labels", default=None, help="foreign models: class names, comma-separated or a "
-        "text file with one per line")
-    add("--value-range", default="0,255", help="foreign models: what pixel values 0 and 255 "
-        "become at the model input, e.g. --value-range=-1,1 for MobileNetV2")
+        "text file with one per line (default: the class folders, else 0..N-1)")
+    add("--value-range", default=None, help="foreign models: what pixel values 0 and 255 "
+        "become at the model input, e.g. --value-range=0,1 for pixels/255 outside the model, "
+        "-1,1 for MobileNetV2 (default: the scale that reads the labelled samples best)")
+    add("--framing", choices=FRAMINGS, default=None, help="how camera frames reach the model: "
+        "'digit' cuts and centres digits the way MNIST was made (default: the bundle's spec; "
+        "'none' for foreign models)")
+    add("--input-size", default=None, metavar="HxW", help="foreign models that take any image "
+        "size (or flat pixels): the size to export them at, e.g. 224x224")
+    add("--trust-model", action="store_true", help="load Lambda layers (Python code stored in "
+        "the model file; Keras's safe_mode=False): only for files you trust")
     return p
 
 
@@ -63,8 +73,9 @@ def _export(args: argparse.Namespace) -> int:
     options = _options(args)
     _require_toolchain(options)
     bundle = Path(args.bundle)
+    from export.foreign import ForeignOptions, from_foreign_model
     from export.run import check_output_folder, export_all
-    from export.source import from_bundle, from_foreign_model
+    from export.source import from_bundle
     from runtime.bundle import EXPORT_REPORT, SPEC, require_bundle
 
     foreign = args.calib_data is not None or (args.model and not (bundle / SPEC).is_file())
@@ -72,10 +83,18 @@ def _export(args: argparse.Namespace) -> int:
         if args.model is None:
             raise EdgeCNNError("--calib-data is for foreign models: pass --model FILE.keras too")
         check_output_folder(bundle, Path(args.model))  # before TensorFlow loads the model
-        source = from_foreign_model(Path(args.model), _path(args.calib_data),
-                                    _labels(args.labels), _value_range(args.value_range))
+        size = _input_size(args.input_size) if args.input_size else None
+        value_range = _value_range(args.value_range) if args.value_range else None
+        source = from_foreign_model(Path(args.model), _path(args.calib_data), ForeignOptions(
+            _labels(args.labels), value_range, args.framing, size, args.trust_model))
     else:
-        source = from_bundle(require_bundle(bundle), _path(args.model))
+        require_bundle(bundle)
+        for flag, value in (("--labels", args.labels), ("--value-range", args.value_range),
+                            ("--input-size", args.input_size)):
+            if value is not None:
+                raise EdgeCNNError(f"{flag} is for foreign models (--model with --calib-data); "
+                                   f"the bundle's {bundle / SPEC} already says it")
+        source = from_bundle(bundle, _path(args.model), args.trust_model, args.framing)
     report = export_all(source, bundle, options)
 
     from export.report import table
@@ -145,6 +164,20 @@ def _value_range(text: str) -> tuple[float, float]:
     if not high > low:
         raise EdgeCNNError(f"--value-range {text!r}: the second number must be larger")
     return low, high
+
+
+def _input_size(text: str) -> tuple[int, int]:
+    """``--input-size`` as ``HxW`` (or one number for a square)."""
+    parts = text.lower().replace("×", "x").split("x")
+    try:
+        size = tuple(int(p) for p in parts)
+    except ValueError:
+        size = ()
+    if len(size) == 1:
+        size = size * 2
+    if len(size) != 2 or min(size) < 1:
+        raise EdgeCNNError(f"--input-size {text!r}: expected HEIGHTxWIDTH in pixels, e.g. 224x224")
+    return size  # type: ignore[return-value]
 
 
 if __name__ == "__main__":

@@ -19,6 +19,7 @@ import numpy as np
 
 from export.errors import ExportError, UnsupportedModelError
 from export.onnx_graph import LAYOUT_OPS, compact_names, simplify
+from export.onnx_metadata import describe, set_property
 from runtime.errors import first_line
 from runtime.files import atomic_path
 from runtime.preprocess import to_model_values
@@ -188,6 +189,7 @@ def save(proto: object, spec: ModelSpec, path: Path) -> None:
     del proto.metadata_props[:]  # type: ignore[attr-defined]
     entry = proto.metadata_props.add()  # type: ignore[attr-defined]
     entry.key, entry.value = METADATA_KEY, spec.to_json()
+    describe(proto, spec)  # the standard fields other tools read
     proto.ir_version = min(proto.ir_version, MAX_IR_VERSION)  # type: ignore[attr-defined]
     declare_used_domains(proto)
     proto.producer_name = "edgecnn"  # type: ignore[attr-defined]
@@ -195,6 +197,16 @@ def save(proto: object, spec: ModelSpec, path: Path) -> None:
         onnx.checker.check_model(proto, full_check=True)
     except onnx.checker.ValidationError as exc:
         raise ExportError(f"the ONNX graph fails onnx.checker: {first_line(exc)}") from None
+    with atomic_path(path) as tmp:
+        onnx.save(proto, str(tmp))
+
+
+def set_metadata(path: Path, key: str, value: str) -> None:
+    """Add or replace one metadata entry of a saved file; the graph stays as it is."""
+    import onnx
+
+    proto = onnx.load(str(path))
+    set_property(proto, key, value)
     with atomic_path(path) as tmp:
         onnx.save(proto, str(tmp))
 

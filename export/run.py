@@ -16,14 +16,21 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
+from export import app_tflite
 from export import onnx as onnx_format
 from export import tflite as tflite_format
+from export.describe import VERSION_DIGITS
 from export.errors import ExportError
 from export.repair import Int8Job, build_int8
+from export.selfcheck import embed_reference
 from export.source import ExportSource, calibration_images
+from export.tflite_metadata import metadata_schema, with_classifier_metadata
 from export.validate import FLOAT_ATOL, MAX_DROP_PP, Check, Reference, keras_reference, validate
 from runtime import bundle as names
-from runtime.files import read_json, sha256, write_json
+from runtime.errors import MissingPackageError
+from runtime.files import read_json, sha256, size_bytes, write_json
 from runtime.metadata import sidecar_path
 
 log = logging.getLogger(__name__)
@@ -76,7 +83,7 @@ def check_output_folder(out: Path, model_path: Path) -> None:
     report = out / names.EXPORT_REPORT
     if report.is_file():
         previous = read_json(report).get("source_sha256")
-        if previous and model_path.is_file() and previous != sha256(model_path):
+        if previous and model_path.exists() and previous != sha256(model_path):
             raise ExportError(f"--bundle {out}/ holds the exports of another model; choose a "
                               "new or empty folder")
 
@@ -88,6 +95,7 @@ def export_all(source: ExportSource, out: Path, options: ExportOptions) -> dict[
     calibration = None
     if any(p == "int8" for _, p in plan):
         calibration = calibration_images(source, options.calib_samples)
+    source.spec = source.spec.replace(version=sha256(source.model_path)[:VERSION_DIGITS])
     log.info("Keras reference on %d check images …", len(source.check))
     reference = keras_reference(source.model, source.spec, source.check.images,
                                 source.check.labels)
@@ -153,7 +161,57 @@ def _build_all(source: ExportSource, plan: list[tuple[str, str]], scratch: Path,
         built.append(item)
         log.info("      %s %s (%.1f s)", "[✓]" if check.passed else "[x]", check.detail,
                  time.perf_counter() - started)
+    built.extend(_app_file(built, scratch, out, reference, source, options))
+    _embed_self_checks(built, source)
     return built
+
+
+def _app_file(built: list[Built], scratch: Path, out: Path, reference: Reference,
+              source: ExportSource, options: ExportOptions) -> list[Built]:
+    """The int8 TFLite file re-wired for app loaders (MediaPipe Tasks), validated the same
+    way; nothing when there is no int8 TFLite file or no mediapipe to write its metadata."""
+    int8 = next((b for b in built if b.final.name == names.EXPORT_NAMES[("tflite", "int8")]),
+                None)
+    if int8 is None:
+        return []
+    name = names.APP_TFLITE
+    if not int8.check.passed:
+        check = Check.not_built(name, "tflite", "int8", f"{int8.final.name}, its source, failed "
+                                "validation")
+        return [Built(scratch / name, out / name, check, int8.spec)]
+    try:
+        metadata_schema()
+    except MissingPackageError as exc:
+        log.warning("      [–] %s not written: %s", name, exc)
+        return []
+    started = time.perf_counter()
+    log.info("[+] tflite int8 for apps → %s", name)
+    data, spec = app_tflite.convert(int8.path.read_bytes(), int8.spec)
+    data = with_classifier_metadata(data, spec, app_tflite.input_note(int8.spec))
+    path = scratch / name
+    tflite_format.save(data, path)
+    check = validate(path, "tflite", "int8", reference, _check_inputs(source, name),
+                     atol=options.atol, max_drop=options.max_drop)
+    log.info("      %s %s (%.1f s)", "[✓]" if check.passed else "[x]", check.detail,
+             time.perf_counter() - started)
+    return [Built(path, out / name, check, spec)]
+
+
+def _embed_self_checks(built: list[Built], source: ExportSource) -> None:
+    """Every file that passed carries its proof to the device: a reference set of check
+    inputs, as that file takes them (export.selfcheck). Done once all files are built, so the
+    app file is made from the int8 file as validated, not with the int8 file's reference."""
+    for item in built:
+        if item.check.passed:
+            log.info("[+] self-check → %s", item.final.name)
+            embed_reference(item.path, _check_inputs(source, item.final.name))
+            item.check.size_bytes = item.path.stat().st_size
+
+
+def _check_inputs(source: ExportSource, name: str) -> np.ndarray:
+    """The check images as the file ``name`` takes them: RGB for the app file."""
+    images = source.check.images
+    return app_tflite.app_pixels(images) if name == names.APP_TFLITE else images
 
 
 def _place(item: Built) -> None:
@@ -182,7 +240,7 @@ def _report(source: ExportSource, options: ExportOptions, reference: Reference,
         "calibration_images": min(len(source.calibration), options.calib_samples),
         "options": vars(options),
         "reference": {"accuracy": reference.accuracy,
-                      "size_bytes": source.model_path.stat().st_size},
+                      "size_bytes": size_bytes(source.model_path)},
         "files": [c.to_dict() for c in checks],
         "all_passed": all(c.passed for c in checks),
     }

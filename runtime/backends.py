@@ -8,8 +8,10 @@ imported only when a file of their kind is loaded, so ``import runtime`` stays l
 from __future__ import annotations
 
 import os
+import sys
 from abc import ABC, abstractmethod
 from pathlib import Path
+from types import ModuleType
 
 import numpy as np
 
@@ -20,6 +22,10 @@ from runtime.quiet import native_stderr_silenced
 from runtime.spec import QuantParams
 
 SUFFIXES = {".onnx": "onnxruntime", ".tflite": "litert"}
+# LiteRT kernel sets, fastest first: the XNNPACK delegate (LiteRT's default), the built-in
+# optimized kernels without it, the reference kernels (slowest, simplest). The self-check
+# moves down this list when a file misbehaves with one (runtime/selfcheck.py).
+LITERT_KERNELS = ("xnnpack", "builtin", "reference")
 TFLITE_USE = "to run .tflite models"
 MAX_THREADS = max(64, 4 * (os.cpu_count() or 1))  # more only stalls: pools are pre-spawned
 
@@ -35,13 +41,19 @@ class Backend(ABC):
     input_quant: QuantParams | None = None   # what the file itself says, when it says it
     output_quant: QuantParams | None = None
     embedded_spec: str | None = None
+    engine: str = ""                      # the engine package and version that runs the file
+
+    def metadata(self, key: str) -> str | None:
+        """Another entry of the file's embedded metadata (the spec is ``embedded_spec``)."""
+        return None
 
     @abstractmethod
     def run(self, batch: np.ndarray) -> np.ndarray:
         """Run one batch (N, H, W, C) of ``input_dtype``; return the raw (N, classes) output."""
 
 
-def open_backend(path: str | os.PathLike[str], threads: int | None = None) -> Backend:
+def open_backend(path: str | os.PathLike[str], threads: int | None = None,
+                 kernels: str = "xnnpack") -> Backend:
     """Load ``path`` with the engine its suffix names; every failure is a ModelFileError."""
     path = Path(path)
     if path.is_dir():
@@ -67,7 +79,9 @@ def open_backend(path: str | os.PathLike[str], threads: int | None = None) -> Ba
     if not data:
         raise ModelFileError(f"{path} is empty; export the model again")
     try:
-        return OnnxBackend(data, threads) if kind == "onnxruntime" else LiteRTBackend(data, threads)
+        if kind == "onnxruntime":
+            return OnnxBackend(data, threads)
+        return LiteRTBackend(data, threads, kernels)
     except MissingPackageError:  # the engine is absent: not the file's fault
         raise
     except ModelFileError as exc:
@@ -97,6 +111,10 @@ class OnnxBackend(Backend):
         width = outputs[0].shape[-1] if outputs[0].shape else None
         self.output_classes = width if isinstance(width, int) else None
         self.embedded_spec = onnx_metadata(self.session)
+        self.engine = f"onnxruntime {_version('onnxruntime')}"
+
+    def metadata(self, key: str) -> str | None:
+        return onnx_metadata(self.session, key)
 
     def run(self, batch: np.ndarray) -> np.ndarray:
         return self.session.run([self.output_name], {self.input_name: batch})[0]
@@ -126,12 +144,27 @@ def onnx_session(model: bytes | str | os.PathLike[str], threads: int | None,
 class LiteRTBackend(Backend):
     name = "litert"
 
-    def __init__(self, model: bytes, threads: int | None) -> None:
-        Interpreter = require("ai_edge_litert.interpreter", TFLITE_USE).Interpreter
+    def __init__(self, model: bytes, threads: int | None, kernels: str = "xnnpack") -> None:
+        if kernels not in LITERT_KERNELS:
+            raise ModelFileError(f"kernels {kernels!r}: choose from {', '.join(LITERT_KERNELS)}")
+        engine = litert_engine()
         self.embedded_spec = tflite_metadata(model)  # also rejects non-TFLite bytes early
-        with native_stderr_silenced():  # "Created TensorFlow Lite XNNPACK delegate" on every load
-            self.interpreter = Interpreter(model_content=model, num_threads=threads)
-            self.interpreter.allocate_tensors()
+        self._model, self._threads, self.kernels = model, threads, kernels
+        self.engine = f"{engine.__name__.split('.')[0]} {_version(engine.__name__)}"
+        resolver = {"xnnpack": "AUTO", "builtin": "BUILTIN_WITHOUT_DEFAULT_DELEGATES",
+                    "reference": "BUILTIN_REF"}[kernels]
+        try:
+            with native_stderr_silenced():  # "Created TensorFlow Lite XNNPACK delegate" each load
+                self.interpreter = engine.Interpreter(
+                    model_content=model, num_threads=threads,
+                    experimental_op_resolver_type=getattr(engine.OpResolverType, resolver))
+                self.interpreter.allocate_tensors()
+        except ValueError as exc:
+            if "Didn't find op" not in str(exc):  # not an old engine: a corrupt file
+                raise
+            wanted = (tflite_metadata(model, "min_runtime_version") or "?").strip("\0 ")
+            raise ModelFileError(f"needs a newer LiteRT than {self.engine} (the file asks for "
+                                 f"{wanted}): {first_line(exc)}") from None
         inputs = self.interpreter.get_input_details()
         outputs = self.interpreter.get_output_details()
         if len(inputs) != 1 or len(outputs) != 1:
@@ -146,6 +179,13 @@ class LiteRTBackend(Backend):
         self.output_quant = _tflite_quant(self._output)
         self._batch = int(self._input["shape"][0])
 
+    def metadata(self, key: str) -> str | None:
+        return tflite_metadata(self._model, key)
+
+    def with_kernels(self, kernels: str) -> LiteRTBackend:
+        """The same file on another kernel set (see ``LITERT_KERNELS``)."""
+        return LiteRTBackend(self._model, self._threads, kernels)
+
     def run(self, batch: np.ndarray) -> np.ndarray:
         if len(batch) != self._batch:  # the interpreter has a fixed batch; resize on change
             self.interpreter.resize_tensor_input(self._input["index"], list(batch.shape))
@@ -154,6 +194,24 @@ class LiteRTBackend(Backend):
         self.interpreter.set_tensor(self._input["index"], batch)
         self.interpreter.invoke()
         return self.interpreter.get_tensor(self._output["index"])
+
+
+def litert_engine() -> ModuleType:
+    """LiteRT's interpreter module: ai-edge-litert, else tflite-runtime (the only LiteRT
+    wheel for 32-bit ARM; same Interpreter API, TFLite files only)."""
+    try:
+        from ai_edge_litert import interpreter
+    except ImportError:
+        try:
+            from tflite_runtime import interpreter  # type: ignore[no-redef]
+        except ImportError:  # neither: name the usual one, and why it failed
+            return require("ai_edge_litert.interpreter", f"{TFLITE_USE} (on 32-bit ARM, "
+                           "tflite-runtime does instead)")
+    return interpreter
+
+
+def _version(module: str) -> str:
+    return getattr(sys.modules.get(module.split(".")[0]), "__version__", "?")
 
 
 def _tflite_quant(detail: dict) -> QuantParams | None:

@@ -34,6 +34,9 @@ EXPORT_NAMES = {
     ("tflite", "dynamic"): "model.dynamic.tflite",
     ("tflite", "int8"): "model.int8.tflite",
 }
+# The int8 TFLite file re-wired for app loaders (MediaPipe Tasks): uint8 RGB in, standard
+# TFLite Model Metadata with a label file. Made from model.int8.tflite by `export --int8`.
+APP_TFLITE = "model.int8.app.tflite"
 
 
 def require_bundle(folder: str | Path) -> Path:

@@ -12,6 +12,7 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -21,6 +22,9 @@ from runtime.framing import check_roi, frame_digit
 from runtime.metadata import read_spec
 from runtime.preprocess import check_image, prepare, prepare_batch, to_model_values
 from runtime.spec import ModelSpec, QuantParams
+
+if TYPE_CHECKING:
+    from runtime.selfcheck import SelfCheckResult
 
 MAX_BATCH = 256  # larger batches are run in chunks: bounded memory on small devices
 
@@ -67,6 +71,13 @@ class Classifier:
     def labels(self) -> tuple[str, ...]:
         return self.spec.labels
 
+    def use_framing(self, framing: str) -> str:
+        """Frame camera images with ``framing`` from now on, whatever the file's spec says (a
+        digit model exported without ``--framing digit``, say); returns the framing it had."""
+        before = self.spec.framing
+        self.spec = self.spec.replace(framing=framing)  # validated: SpecError if unknown
+        return before
+
     def predict(self, image: np.ndarray, top_k: int = 3, *, framed: bool | None = None,
                 roi: Sequence[int] | None = None) -> list[Prediction]:
         """Top-k predictions for one uint8 grayscale, BGR or BGRA image of any size.
@@ -79,12 +90,19 @@ class Classifier:
         ``roi`` (x, y, w, h) is where to look in a photo; other models resize the whole image,
         or the ``roi``.
         """
-        if roi is not None and framed:
-            raise ImageError("roi selects where to look in a photo; a framed image is used "
-                             "whole: pass one or the other")
+        pixels = self.model_pixels(image, framed=framed, roi=roi)
+        return [] if pixels is None else self.top(self.probabilities(pixels[None])[0], top_k)
+
+    def model_pixels(self, image: np.ndarray, *, framed: bool | None = None,
+                     roi: Sequence[int] | None = None) -> np.ndarray | None:
+        """What the model sees of one image, as :meth:`predict` decides it: (H, W, C) uint8
+        model input, or None when a digit model finds no ink. Bulk prediction prepares
+        images with this in reader threads and batches the engine calls."""
+        check_framed_roi(framed, roi)
         if roi is not None or self._needs_framing(image, framed):
-            return self.classify_frame(image, roi, top_k).predictions
-        return self.top(self.probabilities(prepare(image, self.spec)[None])[0], top_k)
+            _, ink_found, cut = self._cut(image, roi)
+            return prepare(cut, self.spec) if ink_found else None
+        return prepare(image, self.spec)
 
     def predict_batch(self, images: Sequence[np.ndarray] | np.ndarray, top_k: int = 3, *,
                       framed: bool | None = None) -> list[list[Prediction]]:
@@ -122,22 +140,27 @@ class Classifier:
         blank paper gives no predictions. Other models see the ROI (default: whole frame).
         """
         started = time.perf_counter()
-        ink_found = True
-        if self.spec.framing == "digit":
-            framed = frame_digit(frame, roi)
-            region, ink_found, image = framed.roi, framed.ink_found, framed.image
-        else:
-            frame = check_image(frame, "frame")
-            height, width = frame.shape[:2]
-            region = tuple(roi) if roi is not None else (0, 0, width, height)
-            x, y, w, h = check_roi(region, height, width)
-            image = frame[y:y + h, x:x + w]
+        region, ink_found, image = self._cut(frame, roi)
         pixels = prepare(image, self.spec)[None]
         prepared = time.perf_counter()
         predictions = self.top(self.probabilities(pixels)[0], top_k) if ink_found else []
         done = time.perf_counter()
-        return FrameResult(predictions, tuple(region), ink_found,  # type: ignore[arg-type]
-                           (prepared - started) * 1e3, (done - prepared) * 1e3)
+        return FrameResult(predictions, region, ink_found, (prepared - started) * 1e3,
+                           (done - prepared) * 1e3)
+
+    def _cut(self, frame: np.ndarray, roi: Sequence[int] | None,
+             ) -> tuple[tuple[int, int, int, int], bool, np.ndarray]:
+        """(region, ink found?, image to prepare): the digit cut and centred like MNIST for
+        digit models, else the ROI (default: the whole frame)."""
+        if self.spec.framing == "digit":
+            framed = frame_digit(frame, roi)
+            return tuple(framed.roi), framed.ink_found, framed.image  # type: ignore[return-value]
+        frame = check_image(frame, "frame")
+        height, width = frame.shape[:2]
+        region = check_roi(tuple(roi) if roi is not None else (0, 0, width, height),
+                           height, width)
+        x, y, w, h = region
+        return region, True, frame[y:y + h, x:x + w]
 
     def top(self, probs: np.ndarray, top_k: int) -> list[Prediction]:
         """The ``top_k`` most probable classes of one probability row, best first."""
@@ -145,15 +168,34 @@ class Classifier:
         order = np.argsort(-probs, kind="stable")[:k]
         return [Prediction(self.spec.labels[i], float(probs[i]), int(i)) for i in order]
 
+    def self_check(self, fallback: bool = True) -> SelfCheckResult:
+        """Run the reference set embedded at export, here (``runtime.selfcheck``). A LiteRT
+        file that fails with XNNPACK switches to other kernels when they pass."""
+        from runtime.selfcheck import self_check
+
+        return self_check(self, fallback)
+
     def __repr__(self) -> str:
         return f"Classifier({self.path.name}, {self.backend.name}, {self.spec.precision})"
 
 
-def load(path: str | os.PathLike[str], threads: int | None = None) -> Classifier:
-    """Load a ``.onnx`` (onnxruntime) or ``.tflite`` (LiteRT) file and its embedded spec."""
+def load(path: str | os.PathLike[str], threads: int | None = None,
+         framing: str | None = None) -> Classifier:
+    """Load a ``.onnx`` (onnxruntime) or ``.tflite`` (LiteRT) file and its embedded spec;
+    ``framing`` ("digit" or "none") overrides the spec's for this classifier."""
     path = Path(path)
     backend = open_backend(path, threads)
-    return Classifier(backend, read_spec(path, backend.embedded_spec), path)
+    classifier = Classifier(backend, read_spec(path, backend.embedded_spec), path)
+    if framing is not None:
+        classifier.use_framing(framing)
+    return classifier
+
+
+def check_framed_roi(framed: bool | None, roi: Sequence[int] | None) -> None:
+    """A framed image is used whole, so it cannot also have a region to look in."""
+    if roi is not None and framed:
+        raise ImageError("roi selects where to look in a photo; a framed image is used "
+                         "whole: pass one or the other")
 
 
 def _input_encoder(spec: ModelSpec, quant: QuantParams | None,

@@ -10,11 +10,13 @@ import argparse
 import logging
 import sys
 from collections.abc import Callable, Sequence
+from typing import Any
 
 from runtime.errors import EdgeCNNError
 from runtime.optional import missing_message, missing_package
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
+EXIT_BROKEN_PIPE = 141  # 128 + SIGPIPE: what a shell reports for `yes | head`
 
 
 class Parser(argparse.ArgumentParser):
@@ -46,6 +48,20 @@ def run_cli(prog: str, main: Callable[[], int],
     except KeyboardInterrupt:
         print(f"{prog}: interrupted", file=sys.stderr)
         return EXIT_INTERRUPTED
+    except BrokenPipeError:  # the reader left (`… | head`): stop quietly, as Unix tools do
+        _silence_stdout()
+        return EXIT_BROKEN_PIPE
+
+
+def _silence_stdout() -> None:
+    """Point stdout at /dev/null so the interpreter's final flush cannot fail again."""
+    import os
+
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+    except (OSError, ValueError):  # no real stdout: nothing left to flush into
+        pass
 
 
 def setup_logging(*packages: str, verbose: bool = False) -> None:
@@ -67,3 +83,13 @@ def parse_csv(text: str, allowed: Sequence[str], option: str) -> list[str]:
     if bad or not items:
         raise EdgeCNNError(f"{option} {text!r}: choose from {', '.join(allowed)}")
     return items
+
+
+def override_framing(classifier: Any, framing: str | None, announce: bool = True) -> None:
+    """``--framing``: frame camera images this way for this run, and say so once."""
+    if framing is None:
+        return
+    before = classifier.use_framing(framing)
+    if announce and before != framing:
+        print(f"framing: {framing} for this run (--framing); {classifier.path.name}'s spec says "
+              f"{before}")

@@ -82,11 +82,27 @@ def read_json(path: str | os.PathLike[str]) -> Any:
 
 
 def sha256(path: str | os.PathLike[str]) -> str:
+    """A file's SHA-256; for a folder (a SavedModel), of its files' names and contents."""
     digest = hashlib.sha256()
+    if Path(path).is_dir():
+        for item in _files(Path(path)):
+            digest.update(f"{item.relative_to(path).as_posix()}\0{sha256(item)}\n".encode())
+        return digest.hexdigest()
     with open(path, "rb") as handle:
         for block in iter(lambda: handle.read(1 << 20), b""):
             digest.update(block)
     return digest.hexdigest()
+
+
+def size_bytes(path: str | os.PathLike[str]) -> int:
+    """A file's size; for a folder, the total of its files."""
+    path = Path(path)
+    return sum(item.stat().st_size for item in _files(path)) if path.is_dir() else \
+        path.stat().st_size
+
+
+def _files(folder: Path) -> list[Path]:
+    return sorted(item for item in folder.rglob("*") if item.is_file())
 
 
 def _json_default(value: Any) -> Any:

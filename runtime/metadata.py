@@ -1,12 +1,17 @@
 """The spec inside a model file: ONNX ``metadata_props`` and a TFLite flatbuffer metadata entry.
 
-Reading needs only what the runtime already has (onnxruntime, and the flatbuffer schema that
-ships with ai-edge-litert), so a lone ``.onnx`` or ``.tflite`` copied to a device is enough.
-A sidecar ``<file>.json`` is the fallback for files made elsewhere.
+Reading needs only what the runtime already has: onnxruntime for ONNX, and for TFLite a
+reader of the few flatbuffer fields involved, written against the standard library because
+tflite-runtime (the only LiteRT wheel for 32-bit ARM) ships no schema module. So a lone
+``.onnx`` or ``.tflite`` copied to a device is enough. A sidecar ``<file>.json`` is the
+fallback for files made elsewhere.
 """
 
 from __future__ import annotations
 
+import io
+import struct
+import zipfile
 from pathlib import Path
 from types import ModuleType
 
@@ -37,36 +42,145 @@ def read_spec(model_path: str | Path, embedded: str | None) -> ModelSpec:
 
 def tflite_metadata(model: bytes, key: str = METADATA_KEY) -> str | None:
     """Read one metadata entry of a TFLite flatbuffer without building an interpreter."""
-    schema = tflite_schema()
     _check_tflite(model)
     try:
-        root = schema.Model.GetRootAs(model, 0)
-        for i in range(root.MetadataLength()):
-            entry = root.Metadata(i)
-            if entry.Name() == key.encode():
-                return root.Buffers(entry.Buffer()).DataAsNumpy().tobytes().decode()
-    except Exception as exc:  # a corrupt flatbuffer raises anything from IndexError to struct.error
+        value = _flatbuffer_metadata(memoryview(model), key.encode())
+        return None if value is None else value.decode()
+    except (struct.error, IndexError, ValueError) as exc:  # UnicodeDecodeError is a ValueError
         raise ModelFileError(f"corrupt TFLite model: cannot read its metadata ({exc})") from None
+
+
+# Field numbers in the TFLite schema (tensorflow/compiler/mlir/lite/schema/schema.fbs).
+_MODEL_BUFFERS, _MODEL_METADATA = 4, 6
+_METADATA_NAME, _METADATA_BUFFER = 0, 1
+_BUFFER_DATA, _BUFFER_OFFSET, _BUFFER_SIZE = 0, 1, 2
+
+
+def _flatbuffer_metadata(buf: memoryview, key: bytes) -> bytes | None:
+    root = _Table(buf, _u32(buf, 0))
+    for entry in root.tables(_MODEL_METADATA):
+        if entry.data(_METADATA_NAME) != key:
+            continue
+        index = entry.scalar(_METADATA_BUFFER, "<I")
+        buffers = root.tables(_MODEL_BUFFERS)
+        if index >= len(buffers):
+            raise ValueError(f"metadata {key.decode()!r} names buffer {index} of {len(buffers)}")
+        buffer = buffers[index]
+        data = buffer.data(_BUFFER_DATA)
+        if data is None:  # files over 2 GB keep buffers after the flatbuffer: offset and size
+            offset, size = buffer.scalar(_BUFFER_OFFSET, "<Q"), buffer.scalar(_BUFFER_SIZE, "<Q")
+            if offset <= 1 or offset + size > len(buf):
+                raise ValueError(f"metadata {key.decode()!r} points outside the file")
+            data = bytes(buf[offset:offset + size])
+        return data
     return None
 
 
-def with_tflite_metadata(model: bytes, value: str, key: str = METADATA_KEY) -> bytes:
-    """Return ``model`` with ``key`` set to ``value`` (replacing an earlier entry)."""
+class _Table:
+    """One flatbuffer table: just the lookups metadata needs, every offset bounds-checked."""
+
+    def __init__(self, buf: memoryview, pos: int) -> None:
+        self.buf, self.pos = buf, pos
+        self.vtable = pos - struct.unpack("<i", _slice(buf, pos, 4))[0]
+
+    def _field(self, number: int) -> int | None:
+        entry = 4 + 2 * number
+        if entry >= _u16(self.buf, self.vtable):
+            return None
+        offset = _u16(self.buf, self.vtable + entry)
+        return self.pos + offset if offset else None
+
+    def scalar(self, number: int, fmt: str) -> int:
+        where = self._field(number)
+        return 0 if where is None else struct.unpack(fmt, _slice(self.buf, where,
+                                                                 struct.calcsize(fmt)))[0]
+
+    def _vector(self, number: int) -> tuple[int, int] | None:
+        where = self._field(number)
+        if where is None:
+            return None
+        start = where + _u32(self.buf, where)
+        return start + 4, _u32(self.buf, start)
+
+    def tables(self, number: int) -> list[_Table]:
+        vector = self._vector(number)
+        if vector is None:
+            return []
+        start, length = vector
+        _slice(self.buf, start, 4 * length)
+        return [_Table(self.buf, start + 4 * i + _u32(self.buf, start + 4 * i))
+                for i in range(length)]
+
+    def data(self, number: int) -> bytes | None:
+        """A string or a vector of bytes."""
+        vector = self._vector(number)
+        return None if vector is None else bytes(_slice(self.buf, *vector))
+
+
+def _slice(buf: memoryview, pos: int, size: int) -> memoryview:
+    if pos < 0 or size < 0 or pos + size > len(buf):
+        raise IndexError(f"offset {pos} (+{size}) lies outside the {len(buf)}-byte file")
+    return buf[pos:pos + size]
+
+
+def _u32(buf: memoryview, pos: int) -> int:
+    return struct.unpack("<I", _slice(buf, pos, 4))[0]
+
+
+def _u16(buf: memoryview, pos: int) -> int:
+    return struct.unpack("<H", _slice(buf, pos, 2))[0]
+
+
+def with_tflite_metadata(model: bytes, value: str | bytes, key: str = METADATA_KEY) -> bytes:
+    """Return ``model`` with ``key`` set to ``value`` (replacing an earlier entry).
+
+    Files packed after the flatbuffer (see :func:`associated_files`) are packed again after
+    the new one, so adding an entry never loses a label file.
+    """
     flatbuffers = require("flatbuffers", "to write metadata into .tflite files")
     schema = tflite_schema()
     _check_tflite(model)
+    packed = associated_files(model)
     tree = schema.ModelT.InitFromObj(schema.Model.GetRootAs(model, 0))
     tree.metadata = [m for m in (tree.metadata or []) if m.name != key.encode()]
+    data = value.encode() if isinstance(value, str) else bytes(value)
     buffer = schema.BufferT()
-    buffer.data = np.frombuffer(value.encode(), np.uint8)
+    buffer.data = np.frombuffer(data, np.uint8)
     tree.buffers.append(buffer)
     entry = schema.MetadataT()
     entry.name = key
     entry.buffer = len(tree.buffers) - 1
     tree.metadata.append(entry)
-    builder = flatbuffers.Builder(len(model) + len(value) + 1024)
+    builder = flatbuffers.Builder(len(model) + len(data) + 1024)
     builder.Finish(tree.Pack(builder), file_identifier=TFLITE_IDENTIFIER)
-    return bytes(builder.Output())
+    return with_associated_files(bytes(builder.Output()), packed)
+
+
+def associated_files(model: bytes) -> dict[str, bytes]:
+    """Files packed after a TFLite flatbuffer as a zip archive, the TFLite Model Metadata
+    convention for label files; empty when there are none."""
+    stream = io.BytesIO(model)
+    if not zipfile.is_zipfile(stream):
+        return {}
+    try:
+        with zipfile.ZipFile(stream) as archive:
+            return {name: archive.read(name) for name in archive.namelist()}
+    except (zipfile.BadZipFile, OSError) as exc:
+        raise ModelFileError(f"corrupt TFLite model: its packed files are unreadable ({exc})") \
+            from None
+
+
+def with_associated_files(model: bytes, files: dict[str, bytes]) -> bytes:
+    """``model`` with ``files`` packed after it, as the metadata populators do: a stored
+    (uncompressed) zip appended to the flatbuffer, which interpreters ignore."""
+    if not files:
+        return model
+    stream = io.BytesIO(model)
+    stream.seek(0, io.SEEK_END)
+    with zipfile.ZipFile(stream, "a", compression=zipfile.ZIP_STORED) as archive:
+        for name, data in files.items():
+            archive.writestr(name, data)
+    return stream.getvalue()
 
 
 def tflite_schema() -> ModuleType:

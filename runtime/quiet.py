@@ -21,6 +21,15 @@ from collections.abc import Iterator
 VERBOSE_ENV = "EDGECNN_NATIVE_LOGS"  # set to 1 to see the native libraries' own messages
 FORWARD_JOIN_TIMEOUT = 2.0  # seconds to wait for the last native lines when the block ends
 native_log = logging.getLogger("runtime.native")
+OPENCV_LOG_LEVELS = {"silent": 0, "error": 2}  # OpenCV's LOG_LEVEL_SILENT, LOG_LEVEL_ERROR
+
+
+def opencv_log_level(level: str) -> None:
+    """Set OpenCV's own logging. OpenCV 4.6 (Raspberry Pi OS Bookworm's) has only
+    ``cv2.setLogLevel``; newer builds also have ``cv2.utils.logging``."""
+    import cv2
+
+    getattr(cv2.utils, "logging", cv2).setLogLevel(OPENCV_LOG_LEVELS[level])
 
 
 @contextlib.contextmanager

@@ -78,6 +78,7 @@ class ModelSpec:
     input_quant: QuantParams | None = None
     output_quant: QuantParams | None = None
     quantization: dict[str, Any] = field(default_factory=dict)  # how an int8 file was made
+    version: str = ""  # which trained weights: export sets the Keras file's SHA-256 prefix
     schema_version: int = SCHEMA_VERSION
 
     def __post_init__(self) -> None:

@@ -33,7 +33,7 @@ from benchmarks.stats import (
     spread,
     throughput,
 )
-from runtime.bundle import EXPORT_NAMES
+from runtime.bundle import APP_TFLITE, EXPORT_NAMES
 from runtime.spec import ModelSpec
 
 TINY = ["--quick", "--rounds", "1", "--iterations", "5", "--repeats", "1"]
@@ -176,7 +176,7 @@ def test_results_schema_one_row_per_file_plus_keras(runs: dict[str, Any]) -> Non
     for key in ("bundle", "settings", "reference", "best", "rows", "pipeline", "notes",
                 "method", "environment"):
         assert key in result, key
-    files = sorted(EXPORT_NAMES.values())
+    files = sorted([*EXPORT_NAMES.values(), APP_TFLITE])  # the app file is measured too
     assert result["rows"][0]["file"] == "model.keras"
     assert sorted(r["file"] for r in result["rows"][1:]) == files
     assert result["reference"] == {"file": "model.keras", "backend": "keras", "keras": True}
@@ -213,7 +213,7 @@ def test_results_schema_one_row_per_file_plus_keras(runs: dict[str, Any]) -> Non
 
 def test_without_tensorflow_the_float_onnx_file_is_the_reference(runs: dict[str, Any]) -> None:
     result = json.loads(runs["device"].read_text())
-    assert [r["file"] for r in result["rows"]] == list(EXPORT_NAMES.values())
+    assert [r["file"] for r in result["rows"]] == [*EXPORT_NAMES.values(), APP_TFLITE]
     assert result["reference"] == {"file": "model.onnx", "backend": "onnxruntime",
                                    "keras": False}
     notes = " ".join(result["notes"])

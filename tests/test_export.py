@@ -12,7 +12,7 @@ import pytest
 from conftest import assert_clean_failure, run_module
 
 import runtime
-from runtime.bundle import EXPORT_NAMES, load_images
+from runtime.bundle import APP_TFLITE, EXPORT_NAMES, load_images
 from runtime.files import sha256
 from runtime.metadata import tflite_metadata
 from runtime.spec import ModelSpec, QuantParams
@@ -34,8 +34,8 @@ def keras_probs(exported_bundle: Path) -> tuple[np.ndarray, np.ndarray, np.ndarr
 
 def test_every_file_is_placed_with_its_sidecar_and_report(exported_bundle: Path) -> None:
     report = json.loads((exported_bundle / "export_report.json").read_text())
-    assert report["all_passed"] and len(report["files"]) == 6
-    for name in EXPORT_NAMES.values():
+    assert report["all_passed"] and len(report["files"]) == 7  # with model.int8.app.tflite
+    for name in [*EXPORT_NAMES.values(), APP_TFLITE]:
         assert (exported_bundle / name).is_file(), name
         sidecar = json.loads((exported_bundle / f"{name}.json").read_text())
         assert sidecar["validation"]["passed"] and sidecar["validation"]["file"] == name
@@ -258,7 +258,7 @@ def test_model_whose_input_is_not_an_image_is_refused(tmp_path: Path) -> None:
     np.savez(tmp_path / "s.npz", images=np.zeros((40, 8, 8, 1), np.uint8), labels=np.zeros(40))
     result = run_module("export", "--model", str(tmp_path / "tabular.keras"), "--calib-data",
                         str(tmp_path / "s.npz"), "--bundle", str(tmp_path / "out"))
-    assert_clean_failure(result, "not an NHWC image")
+    assert_clean_failure(result, "tabular.keras", "not an image", "--input-size")
 
 
 def test_foreign_model_without_sample_images_says_what_it_needs(tmp_path: Path) -> None:

@@ -14,7 +14,7 @@ import pytest
 from conftest import ROOT, assert_clean_failure, run_module
 
 import runtime
-from runtime.bundle import EXPORT_NAMES, load_images
+from runtime.bundle import load_images
 from runtime.errors import ImageError, ModelFileError, SpecError
 from runtime.preprocess import prepare, to_model_values
 from runtime.spec import ModelSpec, QuantParams
@@ -50,11 +50,13 @@ def test_float_and_int8_files_give_the_top1_export_reported(exported_bundle: Pat
     np.save(tmp_path / "keras_top1.npy", keras_top1)
     code = f"""
 import json, sys, numpy as np, runtime
-from runtime.bundle import EXPORT_NAMES, load_images
+from runtime.bundle import APP_TFLITE, EXPORT_NAMES, load_images
+from runtime.preprocess import prepare_batch
 images, labels = load_images(r"{exported_bundle}/eval.npz")
 keras_top1 = np.load(r"{tmp_path}/keras_top1.npy")
-for name in {sorted(EXPORT_NAMES.values())!r}:
-    top1 = runtime.load(r"{exported_bundle}/" + name).probabilities(images).argmax(1)
+for name in [*EXPORT_NAMES.values(), APP_TFLITE]:
+    classifier = runtime.load(r"{exported_bundle}/" + name)
+    top1 = classifier.probabilities(prepare_batch(images, classifier.spec)).argmax(1)
     print(json.dumps({{"file": name, "agreement": float((top1 == keras_top1).mean()),
                       "accuracy": float((top1 == labels).mean())}}))
 assert "tensorflow" not in sys.modules

@@ -51,6 +51,7 @@ class _Walk:
     """State shared by the walk of every class folder."""
 
     root: Path                                   # the dataset folder, resolved
+    option: str = "--data"                       # the flag that named it, for messages
     unused: list[Unused] = field(default_factory=list)
     seen_files: dict[tuple[int, int], str] = field(default_factory=dict)  # (dev, inode) → path
     seen_dirs: set[Path] = field(default_factory=set)
@@ -59,12 +60,12 @@ class _Walk:
         self.unused.append(Unused(str(path), reason))
 
 
-def list_class_folders(root: Path) -> FolderListing:
+def list_class_folders(root: Path, option: str = "--data") -> FolderListing:
     """Images under ``root/<class>/…`` with integer labels in sorted class-name order."""
-    walk = _Walk(root.resolve())
+    walk = _Walk(root.resolve(), option)
     classes = _class_folders(root, walk)
     if len(classes) < 2:
-        raise DataError(f"--data {root}: found {len(classes)} class subfolder(s); an image "
+        raise DataError(f"{option} {root}: found {len(classes)} class subfolder(s); an image "
                         "folder needs at least two, one per class (e.g. cats/ and dogs/)")
     walk.seen_dirs.update(real for _, real in classes)  # a nested link to a class: read once
     paths: list[str] = []
@@ -73,7 +74,7 @@ def list_class_folders(root: Path) -> FolderListing:
         before = len(walk.unused)
         files = _images_under(folder, walk)
         if not files:
-            raise DataError(f"--data {root}: class folder {folder.name!r} has no image OpenCV "
+            raise DataError(f"{option} {root}: class folder {folder.name!r} has no image OpenCV "
                             f"can read{_unused_note(walk.unused[before:])}")
         paths.extend(files)
         labels.extend([index] * len(files))
@@ -102,7 +103,7 @@ def _class_folders(root: Path, walk: _Walk) -> list[tuple[Path, Path]]:
             if other != link and (real == other_real or other_real in real.parents
                                   or real in other_real.parents):
                 kind = "a link to" if real == other_real else "a link into"
-                raise DataError(f"--data {root}: class folder {link.name!r} is {kind} class "
+                raise DataError(f"{walk.option} {root}: class folder {link.name!r} is {kind} class "
                                 f"folder {other.name!r} ({real}); each class needs its own "
                                 "images: remove the link or copy the images you mean")
     return classes
