@@ -33,13 +33,15 @@ from scenes import camera, fonts
 
 log = logging.getLogger(__name__)
 WIDTH, HEIGHT = camera.WIDTH, camera.HEIGHT
+# --camera: the camera model's full ranges, or kind conditions (the clip before the model)
+SHOTS = {"rough": camera.random_shot, "plain": camera.plain_shot}
 FOURCC = "MJPG"  # writes and reads back everywhere OpenCV has its own codecs
 
 
 def make_clip(images: np.ndarray, labels: np.ndarray, label_names: tuple[str, ...], out: Path,
               digits: int, hold: int, fps: float, seed: int, printed: float = 0.0,
               printed_fonts: list[fonts.Font] | None = None,
-              eval_index: np.ndarray | None = None) -> dict:
+              eval_index: np.ndarray | None = None, camera_kind: str = "rough") -> dict:
     """Write the clip and its ground truth; ``printed`` is the share of printed digits and
     ``eval_index`` maps ``images`` back to their rows of eval.npz (default: the same)."""
     rng = np.random.default_rng(seed)
@@ -66,7 +68,7 @@ def make_clip(images: np.ndarray, labels: np.ndarray, label_names: tuple[str, ..
                     font = printed_fonts[index]  # type: ignore[index]
                     coverage = fonts.glyph(font, str(label))
                     shown.append({"source": "printed", "font": font.name})
-                shot = camera.random_shot(rng)
+                shot = SHOTS[camera_kind](rng)
                 for _ in range(hold):
                     writer.write(camera.photograph(coverage, shot.shaken(rng), rng))
                     truth.append(label_names[label])
@@ -75,6 +77,7 @@ def make_clip(images: np.ndarray, labels: np.ndarray, label_names: tuple[str, ..
         finally:
             writer.release()
     record = {"video": out.name, "fps": fps, "frames": len(truth), "hold": hold,
+              "camera": camera_kind,
               "source": "eval.npz (held-out test split)"
               + (" and printed digits in held-out font families" if n_printed else ""),
               "eval_indices": [d["index"] for d in shown if d["source"] == "eval.npz"],
@@ -114,6 +117,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--hold", type=int, default=8, help="frames each digit is held")
     p.add_argument("--fps", type=float, default=15.0)
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--camera", choices=list(SHOTS), default="rough", help="rough: tilt, "
+                   "blur, uneven light, shadows, noise, JPEG, ink and paper colours; plain: "
+                   "square, sharp, evenly lit black ink on white (to compare models on easy "
+                   "frames)")
     p.add_argument("--printed", type=float, nargs="?", const=0.5, default=0.0,
                    metavar="SHARE", help="mix in digits printed in font families the model "
                    "never trained on (bare --printed: half of the digits)")
@@ -151,7 +158,7 @@ def main(argv: list[str] | None = None) -> int:
             rows = np.flatnonzero(sources != "printed")
         out = Path(args.out) if args.out else bundle / "clip.avi"
         record = make_clip(images[rows], labels[rows], spec.labels, out, args.digits, args.hold,
-                           args.fps, args.seed, args.printed, printed_fonts, rows)
+                           args.fps, args.seed, args.printed, printed_fonts, rows, args.camera)
         printed_note = (f", {sum(d['source'] == 'printed' for d in record['digits'])} printed"
                         if args.printed else "")
         print(f"wrote {out} ({record['frames']} frames, {args.digits} digits{printed_note}) "

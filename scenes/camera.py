@@ -108,6 +108,27 @@ def random_shot(rng: np.random.Generator, width: int = WIDTH, height: int = HEIG
     )
 
 
+def plain_shot(rng: np.random.Generator, width: int = WIDTH, height: int = HEIGHT) -> Shot:
+    """A shot in kind conditions, as the sample clip was before the camera model: the sheet
+    square to the camera and in focus, a digit 1/5 to 1/3 of the frame high turned by up to
+    8°, black ink on white paper under a gentle gradient, a little noise, no shadows or JPEG.
+    For comparing models on easy frames."""
+    shot = random_shot(rng, width, height)
+    roi_x, roi_y, side, _ = default_roi(height, width)
+    digit = rng.uniform(0.2, 0.36)
+    room = max(0.0, side * 0.92 - digit * height) / 2
+    centre = (roi_x + side / 2 + rng.uniform(-room, room) * 0.7,
+              roi_y + side / 2 + rng.uniform(-room, room) * 0.7)
+    return replace(shot, height=digit, centre=centre, angle=rng.uniform(-8, 8),
+                   tilt=(0.0, 0.0), slant=0.0, stretch=1.0, weight=0.0,
+                   paper=PAPERS["white"], ink=INKS["black"][0],
+                   opacity=rng.uniform(0.55, 0.9), grain=0.0,
+                   exposure=rng.uniform(0.65, 0.98) * 255,
+                   gradient=tuple(rng.uniform(-0.2, 0.2, 2)),
+                   vignette=0.0, shadows=(), cast=(1.0, 1.0, 1.0), defocus=0.0,
+                   motion=(0.0, 0.0), noise=rng.uniform(2, 7), jpeg=0)
+
+
 def photograph(coverage: np.ndarray, shot: Shot, rng: np.random.Generator,
                width: int = WIDTH, height: int = HEIGHT,
                view: tuple[int, int, int, int] | None = None) -> np.ndarray:
