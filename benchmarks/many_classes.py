@@ -32,7 +32,7 @@ from typing import Any
 
 import numpy as np
 
-from benchmarks.train_memory import machine
+from benchmarks.train_memory import generated_once, machine, wait_with_usage
 
 ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_DATA_DIR = Path.home() / ".cache" / "edgecnn" / "many_classes"
@@ -83,18 +83,20 @@ def class_patterns(classes: int, seed: int) -> np.ndarray:
 
 def make_folder(root: Path, classes: int, per_class: int, side: int, seed: int = 0) -> Path:
     """The generated dataset, reused when a previous run finished writing it."""
+    return generated_once(root / f"classes-{classes}x{per_class}-{side}px",
+                          {"classes": classes, "per_class": per_class, "side": side,
+                           "seed": seed},
+                          lambda folder: _write_images(folder, classes, per_class, side, seed))
+
+
+def _write_images(folder: Path, classes: int, per_class: int, side: int, seed: int) -> None:
     import cv2
 
-    folder = root / f"classes-{classes}x{per_class}-{side}px"
-    marker = folder / ".complete"
-    if marker.is_file():
-        return folder
-    shutil.rmtree(folder, ignore_errors=True)
     rng = np.random.default_rng(seed)
     patterns = class_patterns(classes, seed)
     margin = side // 8
     for name, pattern in zip(class_names(classes), patterns, strict=True):
-        (folder / name).mkdir(parents=True)
+        (folder / name).mkdir()
         big = cv2.resize(pattern.astype(np.uint8), (side - 2 * margin, side - 2 * margin),
                          interpolation=cv2.INTER_NEAREST)
         for i in range(per_class):
@@ -107,9 +109,6 @@ def make_folder(root: Path, classes: int, per_class: int, side: int, seed: int =
             canvas += rng.normal(0, 6, canvas.shape)
             image = np.clip(canvas, 0, 255).astype(np.uint8)  # (H, W): a 1-channel PNG
             cv2.imwrite(str(folder / name / f"{i:02d}.png"), image)
-    marker.write_text(json.dumps({"classes": classes, "per_class": per_class, "side": side,
-                                  "seed": seed}))
-    return folder
 
 
 def run_measured(args: list[str], log: Path) -> dict[str, Any]:
@@ -119,13 +118,7 @@ def run_measured(args: list[str], log: Path) -> dict[str, Any]:
     with open(log, "w") as output:
         child = subprocess.Popen([sys.executable, "-m", *args], cwd=ROOT, env=env,
                                  stdout=output, stderr=subprocess.STDOUT)
-        try:
-            _, status, usage = os.wait4(child.pid, 0)
-        except BaseException:
-            child.kill()
-            child.wait()
-            raise
-    child.returncode = os.waitstatus_to_exitcode(status)
+        usage = wait_with_usage(child)
     return {"command": "python -m " + " ".join(args), "exit": child.returncode,
             "wall_seconds": round(time.perf_counter() - started, 1),
             "peak_rss_mib": round(usage.ru_maxrss / 1024, 1),  # Linux reports KiB

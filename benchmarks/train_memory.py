@@ -19,12 +19,14 @@ import argparse
 import json
 import os
 import platform
+import resource
 import shutil
 import subprocess
 import sys
 import tempfile
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -51,21 +53,47 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-def make_folder(root: Path, count: int, side: int, seed: int = 0) -> Path:
-    """``count`` PNGs in ``CLASSES`` subfolders: a coloured disc or square on noise per class.
-
-    Reused when a previous run finished writing it (a marker file is written last).
-    """
-    import cv2
-
-    folder = root / f"images-{count}-{side}px"
+def generated_once(folder: Path, params: dict[str, Any],
+                   write: Callable[[Path], None]) -> Path:
+    """``folder`` as ``write`` fills it, reused when an earlier run finished writing it with
+    the same ``params``: a marker holding them is written last, so a run killed halfway
+    leaves no folder that looks complete."""
     marker = folder / ".complete"
-    if marker.is_file():
+    if marker.is_file() and json.loads(marker.read_text()) == params:
         return folder
     shutil.rmtree(folder, ignore_errors=True)
+    folder.mkdir(parents=True)
+    write(folder)
+    marker.write_text(json.dumps(params))
+    return folder
+
+
+def wait_with_usage(child: subprocess.Popen) -> resource.struct_rusage:
+    """Wait for ``child`` (setting its returncode) and return its resource usage, whose
+    ``ru_maxrss`` is its own peak RSS; the child is killed if the wait is interrupted."""
+    try:
+        _, status, usage = os.wait4(child.pid, 0)
+    except BaseException:
+        child.kill()
+        child.wait()
+        raise
+    child.returncode = os.waitstatus_to_exitcode(status)
+    return usage
+
+
+def make_folder(root: Path, count: int, side: int, seed: int = 0) -> Path:
+    """``count`` PNGs in ``CLASSES`` subfolders: a coloured disc or square on noise per class."""
+    return generated_once(root / f"images-{count}-{side}px",
+                          {"count": count, "side": side, "seed": seed},
+                          lambda folder: _write_images(folder, count, side, seed))
+
+
+def _write_images(folder: Path, count: int, side: int, seed: int) -> None:
+    import cv2
+
     rng = np.random.default_rng(seed)
     for c in range(CLASSES):
-        (folder / f"class{c}").mkdir(parents=True)
+        (folder / f"class{c}").mkdir()
     for i in range(count):
         c = i % CLASSES
         image = rng.integers(0, 70, size=(side, side, 3), dtype=np.uint8)
@@ -78,8 +106,6 @@ def make_folder(root: Path, count: int, side: int, seed: int = 0) -> Path:
         else:
             cv2.circle(image, tuple(int(v) for v in centre), radius, color, -1)
         cv2.imwrite(str(folder / f"class{c}" / f"{i:06d}.png"), image)
-    marker.write_text(json.dumps({"count": count, "side": side, "seed": seed}))
-    return folder
 
 
 def rss_kib(pid: int) -> int | None:
@@ -132,15 +158,10 @@ def measure(folder: Path, train_args: list[str], interval: float) -> dict[str, A
     for thread in threads:
         thread.start()
     try:
-        _, status, usage = os.wait4(child.pid, 0)
-    except BaseException:
-        child.kill()
-        child.wait()
-        raise
+        usage = wait_with_usage(child)
     finally:
         done.set()
         shutil.rmtree(out, ignore_errors=True)
-    child.returncode = os.waitstatus_to_exitcode(status)
     for thread in threads:
         thread.join(timeout=10)
     if child.returncode != 0:

@@ -228,6 +228,19 @@ def run_module(*args: str, timeout: float = 300, env: dict | None = None, cwd: P
                           env=full_env)
 
 
+def read_frames(clip: Path, every: int = 1) -> list[np.ndarray]:
+    """Every ``every``-th frame of a video file, as OpenCV decodes it."""
+    capture = cv2.VideoCapture(str(clip))
+    frames = []
+    while True:
+        ok, frame = capture.read()
+        if not ok:
+            break
+        frames.append(frame)
+    capture.release()
+    return frames[::every]
+
+
 def assert_clean_failure(result: subprocess.CompletedProcess, *needles: str,
                          code: int = 2) -> str:
     """Exit ``code``, no traceback, exactly one line on stderr that mentions ``needles``."""

@@ -13,7 +13,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
-from conftest import ROOT, run_module
+from conftest import ROOT, read_frames, run_module
 
 import runtime
 
@@ -27,18 +27,6 @@ def _script(name: str, *args: str) -> subprocess.CompletedProcess:
                             capture_output=True, text=True, timeout=600, cwd=ROOT)
     assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
     return result
-
-
-def _frames(clip: Path, every: int = 1) -> list[np.ndarray]:
-    capture = cv2.VideoCapture(str(clip))
-    frames = []
-    while True:
-        ok, frame = capture.read()
-        if not ok:
-            break
-        frames.append(frame)
-    capture.release()
-    return frames[::every]
 
 
 def _demo(model: Path, clip: Path, *extra: str) -> tuple[float, subprocess.CompletedProcess]:
@@ -95,7 +83,7 @@ def test_bring_your_own_model_end_to_end(exported_bundle: Path, tmp_path: Path,
     assert theirs >= MIN_RELATIVE * ours, (theirs, ours)
 
     # The runtime's predict reads frames of the clip exactly as the demo did.
-    frames = _frames(clip, every=8)
+    frames = read_frames(clip, every=8)
     paths = []
     for i, frame in enumerate(frames):
         paths.append(str(tmp_path / f"frame_{i * 8:03d}.png"))
@@ -155,7 +143,7 @@ def test_runtime_predict_framing_override(exported_bundle: Path, tmp_path: Path)
     assert made.returncode == 0, made.stderr
     truth = json.loads((tmp_path / "clip.avi.truth.json").read_text())["labels"]
     paths = []
-    for i, frame in enumerate(_frames(clip)):
+    for i, frame in enumerate(read_frames(clip)):
         paths.append(str(tmp_path / f"{i}.png"))
         cv2.imwrite(paths[-1], frame)
     model = str(exported_bundle / "model.int8.tflite")  # its spec says framing "digit"

@@ -9,7 +9,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
-from conftest import assert_clean_failure, run_module
+from conftest import assert_clean_failure, read_frames, run_module
 
 from runtime.bundle import load_images
 
@@ -27,14 +27,7 @@ def clip(exported_bundle: Path, tmp_path_factory: pytest.TempPathFactory) -> Pat
 def test_clip_renders_held_out_digits_with_ground_truth(clip: Path,
                                                         exported_bundle: Path) -> None:
     truth = json.loads(clip.with_name("clip.avi.truth.json").read_text())
-    capture = cv2.VideoCapture(str(clip))
-    frames = []
-    while True:
-        ok, frame = capture.read()
-        if not ok:
-            break
-        frames.append(frame)
-    capture.release()
+    frames = read_frames(clip)
     assert len(frames) == truth["frames"] == 48 and frames[0].shape == (480, 640, 3)
     _, labels = load_images(exported_bundle / "eval.npz")
     expected = [str(labels[i]) for i in truth["eval_indices"] for _ in range(4)]

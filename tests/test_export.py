@@ -116,6 +116,17 @@ def tamper_tflite(data: bytes) -> bytes:
     return bytes(builder.Output())
 
 
+def tampered_copy(model: Path, folder: Path) -> Path:
+    """A copy of ``model`` in ``folder`` with its largest weights scrambled, same size."""
+    copy = folder / model.name
+    shutil.copyfile(model, copy)
+    if copy.suffix == ".onnx":
+        tamper_onnx(copy)
+    else:
+        copy.write_bytes(tamper_tflite(copy.read_bytes()))
+    return copy
+
+
 @pytest.mark.parametrize("name", ["model.onnx", "model.int8.onnx", "model.tflite",
                                   "model.int8.tflite"])
 def test_validation_fails_when_a_file_is_tampered_with(name: str, exported_bundle: Path,
@@ -124,12 +135,7 @@ def test_validation_fails_when_a_file_is_tampered_with(name: str, exported_bundl
     from export.validate import Reference, validate
 
     images, labels, reference = keras_probs
-    copy = tmp_path / name
-    shutil.copyfile(exported_bundle / name, copy)
-    if name.endswith(".onnx"):
-        tamper_onnx(copy)
-    else:
-        copy.write_bytes(tamper_tflite(copy.read_bytes()))
+    copy = tampered_copy(exported_bundle / name, tmp_path)
     precision = "int8" if ".int8." in name else "float32"
     fmt = copy.suffix.lstrip(".")
     check = validate(copy, fmt, precision, Reference(reference, labels), images)

@@ -5,14 +5,13 @@ from __future__ import annotations
 
 import contextlib
 import json
-import shutil
 import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 from conftest import assert_clean_failure, run_module
-from test_export import tamper_onnx, tamper_tflite
+from test_export import tampered_copy
 
 import runtime
 from export.selfcheck import MAX_STORED_VALUES, REFERENCE_INPUTS, SAFE_MARGIN, choose, shrink
@@ -172,12 +171,7 @@ def test_predict_and_demo_refuse_a_failing_file_unless_told(
 @pytest.mark.parametrize("name", ["model.int8.onnx", "model.int8.tflite"])
 def test_a_tampered_file_fails_its_own_self_check(name: str, exported_bundle: Path,
                                                   tmp_path: Path) -> None:
-    copy = tmp_path / name
-    shutil.copyfile(exported_bundle / name, copy)
-    if name.endswith(".onnx"):
-        tamper_onnx(copy)
-    else:
-        copy.write_bytes(tamper_tflite(copy.read_bytes()))
+    copy = tampered_copy(exported_bundle / name, tmp_path)
     result = run_module("runtime", "check", "--model", str(copy))
     assert result.returncode == 1 and "self-check FAILED" in result.stdout, result.stdout
     assert "input " in result.stdout and "Traceback" not in result.stderr
