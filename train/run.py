@@ -246,7 +246,7 @@ def confidence_on_validation(model: Any, data: PreparedData,
     each top-1 probability: the table the demo's ``--min-confidence`` default comes from.
 
     Also the validation accuracy of each part of a joined source: the figures the training
-    recipe is tuned on (``benchmarks.seeds``), so the test split is never looked at."""
+    recipe is chosen on (``benchmarks.seeds``), so that choosing it needs no test figure."""
     from train import loop
 
     val = materialize(data.val, data.spec, data.skipped)
