@@ -96,6 +96,9 @@ def test_parameter_arithmetic_matches_keras() -> None:
                                  ("dense512", (29, 31, 3), 7), ("twoconv", (40, 33, 3), 3)):
         model = build_model(arch, shape, classes, dropout=0.25)
         assert budget.parameter_count(arch, shape, classes) == model.count_params(), arch
+    plain = build_model("twoconv", (28, 28, 1), 10, hidden=0)  # the design document's model
+    assert budget.parameter_count("twoconv", (28, 28, 1), 10, hidden=0) == plain.count_params()
+    assert plain.count_params() == 34_826
 
 
 def test_a_run_that_cannot_fit_is_refused_before_training(tmp_path: Path) -> None:

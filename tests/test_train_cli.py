@@ -68,6 +68,7 @@ def test_saved_model_reproduces_reported_accuracy(trained_bundle: Path) -> None:
     (["--arch", "vgg16"], ["--arch", "twoconv"]),
     (["--img-size", "2"], ["--img-size"]),
     (["--dropout", "1.5"], ["--dropout"]),
+    (["--hidden", "-1"], ["--hidden"]),
     (["--lr", "abc"], ["--lr"]),
     (["--data", "mnist"], ["mnist.npz", "mnist5k"]),
 ])

@@ -31,6 +31,9 @@ def build_parser() -> argparse.ArgumentParser:
     add("--optimizer", choices=["adam", "sgd"], default=DEFAULTS.optimizer)
     add("--activation", choices=["relu", "tanh", "sigmoid"], default=DEFAULTS.activation)
     add("--dropout", type=float, default=DEFAULTS.dropout, help="dropout before the classifier")
+    add("--hidden", type=int, default=DEFAULTS.hidden,
+        help="twoconv: units of a dense layer between the convolutions and the classifier "
+        "(0: none, the design document's model as first built)")
     add("--l2", type=float, default=DEFAULTS.l2, help="L2 weight penalty")
     add("--img-size", type=int, default=None,
         help="square input side (default: 28 for twoconv, 32 for dense512)")
@@ -66,6 +69,7 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
         (cfg.lr > 0, f"--lr {cfg.lr} must be positive"),
         (0 <= cfg.dropout < 1, f"--dropout {cfg.dropout} must be in [0, 1)"),
         (cfg.l2 >= 0, f"--l2 {cfg.l2} must be zero or positive"),
+        (cfg.hidden >= 0, f"--hidden {cfg.hidden} must be zero or positive"),
         (cfg.patience >= 1, f"--patience {cfg.patience} must be at least 1"),
         (cfg.calib_size >= 1, f"--calib-size {cfg.calib_size} must be at least 1"),
         (cfg.img_size is not None and 4 <= cfg.img_size <= 1024,

@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 
 from runtime.errors import EdgeCNNError
 from runtime.memory import available_bytes, peak_rss_mb
+from train.config import HIDDEN_UNITS
 
 log = logging.getLogger(__name__)
 MB = 2**20
@@ -52,9 +53,11 @@ class Workload:
     batch_size: int
     in_memory: bool          # an in-memory source: every image is prepared up front
     cache_in_memory: bool    # --cache memory: decoded training images are kept
+    hidden: int = HIDDEN_UNITS  # twoconv's dense layer before the classifier (0: none)
 
 
-def parameter_count(arch: str, input_shape: tuple[int, int, int], classes: int) -> int:
+def parameter_count(arch: str, input_shape: tuple[int, int, int], classes: int,
+                    hidden: int = HIDDEN_UNITS) -> int:
     """Weights of :func:`train.models.build_model`, by arithmetic (no Keras: a model too big
     to build must be refused before it is built). A test keeps the two in step."""
     height, width, channels = input_shape
@@ -63,7 +66,10 @@ def parameter_count(arch: str, input_shape: tuple[int, int, int], classes: int) 
     if arch == "twoconv":
         conv2 = 9 * 32 * 64 + 64
         height, width = (height - 2) // 2, (width - 2) // 2
-        return conv1 + conv2 + height * width * 64 * classes + classes
+        features = height * width * 64
+        if hidden:
+            return conv1 + conv2 + features * hidden + hidden + hidden * classes + classes
+        return conv1 + conv2 + features * classes + classes
     features = height * width * 32
     return conv1 + features * 512 + 512 + 512 * classes + classes
 
@@ -74,7 +80,7 @@ def estimate(work: Workload) -> list[Need]:
     height, width, _ = work.input_shape
     images = work.train + work.val + work.test
     shape = "×".join(map(str, work.input_shape))
-    weights = parameter_count(work.arch, work.input_shape, work.classes)
+    weights = parameter_count(work.arch, work.input_shape, work.classes, work.hidden)
     needs = [
         Need("TensorFlow itself", TENSORFLOW_BYTES, "nothing to change"),
         Need(f"the model and its optimizer state, {weights:,} weights",

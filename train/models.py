@@ -6,13 +6,20 @@ import keras
 from keras import layers
 
 from runtime.errors import EdgeCNNError
+from train.config import HIDDEN_UNITS
 
 MIN_SIZE = {"twoconv": 10, "dense512": 4}  # smallest input that survives the conv/pool stack
 
 
 def build_model(arch: str, input_shape: tuple[int, int, int], num_classes: int, *,
-                activation: str = "relu", dropout: float = 0.0, l2: float = 0.0) -> keras.Model:
-    """Build ``arch`` for ``input_shape`` (H, W, C) with a softmax over ``num_classes``."""
+                activation: str = "relu", dropout: float = 0.0, l2: float = 0.0,
+                hidden: int = HIDDEN_UNITS) -> keras.Model:
+    """Build ``arch`` for ``input_shape`` (H, W, C) with a softmax over ``num_classes``.
+
+    ``hidden`` (twoconv only) puts a dense layer of that many units between the convolutions
+    and the classifier; 0 leaves the design document's model, whose classifier alone reads the
+    1,600 conv features and which underfits handwriting and print together.
+    """
     if arch not in MIN_SIZE:
         raise EdgeCNNError(f"--arch {arch!r}: choose from {', '.join(MIN_SIZE)}")
     if min(input_shape[:2]) < MIN_SIZE[arch]:
@@ -31,6 +38,9 @@ def build_model(arch: str, input_shape: tuple[int, int, int], num_classes: int, 
         x = conv(64, "conv2")(x)
         x = layers.MaxPooling2D(2, name="pool2")(x)
         x = layers.Flatten(name="flatten")(x)
+        if hidden:
+            x = layers.Dense(hidden, activation=activation, kernel_regularizer=reg,
+                             name="hidden")(x)
     else:
         x = layers.Flatten(name="flatten")(x)
         x = layers.Dense(512, activation=activation, kernel_regularizer=reg, name="dense512")(x)

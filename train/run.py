@@ -80,7 +80,7 @@ def run(cfg: TrainConfig) -> dict[str, Any]:
     plan = plan_data(source, arch=cfg.arch, img_size=cfg.img_size, color=cfg.color,
                      val_fraction=cfg.val_fraction, test_fraction=cfg.test_fraction,
                      seed=cfg.seed)
-    estimate = check_memory(plan, arch=cfg.arch, calib_size=cfg.calib_size,
+    estimate = check_memory(plan, arch=cfg.arch, hidden=cfg.hidden, calib_size=cfg.calib_size,
                             batch_size=cfg.batch_size, in_memory=isinstance(source, ArraySource),
                             cache=cfg.cache)
     data = prepare_data(source, plan)
@@ -101,7 +101,7 @@ def run(cfg: TrainConfig) -> dict[str, Any]:
 
     make_model = functools.partial(build_model, cfg.arch, data.spec.input_shape,
                                    data.spec.num_classes, activation=cfg.activation,
-                                   dropout=cfg.dropout, l2=cfg.l2)
+                                   dropout=cfg.dropout, l2=cfg.l2, hidden=cfg.hidden)
     try:
         model, result = fit(data, strategy, make_model,
                             optimizer=cfg.optimizer, lr=cfg.lr, epochs=cfg.epochs,
@@ -122,11 +122,11 @@ def run(cfg: TrainConfig) -> dict[str, Any]:
     final = make_model()
     final.set_weights(model.get_weights())
     test, ranked = evaluate_test_split(final, data)
-    confidence = confidence_on_validation(final, data)
+    confidence, val_by_source = confidence_on_validation(final, data)
     peaks.mark("evaluation")
     metrics = collect_metrics(data, test, ranked, result, strategy, final, source=cfg.data,
                               started=started)
-    metrics["validation"]["confidence"] = confidence
+    metrics["validation"].update(confidence=confidence, by_source=val_by_source)
     write_bundle(out, work, data, test, ranked[:, 0], final, metrics, result,
                  config=cfg.to_dict(),
                  calib_size=cfg.calib_size, seed=cfg.seed, peaks=peaks, estimate=estimate)
@@ -136,14 +136,15 @@ def run(cfg: TrainConfig) -> dict[str, Any]:
     return metrics
 
 
-def check_memory(plan: DataPlan, *, arch: str, calib_size: int, batch_size: int,
+def check_memory(plan: DataPlan, *, arch: str, hidden: int, calib_size: int, batch_size: int,
                  in_memory: bool, cache: str | None) -> int:
     """The up-front memory guard (see :mod:`train.budget`); returns the estimate in bytes."""
     return budget.check(budget.Workload(
         arch=arch, input_shape=plan.spec.input_shape, classes=plan.spec.num_classes,
         train=len(plan.indices.train), val=len(plan.indices.val), test=len(plan.indices.test),
         calib_size=calib_size,
-        batch_size=batch_size, in_memory=in_memory, cache_in_memory=cache == "memory"))
+        batch_size=batch_size, in_memory=in_memory, cache_in_memory=cache == "memory",
+        hidden=hidden))
 
 
 def start_tensorflow(strategy_name: str) -> Any:
@@ -239,9 +240,13 @@ def evaluate_test_split(model: Any, data: PreparedData) -> tuple[Split, np.ndarr
     return test, ranked
 
 
-def confidence_on_validation(model: Any, data: PreparedData) -> list[dict[str, float]]:
+def confidence_on_validation(model: Any, data: PreparedData,
+                             ) -> tuple[list[dict[str, float]], dict[str, float]]:
     """How often the model answers, and how often rightly, when it answers only at or above
-    each top-1 probability: the table the demo's ``--min-confidence`` default comes from."""
+    each top-1 probability: the table the demo's ``--min-confidence`` default comes from.
+
+    Also the validation accuracy of each part of a joined source: the figures the training
+    recipe is chosen on (``benchmarks.seeds``), so that choosing it needs no test figure."""
     from train import loop
 
     val = materialize(data.val, data.spec, data.skipped)
@@ -257,7 +262,10 @@ def confidence_on_validation(model: Any, data: PreparedData) -> list[dict[str, f
         table.append({"min_confidence": level, "answered": float(answered.mean()),
                       "accuracy_answered": float(right[answered].mean()) if answered.any()
                       else None})
-    return table
+    parts = {} if val.parts is None else {
+        str(part): float(right[val.parts == part].mean())
+        for part in dict.fromkeys(val.parts.tolist())}
+    return table, parts
 
 
 def remove_checkpoints(folder: Path) -> None:
