@@ -218,10 +218,10 @@ def shade_paper(gray: np.ndarray, fitted: np.ndarray, margin: float) -> np.ndarr
     local = cv2.erode(cv2.dilate(quarter, _disc(side), borderType=cv2.BORDER_REPLICATE),
                       _disc(side + 2), borderType=cv2.BORDER_REPLICATE)
     ring = _ring_index(*quarter.shape)
-    local = cv2.subtract(local, _median(local.ravel()[ring].astype(np.int16)
-                                        - quarter.ravel()[ring]))
-    below = cv2.subtract(_half(fitted), local)
-    if cv2.countNonZero(cv2.threshold(below, margin, 1, cv2.THRESH_BINARY)[1]) == 0:
+    local = cv2.subtract(local, _median(np.subtract(local.take(ring), quarter.take(ring),
+                                                    dtype=np.int16)))
+    # cv2.threshold below compares uint8 with floor(margin): so does this.
+    if cv2.minMaxLoc(cv2.subtract(_half(fitted), local))[1] <= np.floor(margin):
         return None  # no shadow: the quadratic fit stands (the common case, and cheap)
     local = cv2.resize(local, gray.shape[::-1], interpolation=cv2.INTER_LINEAR)
     shade = cv2.threshold(cv2.subtract(fitted, local), margin, 255, cv2.THRESH_BINARY)[1]
@@ -255,17 +255,21 @@ def fit_paper(gray: np.ndarray) -> tuple[np.ndarray, float, float, bool]:
     # The fit explains the ring when what is left is sensor noise: as large as the step
     # from a ring pixel to its neighbour (/√2), which no smooth shading changes. Both
     # medians come from one partition.
+    # The same partition also finds the largest miss and the one that more than
+    # OFF_RING_FRACTION of the ring exceed.
     misses = np.abs(values - np.stack((predicted, samples[1])))
-    middle = values.size // 2
-    spread, step = np.partition(misses, middle, axis=1)[:, middle].tolist()
+    size = values.size
+    middle, many = size // 2, size - int(OFF_RING_FRACTION * size) - 1
+    ordered = np.partition(misses, (middle, many, size - 1), axis=1)
+    spread, step = ordered[:, middle].tolist()
     noise = step / SQRT2
     clean = spread <= MISFIT * max(noise, 0.5)
-    off = np.count_nonzero(misses[0] > _paper_band(spread))
-    if off > OFF_RING_FRACTION * values.size:
+    band = _paper_band(spread)
+    if ordered[0, many] > band:  # more than OFF_RING_FRACTION of the ring is off the fit
         clean = False
         coef, spread = _robust_fit(values, design, inverse)
-    elif off:  # a few stray pixels (noise tails, a speck): one refit without them
-        coef = _refit(inverse, values, predicted, misses[0] <= _paper_band(spread))
+    elif ordered[0, -1] > band:  # a few stray pixels (noise tails, a speck): refit without
+        coef = _refit(inverse, values, predicted, misses[0] <= band)
     # Where the light is uneven the spread around the fit is misfit, not noise: thresholds
     # built on it would hide faint ink. The neighbour steps still measure the noise.
     sigma = 1.4826 * (spread if clean else min(spread, max(noise, 0.5)))
@@ -412,9 +416,14 @@ def find_ink(ink: np.ndarray, sigma: float) -> tuple[np.ndarray, Roi, float] | N
     left, top = max(min(c[1] for c in kept) - 1, 0), max(min(c[2] for c in kept) - 1, 0)
     right = min(max(c[3] for c in kept) + 1, width)
     bottom = min(max(c[4] for c in kept) + 1, height)
-    keep = np.zeros(count, np.uint8)
-    keep[[c[5] for c in kept]] = 1
-    near = cv2.dilate(keep[labels[top:bottom, left:right]], None)  # 3×3
+    box_labels = labels[top:bottom, left:right]
+    if len(kept) == 1:  # the usual case: one stroke
+        near = (box_labels == kept[0][5]).view(np.uint8)
+    else:
+        keep = np.zeros(count, np.uint8)
+        keep[[c[5] for c in kept]] = 1
+        near = keep[box_labels]
+    near = cv2.dilate(near, None)  # 3×3
     return near, (left, top, right, bottom), low
 
 
