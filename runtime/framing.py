@@ -321,6 +321,18 @@ def _ring_index(height: int, width: int) -> np.ndarray:
 
 
 @functools.lru_cache(maxsize=8)
+def _border_index(height: int, width: int) -> np.ndarray:
+    """Flat indices of an image's outermost rows and columns: components there are cut by
+    the ROI's edge."""
+    on_border = np.zeros((height, width), bool)
+    on_border[[0, -1]] = True
+    on_border[:, [0, -1]] = True
+    index = np.flatnonzero(on_border)
+    index.flags.writeable = False
+    return index
+
+
+@functools.lru_cache(maxsize=8)
 def _lighting_terms(height: int, width: int) -> tuple[np.ndarray, ...]:
     """For a work image of this size: the ring samples' flat indices with each one's
     right-hand neighbour (left-hand on the last column), their quadratic terms and those
@@ -381,49 +393,36 @@ def find_ink(ink: np.ndarray, sigma: float) -> tuple[np.ndarray, Roi, float] | N
     Hysteresis: Otsu (never below the noise) picks the seeds, and each seed's connected
     region above a lower threshold keeps the grey anti-aliased edge of its strokes. Isolated
     noise and specks have no seed or are tiny; components cut by the ROI's edge are clutter
-    (a paper edge, a neighbour) unless they are all there is. A coarse pixel averages four
-    work pixels: where a stroke's edge covers half of it, it reaches half the work image's
-    threshold, so it grows from there (its noise is half as large, too).
+    (a paper edge, a neighbour) unless they are all there is. The thresholds are the work
+    image's: a coarse pixel that a stroke's edge only partly covers falls below them, and
+    the mask's one-pixel margin takes it back.
     """
     otsu, _ = cv2.threshold(ink, 0, 255, cv2.THRESH_BINARY | cv2.THRESH_OTSU)
     high = max(float(otsu), SEED_SIGMAS * sigma, MIN_CONTRAST)
     low = max(GROW_SIGMAS * sigma, GROW_FRACTION * high)
     # On uint8, cv2.threshold compares with floor(t): the same as ink > t for integer ink.
     grown = cv2.threshold(ink, low, 255, cv2.THRESH_BINARY)[1]
-    count, labels, stats, _ = cv2.connectedComponentsWithStatsWithAlgorithm(
-        grown, 8, cv2.CV_32S, cv2.CCL_BBDT)
+    # Labels alone: OpenCV's per-component statistics cost several times the labelling on
+    # an image this small; the few that matter are counts, below.
+    count, labels = cv2.connectedComponentsWithAlgorithm(grown, 8, cv2.CV_32S, cv2.CCL_BBDT)
     if count < 2:
         return None
-    seeded = np.zeros(count, bool)
-    seeded[labels[ink > high]] = True
-    # Few components: plain Python over their stats beats a dozen numpy calls on tiny arrays.
+    # Each component's area if a seed lies in it, else 0 (seeds lie in grown components).
+    area = np.bincount(labels.ravel(), minlength=count)
+    area[np.bincount(labels[ink > high], minlength=count) == 0] = 0
+    biggest = area.max()
     height, width = labels.shape
-    min_area = max(2.0, (MIN_SPECK * min(height, width)) ** 2)
-    candidates = []  # (area, left, top, right, bottom, label) of seeded components
-    for label in np.flatnonzero(seeded[1:]).tolist():
-        left, top, w, h, area = stats[label + 1].tolist()
-        candidates.append((area, left, top, left + w, top + h, label + 1))
-    if not candidates:
+    big = area >= max(2.0, (MIN_SPECK * min(height, width)) ** 2, SPECK_FRACTION * biggest)
+    if not biggest or not big.any():
         return None
-    min_area = max(min_area, SPECK_FRACTION * max(c[0] for c in candidates))
-    kept = [c for c in candidates if c[0] >= min_area]
-    inside = [c for c in kept if c[1] > 0 and c[2] > 0 and c[3] < width and c[4] < height]
-    kept = inside or kept
-    if not kept:
-        return None
+    inside = big & (np.bincount(labels.take(_border_index(height, width)), minlength=count) == 0)
+    kept = (inside if inside.any() else big).view(np.uint8)[labels]
     # The box, one pixel wider on each side: the work image's ink at a stroke's edge may lie
     # in a coarse pixel just outside its component.
-    left, top = max(min(c[1] for c in kept) - 1, 0), max(min(c[2] for c in kept) - 1, 0)
-    right = min(max(c[3] for c in kept) + 1, width)
-    bottom = min(max(c[4] for c in kept) + 1, height)
-    box_labels = labels[top:bottom, left:right]
-    if len(kept) == 1:  # the usual case: one stroke
-        near = (box_labels == kept[0][5]).view(np.uint8)
-    else:
-        keep = np.zeros(count, np.uint8)
-        keep[[c[5] for c in kept]] = 1
-        near = keep[box_labels]
-    near = cv2.dilate(near, None)  # 3×3
+    x, y, w, h = cv2.boundingRect(kept)
+    left, top, right, bottom = max(x - 1, 0), max(y - 1, 0), min(x + w + 1, width), min(
+        y + h + 1, height)
+    near = cv2.dilate(kept[top:bottom, left:right], None)  # 3×3
     return near, (left, top, right, bottom), low
 
 
