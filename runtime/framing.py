@@ -10,9 +10,11 @@ The steps, each a small function: take a region of interest (ROI), fit the paper
 lighting from the ROI's border and subtract it, decide the ink's polarity, find the ink by
 hysteresis thresholding above the sensor noise, and scale and centre it the way MNIST was.
 
-It runs on every camera frame, so it costs about what the model does: the ROI is shrunk
-to the resolution a 20 px digit needs, per-pixel work is saturating uint8 OpenCV calls,
-and what depends only on the ROI's size is computed once (``docs/printed.md``).
+It runs on every camera frame, so it does as little as it can: the ROI is shrunk to the
+resolution a 20 px digit needs (the work image), the ink is looked for on that image halved
+again and only its box is cut from the work image, per-pixel work is saturating uint8
+OpenCV calls, and what depends only on the ROI's size is computed once
+(``docs/printed.md``, "Framing cost").
 """
 
 from __future__ import annotations
