@@ -125,10 +125,11 @@ def _benchmark(args: argparse.Namespace) -> int:
     print(report.text_table(rows))
     if pipe is not None:
         stages = pipe["stages_us"]
-        print(f"camera frames ({pipe['frame_size']}, {pipe['file']}): framing "
-              f"{stages['preprocess_us']['p50']:.0f} µs, inference "
-              f"{stages['inference_us']['p50']:.0f} µs per frame (p50): framing/inference "
-              f"{pipe['framing_to_inference']:.1f}×")
+        print(f"camera frames ({pipe['frame_size']}, {pipe['file']}), µs per frame (p50): "
+              f"decode {stages['decode_us']['p50']:.0f}, framing "
+              f"{stages['preprocess_us']['p50']:.0f}, inference "
+              f"{stages['inference_us']['p50']:.0f}, other {stages['other_us']['p50']:.0f}; "
+              f"framing/inference {pipe['framing_to_inference']:.1f}×")
     for note in notes:
         print(f"note: {note}")
     if result["peak_rss_mb"] is not None:

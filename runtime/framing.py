@@ -10,9 +10,11 @@ The steps, each a small function: take a region of interest (ROI), fit the paper
 lighting from the ROI's border and subtract it, decide the ink's polarity, find the ink by
 hysteresis thresholding above the sensor noise, and scale and centre it the way MNIST was.
 
-It runs on every camera frame, so it costs about what the model does: the ROI is shrunk
-to the resolution a 20 px digit needs, per-pixel work is saturating uint8 OpenCV calls,
-and what depends only on the ROI's size is computed once (``docs/printed.md``).
+It runs on every camera frame, so it does as little as it can: the ROI is shrunk to the
+resolution a 20 px digit needs (the work image), the ink is looked for on that image halved
+again and only its box is cut from the work image, per-pixel work is saturating uint8
+OpenCV calls, and what depends only on the ROI's size is computed once
+(``docs/printed.md``, "Framing cost").
 """
 
 from __future__ import annotations
@@ -50,6 +52,7 @@ SPECK_FRACTION = 0.05  # components smaller than this share of the largest are s
 MIN_SPECK = 0.04  # ... and so are blobs under this share of the ROI side squared (dust, dots)
 INK_PERCENTILE = 75.0  # this percentile of the ink becomes 255, like MNIST's solid strokes
 EDGE_FRACTION = 0.3  # the box ends where ink falls below this share of its strength
+SQRT2 = float(np.sqrt(2.0))
 
 
 @dataclass(frozen=True, eq=False)
@@ -111,19 +114,32 @@ def check_roi(roi: Sequence[int], height: int, width: int) -> Roi:
 
 
 def frame_digit(frame: np.ndarray, roi: Sequence[int] | None = None) -> FramedDigit:
-    """Cut the digit in ``roi`` (default: :func:`default_roi`) out of ``frame``, MNIST-style."""
+    """Cut the digit in ``roi`` (default: :func:`default_roi`) out of ``frame``, MNIST-style.
+
+    The ink is looked for on a coarse image (the work image halved again: a 288 px ROI
+    becomes 72 px, a sixteenth of its pixels); only the box that holds it is then cut from
+    the finer work image, so the 20 px digit keeps its anti-aliased detail.
+    """
     image = check_image(frame, "frame")
     height, width = image.shape[:2]
     box = default_roi(height, width) if roi is None else check_roi(roi, height, width)
     x, y, w, h = box
     gray, factor = work_image(image[y:y + h, x:x + w])
-    ink, inverted, sigma = ink_map(gray)
+    coarse = _half(gray)
+    background, sigma, paper, clean = fit_paper(gray)
+    shaded = not clean and min(gray.shape) >= 2 * SHADOW_SCALE
+    ink, inverted, background = ink_map(coarse, background, sigma, paper, shaded)
     found = find_ink(ink, sigma)
-    if found is None:
-        return FramedDigit(np.zeros((FIELD, FIELD), np.uint8), box, False, inverted)
-    digit, (bx, by, bw, bh) = crop_ink(ink, *found)
-    ink_box = (x + bx * factor, y + by * factor, bw * factor, bh * factor)
-    return FramedDigit(center_digit(digit), box, True, inverted, ink_box)
+    if found is not None:
+        near, (left, top, right, bottom), low = found
+        region = fine_ink(gray, background, inverted, paper, (left, top, right, bottom))
+        cropped = crop_ink(region, near, low)
+        if cropped is not None:
+            digit, (bx, by, bw, bh) = cropped
+            bx, by = bx + 2 * left, by + 2 * top
+            ink_box = (x + bx * factor, y + by * factor, bw * factor, bh * factor)
+            return FramedDigit(center_digit(digit), box, True, inverted, ink_box)
+    return FramedDigit(np.zeros((FIELD, FIELD), np.uint8), box, False, inverted)
 
 
 def work_image(region: np.ndarray) -> tuple[np.ndarray, int]:
@@ -133,7 +149,10 @@ def work_image(region: np.ndarray) -> tuple[np.ndarray, int]:
     averaging is OpenCV's fast exact path (any other factor takes its slow general one); an
     odd last row or column is dropped first. Returns the image and the factor it shrank by.
     """
-    gray = convert_color(region, "grayscale")[:, :, 0]
+    if region.shape[2] == 3:  # the camera's case: one call
+        gray = cv2.cvtColor(region, cv2.COLOR_BGR2GRAY)
+    else:
+        gray = convert_color(region, "grayscale")[:, :, 0]
     factor = 1
     while min(gray.shape) >= 2 * WORK_MIN:
         gray = _half(gray)
@@ -141,62 +160,70 @@ def work_image(region: np.ndarray) -> tuple[np.ndarray, int]:
     return gray, factor
 
 
-def ink_map(gray: np.ndarray) -> tuple[np.ndarray, bool, float]:
-    """Grayscale ROI → (ink as uint8 above the paper, inverted?, noise sigma).
+def ink_map(coarse: np.ndarray, background: np.ndarray, sigma: float, paper: float,
+            shaded: bool) -> tuple[np.ndarray, bool, np.ndarray]:
+    """Coarse grayscale ROI and its fitted paper → (ink as uint8 above the paper, inverted?,
+    the paper it was measured against).
 
     Subtracting the fitted paper removes lighting gradients and vignetting. The ink is
     whichever side of the paper deviates most strongly, which still works when a dim frame
     makes light paper darker than 128 or a shadow leaves lit paper above the fit.
-    All of it is saturating uint8 arithmetic: one pass per step, no float copies.
+    ``shaded``: the ring saw uneven light and the ROI is wide enough to tell a shadow from
+    a stroke, so look for shadows.
     """
-    background, sigma, paper, clean = fit_paper(gray)
-    darker_map = cv2.subtract(background, gray)
-    lighter_map = cv2.subtract(gray, background)
     # Ink is the most extreme mark on the page; shading is broad but mild. So the side
     # whose strongest pixels (the top INK_TAIL of them) stand out more is the ink's, with
-    # dark ink given the benefit of the doubt: it is what cameras meet on paper.
-    darker, lighter = _top_level(darker_map), _top_level(lighter_map)
+    # dark ink given the benefit of the doubt: it is what cameras meet on paper. Both
+    # sides come from one histogram of (gray - paper) / 2 + 128.
+    signed = cv2.addWeighted(coarse, 0.5, background, -0.5, 128.0)
+    below = cv2.calcHist([signed], [0], None, [256], [0, 256]).cumsum()  # pixels at or below
+    tail = INK_TAIL * signed.size
+    dark_at, light_at = below.searchsorted((tail, signed.size - tail + 1e-3)).tolist()
+    darker, lighter = max(128 - dark_at, 0), max(light_at - 128, 0)
     inverted = darker * DARK_INK_PRIOR >= lighter if darker or lighter else paper >= 128
-    if not inverted:
-        return lighter_map, False, sigma
-    if not clean and min(gray.shape) >= 2 * SHADOW_SCALE:
+    if inverted and shaded:
         # Shadows (a hand, a phone) have edges no quadratic follows: where the paper is
         # locally darker than the fit by more than the noise, its local level is the paper.
         # A shadow across the ROI crosses its border too: a clean ring means none.
-        shaded = shade_paper(gray, background, max(GROW_SIGMAS * sigma, 6.0))
-        if shaded is not None:
-            background = shaded
-            darker_map = cv2.subtract(background, gray)
-    # Paper reflects the light: divide it out so that ink is as dark in the shade.
-    floor = min(max(paper / 4, 1.0), 255.0)
-    return cv2.divide(darker_map, cv2.max(background, floor), scale=max(paper, 0.0)), True, sigma
+        local = shade_paper(coarse, background, max(GROW_SIGMAS * sigma, 6.0))
+        if local is not None:
+            background = local
+    return _ink(coarse, background, inverted, paper), inverted, background
 
-def _top_level(image: np.ndarray) -> int:
-    """The grey level that the brightest ``INK_TAIL`` of a uint8 image's pixels reach."""
-    counts = cv2.calcHist([image], [0], None, [256], [0, 256]).ravel()
-    above = np.cumsum(counts[::-1])  # pixels at or above each level, from 255 down
-    return 255 - int(np.searchsorted(above, INK_TAIL * image.size))
+
+def _ink(gray: np.ndarray, background: np.ndarray, inverted: bool, paper: float) -> np.ndarray:
+    """How far each pixel stands out from the paper on the ink's side, in saturating uint8.
+
+    Dark ink is divided by the paper's light (scaled to the ring's paper level), so that
+    ink is as dark in the shade; paper darker than a quarter of that level is taken as that.
+    """
+    if not inverted:
+        return cv2.subtract(gray, background)
+    floor = min(max(paper / 4, 1.0), 255.0)
+    return cv2.divide(cv2.subtract(background, gray), cv2.max(background, floor),
+                      scale=max(paper, 0.0))
 
 
 def shade_paper(gray: np.ndarray, fitted: np.ndarray, margin: float) -> np.ndarray | None:
     """``fitted`` with the paper's local level wherever that is more than ``margin`` below
-    it (a shadow), or None when nowhere is.
+    it (a shadow), or None when nowhere is. ``gray`` is the coarse ROI, ``fitted`` its paper.
 
-    The local level comes from the ROI at 1/4 size closed with a disc ``SHADOW_SCALE`` work
-    pixels wide: closing removes dark marks narrower than the disc, a marker's stroke
-    included, and keeps what is wider, a shadow or a desk edge. Its last step reaches one
-    pixel further and it is shifted by its median offset from the ring's paper, so that it
-    errs dark: next to a shadow's edge and in noise, paper must not read as ink.
+    The local level comes from the ROI at half of ``gray``'s size (a quarter of the work
+    image's) closed with a disc ``SHADOW_SCALE`` work pixels wide: closing removes dark
+    marks narrower than the disc, a marker's stroke included, and keeps what is wider, a
+    shadow or a desk edge. Its last step reaches one pixel further and it is shifted by its
+    median offset from the ring's paper, so that it errs dark: next to a shadow's edge and
+    in noise, paper must not read as ink.
     """
-    quarter = _half(_half(gray))
-    side = 2 * round(SHADOW_SCALE / 8) + 1  # the disc at quarter size, odd
+    quarter = _half(gray)
+    side = 2 * round(SHADOW_SCALE / 8) + 1  # the disc at a quarter of the work size, odd
     local = cv2.erode(cv2.dilate(quarter, _disc(side), borderType=cv2.BORDER_REPLICATE),
                       _disc(side + 2), borderType=cv2.BORDER_REPLICATE)
-    ring = _ring(*quarter.shape)[0]
-    local = cv2.subtract(local, _median(local.ravel()[ring].astype(np.int16)
-                                        - quarter.ravel()[ring]))
-    below = cv2.subtract(_half(_half(fitted)), local)
-    if cv2.countNonZero(cv2.threshold(below, margin, 1, cv2.THRESH_BINARY)[1]) == 0:
+    ring = _ring_index(*quarter.shape)
+    local = cv2.subtract(local, _median(np.subtract(local.take(ring), quarter.take(ring),
+                                                    dtype=np.int16)))
+    # cv2.threshold below compares uint8 with floor(margin): so does this.
+    if cv2.minMaxLoc(cv2.subtract(_half(fitted), local))[1] <= np.floor(margin):
         return None  # no shadow: the quadratic fit stands (the common case, and cheap)
     local = cv2.resize(local, gray.shape[::-1], interpolation=cv2.INTER_LINEAR)
     shade = cv2.threshold(cv2.subtract(fitted, local), margin, 255, cv2.THRESH_BINARY)[1]
@@ -211,8 +238,9 @@ def _disc(side: int) -> np.ndarray:
 
 
 def fit_paper(gray: np.ndarray) -> tuple[np.ndarray, float, float, bool]:
-    """Fit a quadratic lighting surface to the ROI's border ring: (uint8 surface, noise
-    sigma, paper level, whether the ring was all paper).
+    """Fit a quadratic lighting surface to the work image's border ring: (the surface as
+    uint8 at the coarse size of ``_half(gray)``, noise sigma, paper level, whether the ring
+    was all paper).
 
     The user aims the digit inside the box, so the border is paper; fitting only there keeps
     the ink out of the lighting estimate. A quadratic covers a gradient and vignetting. When
@@ -221,64 +249,68 @@ def fit_paper(gray: np.ndarray) -> tuple[np.ndarray, float, float, bool]:
     shadow or a stroke crossing the ring does not bend it. The spread (MAD) of the paper
     around the fit is the sensor noise that must not become ink.
     """
-    index, neighbour, design, inverse, basis = _ring(*gray.shape)
-    flat = gray.ravel()
-    values = flat[index]
+    pairs, design, inverse, basis = _lighting_terms(*gray.shape)
+    samples = gray.take(pairs)  # ring pixels, then each one's neighbour
+    values = samples[0]
     coef = inverse @ values  # the plain fit: right when the ring is all paper, as it mostly is
     predicted = design @ coef
-    deviation = np.abs(values - predicted)
-    spread = _median(deviation)
-    off = deviation > _paper_band(spread)
-    paper = None  # all of the ring
     # The fit explains the ring when what is left is sensor noise: as large as the step
-    # from a ring pixel to its neighbour (/√2), which no smooth shading changes.
-    noise = _median(np.abs(values.astype(np.int16) - flat[neighbour])) / np.sqrt(2.0)
+    # from a ring pixel to its neighbour (/√2), which no smooth shading changes. Both
+    # medians come from one partition.
+    # The same partition also finds the largest miss and the one that more than
+    # OFF_RING_FRACTION of the ring exceed.
+    misses = np.abs(values - np.stack((predicted, samples[1])))
+    size = values.size
+    middle, many = size // 2, size - int(OFF_RING_FRACTION * size) - 1
+    ordered = np.partition(misses, (middle, many, size - 1), axis=1)
+    spread, step = ordered[:, middle].tolist()
+    noise = step / SQRT2
     clean = spread <= MISFIT * max(noise, 0.5)
-    if np.count_nonzero(off) > OFF_RING_FRACTION * len(values):
+    band = _paper_band(spread)
+    if ordered[0, many] > band:  # more than OFF_RING_FRACTION of the ring is off the fit
         clean = False
-        # Something else crosses the ring (a desk edge, a shadow, a stroke) and pulls the
-        # plain fit: start flat at the ring's median instead, and refit on what looks like
-        # paper until that stops changing.
-        coef = np.array([_median(values), 0, 0, 0, 0, 0], np.float64)
-        for _ in range(3):
-            predicted = design @ coef
-            deviation = np.abs(values - predicted)
-            looks_paper = deviation <= _paper_band(
-                _median(deviation if paper is None else deviation[paper]))
-            if np.count_nonzero(looks_paper) < 2 * design.shape[1]:
-                break  # too little paper to fit a surface: keep the last one
-            if paper is not None and np.array_equal(paper, looks_paper):
-                break  # the same pixels give the same fit
-            paper = looks_paper
-            coef = _refit(inverse, values, predicted, paper)
-        deviation = np.abs(values - design @ coef)
-        spread = _median(deviation if paper is None else deviation[paper])
-    elif off.any():  # a few stray pixels (noise tails, a speck): one refit without them
-        paper = ~off
-        coef = _refit(inverse, values, predicted, paper)
+        coef, spread = _robust_fit(values, design, inverse)
+    elif ordered[0, -1] > band:  # a few stray pixels (noise tails, a speck): refit without
+        coef = _refit(inverse, values, predicted, misses[0] <= band)
     # Where the light is uneven the spread around the fit is misfit, not noise: thresholds
     # built on it would hide faint ink. The neighbour steps still measure the noise.
     sigma = 1.4826 * (spread if clean else min(spread, max(noise, 0.5)))
-    # The surface at half resolution, enlarged bilinearly: a quadratic is smooth enough
-    # that this misses by far less than a grey level, at a quarter of the arithmetic.
-    half_shape = ((gray.shape[0] + 1) // 2, (gray.shape[1] + 1) // 2)
-    terms = coef.astype(np.float32)
-    terms[0] += 0.5  # the uint8 cast below then rounds
-    surface = (terms @ basis).reshape(half_shape)
-    # An over-exposed sensor clips the paper at 255 and a fit above that would make paper
-    # ink; a wild fit below 0 is no paper either: saturate to 0-255 (the abs never sees < 0).
-    half = cv2.convertScaleAbs(cv2.max(surface, 0.0))
-    return (cv2.resize(half, gray.shape[::-1], interpolation=cv2.INTER_LINEAR), sigma,
-            float(coef[0]), clean)
+    # A quadratic is smooth: at the coarse size it misses the fine grid by far less than a
+    # grey level once enlarged bilinearly. An over-exposed sensor clips the paper at 255 and
+    # a fit above that would make paper ink; a wild fit below 0 is no paper either:
+    # saturate to 0-255 (the abs never sees < 0; +0.5 then rounds up, as it always has).
+    surface = cv2.max((coef @ basis).reshape(gray.shape[0] // 2, gray.shape[1] // 2), 0.0)
+    return cv2.convertScaleAbs(surface, beta=0.5), sigma, coef[0].item(), clean
+
+
+def _robust_fit(values: np.ndarray, design: np.ndarray,
+                inverse: np.ndarray) -> tuple[np.ndarray, float]:
+    """Something else crosses the ring (a desk edge, a shadow, a stroke) and pulls the plain
+    fit: start flat at the ring's median instead, and refit on what looks like paper until
+    that stops changing. Returns the fit and the paper's spread around it."""
+    coef = np.array([_median(values), 0, 0, 0, 0, 0], np.float64)
+    paper = None  # all of the ring
+    for _ in range(3):
+        predicted = design @ coef
+        deviation = np.abs(values - predicted)
+        looks_paper = deviation <= _paper_band(
+            _median(deviation if paper is None else deviation[paper]))
+        if np.count_nonzero(looks_paper) < 2 * design.shape[1]:
+            break  # too little paper to fit a surface: keep the last one
+        if paper is not None and np.array_equal(paper, looks_paper):
+            break  # the same pixels give the same fit
+        paper = looks_paper
+        coef = _refit(inverse, values, predicted, paper)
+    deviation = np.abs(values - design @ coef)
+    return coef, _median(deviation if paper is None else deviation[paper])
 
 
 @functools.lru_cache(maxsize=8)
-def _ring(height: int, width: int) -> tuple[np.ndarray, ...]:
-    """Flat indices of sampled border-ring pixels, their quadratic terms and those terms'
-    least-squares fit; the six terms at every pixel of the half-size ROI, in the full
-    ROI's [-1, 1] coordinates.
+def _ring_index(height: int, width: int) -> np.ndarray:
+    """Flat indices of up to ``RING_SAMPLES`` pixels of an image's border ring.
 
-    Cached: a camera's ROI keeps its size from frame to frame.
+    Cached, like everything that depends only on the ROI's size: a camera's ROI keeps its
+    size from frame to frame.
     """
     ring = max(1, min(round(min(height, width) * BORDER_FRACTION), min(height, width) // 4))
     on_ring = np.zeros((height, width), bool)
@@ -286,26 +318,47 @@ def _ring(height: int, width: int) -> tuple[np.ndarray, ...]:
     on_ring[:, :ring] = on_ring[:, -ring:] = True
     index = np.flatnonzero(on_ring)
     index = index[:: max(1, len(index) // RING_SAMPLES)]
-    # Each sample's right-hand neighbour (left-hand on the last column), for the noise.
+    index.flags.writeable = False
+    return index
+
+
+@functools.lru_cache(maxsize=8)
+def _border_index(height: int, width: int) -> np.ndarray:
+    """Flat indices of an image's outermost rows and columns: components there are cut by
+    the ROI's edge."""
+    on_border = np.zeros((height, width), bool)
+    on_border[[0, -1]] = True
+    on_border[:, [0, -1]] = True
+    index = np.flatnonzero(on_border)
+    index.flags.writeable = False
+    return index
+
+
+@functools.lru_cache(maxsize=8)
+def _lighting_terms(height: int, width: int) -> tuple[np.ndarray, ...]:
+    """For a work image of this size: the ring samples' flat indices with each one's
+    right-hand neighbour (left-hand on the last column), their quadratic terms and those
+    terms' least-squares fit; and the six terms at every pixel of the coarse image, in the
+    work image's [-1, 1] coordinates (a coarse pixel i covers work pixels 2i and 2i + 1)."""
+    index = _ring_index(height, width)
     neighbour = np.where(index % width == width - 1, index - 1, index + 1)
     by = np.linspace(-1.0, 1.0, height)[index // width]
     bx = np.linspace(-1.0, 1.0, width)[index % width]
     design = np.stack([np.ones_like(bx), bx, by, bx * bx, by * by, bx * by], axis=1)
     inverse = np.linalg.solve(_ridged(design.T @ design), design.T)  # the all-paper fit
-    ys, xs = np.meshgrid(_half_axis(height), _half_axis(width), indexing="ij")
+    ys, xs = np.meshgrid(_coarse_axis(height), _coarse_axis(width), indexing="ij")
     ys, xs = ys.ravel(), xs.ravel()
-    basis = np.stack([np.ones_like(xs), xs, ys, xs * xs, ys * ys, xs * ys]).astype(np.float32)
-    arrays = (index, neighbour, design, inverse, basis)
+    basis = np.stack([np.ones_like(xs), xs, ys, xs * xs, ys * ys, xs * ys])
+    arrays = (np.stack([index, neighbour]), design, inverse, basis)
     for array in arrays:
         array.flags.writeable = False
     return arrays
 
 
-def _half_axis(side: int) -> np.ndarray:
-    """Where the pixels of a half-size image sit on the full one's [-1, 1] axis, as
-    cv2.resize (INTER_LINEAR) maps them: source pixel i is at full-size (i + ½)·side/half − ½."""
-    half = (side + 1) // 2
-    position = (np.arange(half) + 0.5) * (side / half) - 0.5
+def _coarse_axis(side: int) -> np.ndarray:
+    """Where the pixels of ``_half`` of a work image sit on its [-1, 1] axis: coarse pixel
+    i averages work pixels 2i and 2i + 1, so its centre is at 2i + ½."""
+    position = np.arange(side // 2) * 2.0 + 0.5
     return position / max(side - 1, 1) * 2.0 - 1.0
 
 
@@ -328,59 +381,67 @@ def _paper_band(spread: float) -> float:
 
 
 def _median(values: np.ndarray) -> float:
-    """The upper median: np.median's own overhead is several times this partition's."""
-    middle = len(values) // 2
-    return float(np.partition(values, middle)[middle])
+    """The upper median of all of ``values``: np.median's own overhead is several times
+    this partition's."""
+    middle = values.size // 2
+    return float(np.partition(values, middle, axis=None)[middle])
 
 
 def find_ink(ink: np.ndarray, sigma: float) -> tuple[np.ndarray, Roi, float] | None:
-    """The digit's ink: a 0/1 mask over the box that holds it, that box, and the threshold
-    the ink was grown to; None on blank paper.
+    """The digit's ink on the coarse image: a 0/1 mask of it and its next pixels over the
+    box that holds them, that box as (left, top, right, bottom), and the threshold that
+    work-image ink must pass; None on blank paper.
 
     Hysteresis: Otsu (never below the noise) picks the seeds, and each seed's connected
     region above a lower threshold keeps the grey anti-aliased edge of its strokes. Isolated
     noise and specks have no seed or are tiny; components cut by the ROI's edge are clutter
-    (a paper edge, a neighbour) unless they are all there is.
+    (a paper edge, a neighbour) unless they are all there is. The thresholds are the work
+    image's: a coarse pixel that a stroke's edge only partly covers falls below them, and
+    the mask's one-pixel margin takes it back.
     """
-    # Otsu on the ink averaged over 2×2 blocks: the same two populations, a quarter of the
-    # histogram work.
-    otsu, _ = cv2.threshold(_half(ink), 0, 255, cv2.THRESH_BINARY | cv2.THRESH_OTSU)
+    otsu, _ = cv2.threshold(ink, 0, 255, cv2.THRESH_BINARY | cv2.THRESH_OTSU)
     high = max(float(otsu), SEED_SIGMAS * sigma, MIN_CONTRAST)
     low = max(GROW_SIGMAS * sigma, GROW_FRACTION * high)
     # On uint8, cv2.threshold compares with floor(t): the same as ink > t for integer ink.
     grown = cv2.threshold(ink, low, 255, cv2.THRESH_BINARY)[1]
-    seeds = cv2.threshold(ink, high, 255, cv2.THRESH_BINARY)[1]
-    # Components are labelled at half resolution, each 2×2 block marked if any of its
-    # pixels is (area averaging rounds one 255 of four to 64): labelling costs per pixel,
-    # and no stroke breaks apart this way.
-    count, labels, stats, _ = cv2.connectedComponentsWithStatsWithAlgorithm(
-        _half(grown), 8, cv2.CV_32S, cv2.CCL_BBDT)
-    seeded = np.zeros(count, bool)
-    seeded[labels[_half(seeds) > 0]] = True
-    # Few components: plain Python over their stats beats a dozen numpy calls on tiny arrays.
+    # Labels alone: OpenCV's per-component statistics cost several times the labelling on
+    # an image this small; the few that matter are counts, below.
+    count, labels = cv2.connectedComponentsWithAlgorithm(grown, 8, cv2.CV_32S, cv2.CCL_BBDT)
+    if count < 2:
+        return None
+    # Each component's area if a seed lies in it, else 0 (seeds lie in grown components).
+    area = np.bincount(labels.ravel(), minlength=count)
+    area[np.bincount(labels[ink > high], minlength=count) == 0] = 0
+    biggest = area.max()
     height, width = labels.shape
-    min_area = max(2.0, (MIN_SPECK * min(height, width)) ** 2)
-    candidates = []  # (area, left, top, right, bottom, label) of seeded components
-    for label in np.flatnonzero(seeded[1:]).tolist():
-        left, top, w, h, area = stats[label + 1].tolist()
-        candidates.append((area, left, top, left + w, top + h, label + 1))
-    if not candidates:
+    big = area >= max(2.0, (MIN_SPECK * min(height, width)) ** 2, SPECK_FRACTION * biggest)
+    if not biggest or not big.any():
         return None
-    min_area = max(min_area, SPECK_FRACTION * max(c[0] for c in candidates))
-    kept = [c for c in candidates if c[0] >= min_area]
-    inside = [c for c in kept if c[1] > 0 and c[2] > 0 and c[3] < width and c[4] < height]
-    kept = inside or kept
-    if not kept:
-        return None
-    left, top = min(c[1] for c in kept), min(c[2] for c in kept)
-    right, bottom = max(c[3] for c in kept), max(c[4] for c in kept)
-    keep = np.zeros(count, np.uint8)
-    keep[[c[5] for c in kept]] = 1
-    box = (2 * left, 2 * top, 2 * (right - left), 2 * (bottom - top))
-    mask = cv2.resize(keep[labels[top:bottom, left:right]], box[2:],
-                      interpolation=cv2.INTER_NEAREST)
-    mask &= grown[box[1]:box[1] + box[3], box[0]:box[0] + box[2]]  # 255 & 1 is 1
-    return mask, box, low
+    inside = big & (np.bincount(labels.take(_border_index(height, width)), minlength=count) == 0)
+    kept = (inside if inside.any() else big).view(np.uint8)[labels]
+    # The box, one pixel wider on each side: the work image's ink at a stroke's edge may lie
+    # in a coarse pixel just outside its component.
+    x, y, w, h = cv2.boundingRect(kept)
+    left, top, right, bottom = max(x - 1, 0), max(y - 1, 0), min(x + w + 1, width), min(
+        y + h + 1, height)
+    near = cv2.dilate(kept[top:bottom, left:right], None)  # 3×3
+    return near, (left, top, right, bottom), low
+
+
+def fine_ink(gray: np.ndarray, background: np.ndarray, inverted: bool, paper: float,
+             box: Roi) -> np.ndarray:
+    """The work image's ink over a coarse box (left, top, right, bottom): the paper there is
+    the coarse one enlarged bilinearly, from one coarse pixel around the box so that its
+    edges are interpolated as the whole image's would be."""
+    left, top, right, bottom = box
+    height, width = background.shape
+    x0, y0 = max(left - 1, 0), max(top - 1, 0)
+    x1, y1 = min(right + 1, width), min(bottom + 1, height)
+    paper_around = cv2.resize(background[y0:y1, x0:x1], (2 * (x1 - x0), 2 * (y1 - y0)),
+                              interpolation=cv2.INTER_LINEAR)
+    dx, dy, w, h = 2 * (left - x0), 2 * (top - y0), 2 * (right - left), 2 * (bottom - top)
+    return _ink(gray[2 * top:2 * bottom, 2 * left:2 * right],
+                paper_around[dy:dy + h, dx:dx + w], inverted, paper)
 
 
 def _half(image: np.ndarray) -> np.ndarray:
@@ -390,25 +451,31 @@ def _half(image: np.ndarray) -> np.ndarray:
     return cv2.resize(image[:2 * h, :2 * w], (w, h), interpolation=cv2.INTER_AREA)
 
 
-def crop_ink(ink: np.ndarray, mask: np.ndarray, box: Roi, low: float) -> tuple[np.ndarray, Roi]:
-    """Crop to the ink's bounding box and stretch it to 0–255 (uint8, white on black).
+def crop_ink(region: np.ndarray, near: np.ndarray, low: float,
+             ) -> tuple[np.ndarray, Roi] | None:
+    """Crop the work image's ink to its bounding box and stretch it to 0–255 (uint8, white
+    on black), or None if none of it passes ``low``. ``near``: the coarse mask of the kept
+    ink (:func:`find_ink`) over the same box.
 
     The box ends where the ink falls below ``EDGE_FRACTION`` of its strength: MNIST's 20 px
     box holds every pixel the pen partly covered, but not the faint halo a camera's blur
     spreads around a stroke (else the digit's scale would follow the camera's focus). Solid
     strokes become 255 and paper and noise 0, while edge pixels stay grey (MNIST is
-    anti-aliased); pixels outside ``mask`` (specks, other marks in the box) are cleared.
+    anti-aliased); pixels outside the kept ink (specks, other marks in the box) are cleared.
     """
-    left, top, width, height = box
-    region = ink[top:top + height, left:left + width]
+    mask = cv2.threshold(region, low, 1, cv2.THRESH_BINARY)[1]
+    mask &= cv2.resize(near, region.shape[::-1], interpolation=cv2.INTER_NEAREST)
     strokes = region[mask.view(bool)]
+    if not len(strokes):
+        return None
     rank = round((len(strokes) - 1) * INK_PERCENTILE / 100)
     level = max(float(np.partition(strokes, rank)[rank]), low + 1.0)
     solid = cv2.threshold(region, np.ceil(EDGE_FRACTION * level) - 1, 1, cv2.THRESH_BINARY)[1]
     x, y, w, h = cv2.boundingRect(solid & mask)
-    values = cv2.subtract(region[y:y + h, x:x + w], low)  # saturating: what is below is 0
-    scaled = cv2.convertScaleAbs(values, alpha=255.0 / (level - low))  # saturating at 255
-    return scaled * mask[y:y + h, x:x + w], (left + x, top + y, w, h)
+    # (ink - low) stretched, saturating at 255; what is at or below low is outside the mask.
+    gain = 255.0 / (level - low)
+    scaled = cv2.convertScaleAbs(region[y:y + h, x:x + w], alpha=gain, beta=-low * gain)
+    return scaled * mask[y:y + h, x:x + w], (x, y, w, h)
 
 
 def center_digit(digit: np.ndarray) -> np.ndarray:
@@ -422,8 +489,9 @@ def center_digit(digit: np.ndarray) -> np.ndarray:
     scale = BOX / max(h, w)
     size = (max(1, round(w * scale)), max(1, round(h * scale)))
     shrink = cv2.INTER_AREA if scale < 1 else cv2.INTER_LINEAR
-    # Area and linear resizing never leave 0-255: the saturating cast only rounds.
-    small = cv2.convertScaleAbs(cv2.resize(digit, size, interpolation=shrink))
+    small = cv2.resize(digit, size, interpolation=shrink)
+    if small.dtype != np.uint8:  # area and linear resizing never leave 0-255: this only rounds
+        small = cv2.convertScaleAbs(small)
     # uint8: cv2.moments reads only float or int32 N×2 arrays as contours, not images.
     moments = cv2.moments(small)
     if moments["m00"] > 0:
