@@ -3,6 +3,7 @@ viewers at once, viewers that stall or vanish, and Ctrl-C."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -19,8 +20,9 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
-from conftest import ROOT, run_module
+from conftest import ROOT, read_frames, run_module
 
+from benchmarks.mjpeg import MjpegServer
 from demos.serve import MAX_VIEWERS, LiveView, ServeError, parse_address
 
 BOUNDARY = b"--edgecnnframe"
@@ -154,17 +156,28 @@ def test_stalled_and_vanished_viewers_never_block_the_camera_loop() -> None:
 
 @pytest.mark.slow
 def test_webcam_serve_end_to_end_and_ctrl_c(exported_bundle: Path, tmp_path: Path) -> None:
-    """The demo on a clip (played at its 15 fps), read by an HTTP client while it runs,
-    then stopped with SIGINT while a viewer is still connected."""
+    """The demo on an IP camera that never ends (a looping MJPEG stream at 15 fps, so a
+    slow machine cannot reach the end first), read by an HTTP client while it runs, then
+    stopped with SIGINT while a viewer is still connected."""
     clip = tmp_path / "clip.avi"
     made = run_module("demos.make_clip", "--bundle", str(exported_bundle), "--out", str(clip),
-                      "--digits", "60", "--hold", "4", "--seed", "5")
+                      "--digits", "6", "--hold", "2", "--seed", "5")
     assert made.returncode == 0, made.stderr
-    process = subprocess.Popen(
-        [sys.executable, "-m", "demos.webcam", "--model",
-         str(exported_bundle / "model.int8.tflite"), "--source", str(clip), "--headless",
-         "--serve", "127.0.0.1:0"], cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-        text=True, env={**os.environ, "PYTHONPATH": str(ROOT)})
+    jpegs = [cv2.imencode(".jpg", frame)[1].tobytes() for frame in read_frames(clip)]
+    with contextlib.ExitStack() as stack:
+        camera = stack.enter_context(MjpegServer(jpegs, fps=15))
+        process = subprocess.Popen(
+            [sys.executable, "-m", "demos.webcam", "--model",
+             str(exported_bundle / "model.int8.tflite"), "--source", camera.url, "--headless",
+             "--serve", "127.0.0.1:0"], cwd=ROOT, stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE, text=True, env={**os.environ, "PYTHONPATH": str(ROOT)})
+        err = _watch_then_interrupt(process)
+    assert process.returncode == 130, err
+    assert "Traceback" not in err and err.strip() == "webcam: interrupted"
+
+
+def _watch_then_interrupt(process: subprocess.Popen) -> str:
+    """Read the demo's page endpoints while it runs, then SIGINT it; its stderr."""
     try:
         line = ""
         while "serving http://" not in line:
@@ -185,5 +198,4 @@ def test_webcam_serve_end_to_end_and_ctrl_c(exported_bundle: Path, tmp_path: Pat
     finally:
         if process.poll() is None:
             process.kill()
-    assert process.returncode == 130, err
-    assert "Traceback" not in err and err.strip() == "webcam: interrupted"
+    return err
