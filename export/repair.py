@@ -33,6 +33,7 @@ import numpy as np
 from export import onnx as onnx_format
 from export import tflite as tflite_format
 from export.diagnose import Diagnosis, diagnose_onnx, diagnose_tflite, sample
+from export.errors import UnsupportedModelError
 from export.layers import layer_of, node_layer
 from export.source import ExportSource
 from export.validate import Check, Reference, keras_reference, validate
@@ -43,7 +44,7 @@ from runtime.spec import ModelSpec
 log = logging.getLogger(__name__)
 REPAIR_MODES = ("auto", "off", "always")
 PERCENTILES = (99.99, 99.9)     # onnxruntime's default is 99.999: clip a little, then more
-MAX_FALLBACK = 4                # float islands tried, one more each time
+MAX_FALLBACK = 8                # float islands tried, one more each time
 FUNCTION_ATOL = 1e-4            # an equalized model must give the same probabilities
 LATENCY_RUNS = 300              # batch-1 runs timed per passing variant
 OUTPUT_FLIPS = 0.001            # output rounding that flips more top-1 answers: keep it float
@@ -81,6 +82,8 @@ class Recipe:
             parts.append("equalized " + ", ".join(notes["equalized"]))
         if self.model == "equalized+bias" and notes.get("bias"):
             parts.append("bias-corrected " + ", ".join(notes["bias"]))
+        if self.model == "qat" and notes.get("qat", ["", ""])[1:] == ["equalized"]:
+            parts.append("equalized " + ", ".join(notes.get("equalized", [])))
         if self.model == "qat":
             parts.append(f"quantization-aware training, {notes.get('qat', ['?'])[0]} epochs")
         if self.method != "minmax" or self.all_images or self.percentile is not None \
@@ -174,7 +177,7 @@ def build_int8(job: Int8Job, fmt: str, name: str) -> Outcome:
         if passing:
             kept = _fastest(passing + ([plain] if plain.check.passed else []))
             break
-    kept = kept or max(tried, key=lambda v: (v.check.agreement, v.check.accuracy or 0))
+    kept = kept or _best(tried)
     if kept is not plain:
         _diagnose(job, fmt, kept)
     record["diagnosis_seconds"] = round(sum(v.diagnosis_seconds for v in tried), 3)
@@ -195,12 +198,19 @@ def _ladder(job: Int8Job, fmt: str, tried: list[Variant]) -> Iterator[tuple[str,
                       for _ in range(1))
         return
     yield "calibration", (_build(job, fmt, "calibration", r) for r in _calibrations(job, fmt))
-    yield "equalization", (_build(job, fmt, "equalization", Recipe(model=m, method=job.method))
+    yield "equalization", (_build(job, fmt, "equalization",
+                                  Recipe(model=m, method=job.method,
+                                         activations=_best(tried).recipe.activations))
                            for m in ("equalized", "equalized+bias") if _model(job, m) is not None)
     yield "float fallback", _fallbacks(job, fmt, tried)
     if job.qat_epochs > 0:
         yield "qat", (_build(job, fmt, "qat", Recipe(model="qat", method=job.method))
                       for _ in range(1) if _model(job, "qat") is not None)
+
+
+def _best(tried: list[Variant]) -> Variant:
+    """The variant closest to passing: highest agreement, then accuracy."""
+    return max(tried, key=lambda v: (v.check.agreement, v.check.accuracy or 0))
 
 
 def _calibrations(job: Int8Job, fmt: str) -> list[Recipe]:
@@ -218,7 +228,7 @@ def _calibrations(job: Int8Job, fmt: str) -> list[Recipe]:
 
 def _fallbacks(job: Int8Job, fmt: str, tried: list[Variant]) -> Iterator[Variant]:
     """Keep the worst tensors' islands float, one more each time, on the best variant so far."""
-    base = max(tried, key=lambda v: (v.check.agreement, v.check.accuracy or 0))
+    base = _best(tried)
     diagnosis = _diagnose(job, fmt, base)
     graph = _onnx_nodes(base.workdir / "pre.onnx") if fmt == "onnx" else \
         _tflite_nodes(_float_tflite(job, base.recipe.model))
@@ -227,6 +237,7 @@ def _fallbacks(job: Int8Job, fmt: str, tried: list[Variant]) -> Iterator[Variant
     keep: list[str] = []
     tries = 0
     tensors = [error.tensor for error in diagnosis.worst(len(diagnosis.layers))]
+    ends = set(_graph_outputs(graph))  # the converters name the output tensor after no layer
     rounding = output_rounding(job, base)
     if rounding is not None and rounding < 1 - OUTPUT_FLIPS:
         tensors = _graph_outputs(graph) + tensors
@@ -239,10 +250,15 @@ def _fallbacks(job: Int8Job, fmt: str, tried: list[Variant]) -> Iterator[Variant
             continue
         keep += new
         tries += 1
-        layers = [(node_layer(n) if fmt == "onnx" else layer_of(n, known)) or n for n in keep]
+        layers = [(node_layer(n) if fmt == "onnx" else layer_of(n, known))
+                  or (job.graph.layers[-1].name if n in ends else n) for n in keep]
         recipe = replace(base.recipe, keep_float=tuple(keep),
                          float_layers=tuple(dict.fromkeys(layers)))
-        yield _build(job, fmt, "float fallback", recipe)
+        try:
+            yield _build(job, fmt, "float fallback", recipe)
+        except UnsupportedModelError as exc:  # e.g. nothing left for the converter to quantize
+            log.info("      [x] float fallback: %s: %s", recipe.describe(job.notes), exc)
+            return
 
 
 def output_rounding(job: Int8Job, variant: Variant) -> float | None:
@@ -332,8 +348,10 @@ def _make_model(job: Int8Job, kind: str) -> Any | None:
     if kind == "qat":
         from export.qat import fine_tune
 
-        model, epochs = fine_tune(job.source, job.graph, job.qat_epochs, job.calibration)
-        job.notes["qat"] = [str(epochs)]
+        start = _model(job, "equalized")  # the same function with even ranges: a better start
+        model, epochs = fine_tune(job.source, start or job.graph, job.qat_epochs,
+                                  job.calibration)
+        job.notes["qat"] = [str(epochs), "equalized" if start is not None else "original"]
         return model
     base = (_model(job, "equalized") or job.graph) if kind == "equalized+bias" else job.graph
     copy = clone(base)

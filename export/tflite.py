@@ -72,9 +72,9 @@ def selective_int8(model: object, spec: ModelSpec, calibration: np.ndarray,
     other op gets exactly the plain int8 file's ranges and kernels. The file takes and
     returns float tensors (the converter keeps a denylisted model's ends float).
 
-    ai-edge-quantizer's selective quantization was measured too (``python -m
-    benchmarks.int8_cases``): with nothing kept float its int8 file already agreed less with
-    Keras than the converter's, so the converter's denylist is the one used.
+    ai-edge-quantizer's selective quantization was tried first: on the colour-digit model of
+    benchmarks/int8_models.py its file agreed less with Keras than the converter's plain
+    int8 file even with nothing kept float, so the converter's denylist is the one used.
     """
     import tensorflow as tf
 

@@ -15,7 +15,6 @@ import runtime
 from runtime.bundle import load_images
 
 RNG = np.random.default_rng(0)
-OUTLIER_CHANNELS = {3: 1000.0, 11: 600.0, 20: 1000.0}  # first-conv filter → scale factor
 
 
 def _small_functional(outlier: bool):
@@ -140,23 +139,21 @@ def test_entropy_calibration_changes_the_ranges(tmp_path: Path) -> None:
     assert 0 < high < 0.5 * values.max()
 
 
-def _outlier_bundle(trained_bundle: Path, folder: Path) -> Path:
-    """The trained model with outlier first-conv filters, exactly the same function."""
+def _outlier_bundle(trained_bundle: Path, folder: Path, factor: float | None = None) -> Path:
+    """The trained model with outlier first-conv filters (×1000, or ``factor`` at most),
+    exactly the same function."""
     import keras
+
+    from benchmarks.int8_models import OUTLIER_CHANNELS, add_outlier_channels
 
     bundle = folder / "outlier"
     shutil.copytree(trained_bundle, bundle)
     model = keras.models.load_model(bundle / "model.keras")
     images, _ = load_images(bundle / "eval.npz")
     before = model.predict(images.astype(np.float32), verbose=0)
-    conv1, conv2 = model.get_layer("conv1"), model.get_layer("conv2")
-    (w1, b1), (w2, b2) = conv1.get_weights(), conv2.get_weights()
-    for channel, factor in OUTLIER_CHANNELS.items():  # ReLU and max-pool commute with it
-        w1[..., channel] *= factor
-        b1[channel] *= factor
-        w2[:, :, channel, :] /= factor
-    conv1.set_weights([w1, b1])
-    conv2.set_weights([w2, b2])
+    top = max(OUTLIER_CHANNELS.values())
+    add_outlier_channels(model, channels={c: f * (factor or top) / top  # ReLU, max-pool commute
+                                          for c, f in OUTLIER_CHANNELS.items()})
     after = model.predict(images.astype(np.float32), verbose=0)
     assert np.abs(after - before).max() < 1e-4
     model.save(bundle / "model.keras")
@@ -211,3 +208,28 @@ def test_default_model_needs_no_repair(exported_bundle: Path) -> None:
     assert (exported_bundle / "quant_layers.png").is_file()
     spec = runtime.load(exported_bundle / "model.int8.tflite").spec
     assert spec.quantization == {"calibration": "minmax", "repair": "none"}
+
+
+@pytest.mark.slow
+def test_qat_brings_a_failing_model_within_the_gate(trained_bundle: Path,
+                                                    tmp_path: Path) -> None:
+    """Milder outlier filters (×300): plain int8 drops ≥ 2 pp; ``--repair off --qat 4``
+    fine-tunes (from the equalized weights) into a passing file, and the report gives the
+    plain and the fine-tuned figures."""
+    from export.__main__ import main
+
+    bundle = _outlier_bundle(trained_bundle, tmp_path, factor=300.0)
+    code = main(["--bundle", str(bundle), "--int8", "--repair", "off", "--qat", "4",
+                 "--formats", "onnx"])
+    report = json.loads((bundle / "export_report.json").read_text())
+    record = report["quantization"]["model.int8.onnx"]
+    assert record["before"]["accuracy_change_pp"] <= -2, record["before"]
+    assert [s["step"] for s in record["steps"]] == ["qat"]
+    after = record["steps"][0]
+    assert "quantization-aware training, 4 epochs" in after["variant"]
+    assert after["accuracy_change_pp"] > record["before"]["accuracy_change_pp"] + 2
+    assert after["agreement"] > record["before"]["agreement"]
+    assert after["passed"] and code == 0, after
+    check = next(f for f in report["files"] if f["file"] == "model.int8.onnx")
+    assert check["passed"] and check["agreement"] == after["agreement"]
+    assert record["applied"] == after["variant"] and record["diagnosis_before"]["layers"]
