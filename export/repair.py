@@ -174,6 +174,8 @@ def build_int8(job: Int8Job, fmt: str, name: str) -> Outcome:
                      variant.check.detail)
             if variant.check.passed:
                 passing.append(variant)
+                if step == "float fallback":  # as few float layers as pass, not the fastest
+                    break
         if passing:
             kept = _fastest(passing + ([plain] if plain.check.passed else []))
             break
