@@ -73,11 +73,11 @@ def int8_figures(folder: Path) -> dict[str, Any]:
     return {"reference_accuracy": report["reference"]["accuracy"], "files": figures}
 
 
-def export_twice(name: str, base_args: list[str], folder: Path, repaired: list[str],
-                 work: Path) -> dict[str, Any]:
-    """Plain int8 (--repair off), then the export with ``repaired`` options."""
+def export_runs(name: str, base_args: list[str], folder: Path,
+                runs: dict[str, list[str]], work: Path) -> dict[str, Any]:
+    """Plain int8 (--repair off), then one export per entry of ``runs`` (label → options)."""
     result: dict[str, Any] = {}
-    for label, extra in (("plain", ["--repair", "off"]), ("repaired", repaired)):
+    for label, extra in {"plain": ["--repair", "off"], **runs}.items():
         code, seconds = run(["export", *base_args, "--int8", *extra],
                             work / f"{name}-{label}.log")
         result[label] = {"exit": code, "seconds": seconds, **int8_figures(folder)}
@@ -106,7 +106,7 @@ def outlier_bundle(bundle: Path, target: Path, factor: float | None) -> Path:
     return target
 
 
-def functional_case(work: Path, epochs: int) -> dict[str, Any]:
+def functional_case(work: Path, epochs: int, qat_epochs: int) -> dict[str, Any]:
     from benchmarks.int8_models import colour_digits, train_functional, write_class_folder
 
     images, labels = colour_digits()
@@ -118,7 +118,9 @@ def functional_case(work: Path, epochs: int) -> dict[str, Any]:
     out = work / "functional"
     base = ["--model", str(work / "colour_digits.keras"), "--calib-data", str(folder),
             "--bundle", str(out)]
-    result = export_twice("functional", base, out, [], work)
+    result = export_runs("functional", base, out, {"repaired": [],
+                                                       "qat": ["--repair", "off", "--qat",
+                                                               str(qat_epochs)]}, work)
     result["train_seconds"] = round(time.perf_counter() - started, 1)
     return result
 
@@ -155,13 +157,16 @@ def main(argv: list[str] | None = None) -> int:
                               "diagnosis_share": round(diagnosis / seconds, 4)}
     if "outlier" in cases:
         folder = outlier_bundle(bundle, work / "outlier", None)  # type: ignore[arg-type]
-        results["outlier"] = export_twice("outlier", ["--bundle", str(folder)], folder, [], work)
+        results["outlier"] = export_runs("outlier", ["--bundle", str(folder)], folder,
+                                         {"repaired": []}, work)
     if "functional" in cases:
-        results["functional"] = functional_case(work, args.functional_epochs)
+        results["functional"] = functional_case(work, args.functional_epochs,
+                                                args.qat_epochs)
     if "qat" in cases:
         folder = outlier_bundle(bundle, work / "qat", args.qat_factor)  # type: ignore[arg-type]
-        results["qat"] = export_twice("qat", ["--bundle", str(folder)], folder,
-                                      ["--repair", "off", "--qat", str(args.qat_epochs)], work)
+        results["qat"] = export_runs("qat", ["--bundle", str(folder)], folder,
+                                     {"qat": ["--repair", "off", "--qat", str(args.qat_epochs)],
+                                      "repaired": []}, work)
     if args.out:
         args.out.write_text(json.dumps(results, indent=2))
     print(markdown(results))
