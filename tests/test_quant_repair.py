@@ -233,3 +233,47 @@ def test_qat_brings_a_failing_model_within_the_gate(trained_bundle: Path,
     check = next(f for f in report["files"] if f["file"] == "model.int8.onnx")
     assert check["passed"] and check["agreement"] == after["agreement"]
     assert record["applied"] == after["variant"] and record["diagnosis_before"]["layers"]
+
+
+def test_tflite_fallback_keeps_the_named_op_float() -> None:
+    """The converter's denylist: the logits layer of a functional model stays float, every
+    other op keeps its int8 kernels; the model's output is then float, not a coarse grid."""
+    from export.repair import _graph_outputs, _tflite_nodes
+    from export.tflite import convert, selective_int8
+    from runtime.spec import ModelSpec
+
+    model = _small_functional(outlier=False)
+    spec = ModelSpec(labels=("a", "b", "c", "d"), height=12, width=12, color="rgb",
+                     output="logits", value_range=(0.0, 1.0))
+    images = RNG.integers(0, 256, (32, 12, 12, 3)).astype(np.uint8)
+    nodes = _tflite_nodes(convert(model, spec, "float32")[0])
+    output = _graph_outputs(nodes)
+    assert len(output) == 1 and nodes[-1].op == "FULLY_CONNECTED"
+    data, file_spec = selective_int8(model, spec, images, output)
+    ops = {n.op: n for n in _tflite_nodes(data)}
+    assert {"CONV_2D", "DEPTHWISE_CONV_2D", "FULLY_CONNECTED"} <= set(ops)
+    assert file_spec.output_quant is None  # float logits out
+
+    from ai_edge_litert.interpreter import Interpreter
+
+    interpreter = Interpreter(model_content=data)
+    interpreter.allocate_tensors()
+    types = {d["name"]: d["dtype"] for d in interpreter.get_tensor_details()}
+    convs = [n for n in _tflite_nodes(data) if n.op in ("CONV_2D", "DEPTHWISE_CONV_2D")]
+    assert all(types[n.outputs[0]] == np.int8 for n in convs)  # still quantized
+    assert types[ops["FULLY_CONNECTED"].outputs[0]] == np.float32  # kept float
+
+
+def test_onnx_ladder_tries_signed_activations() -> None:
+    """u8s8 kernels saturate on x86 without VNNI: the calibration step tries s8s8."""
+    from types import SimpleNamespace
+
+    from export.repair import Recipe, _calibrations
+
+    job = SimpleNamespace(activations="uint8", method="minmax", calibration=np.zeros(10),
+                          source=SimpleNamespace(calibration=np.zeros(10)))
+    recipes = _calibrations(job, "onnx")  # type: ignore[arg-type]
+    assert Recipe(activations="int8") in recipes
+    assert "int8 activations" in Recipe(activations="int8").describe({})
+    job.activations = "int8"
+    assert all(r.activations is None for r in _calibrations(job, "onnx"))  # type: ignore
