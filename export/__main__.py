@@ -35,9 +35,8 @@ def build_parser() -> argparse.ArgumentParser:
         "correction, then float fallback for the most sensitive layers; always runs that "
         "ladder even for passing files; off keeps the plain result")
     add("--qat", type=int, default=0, metavar="EPOCHS", help="last resort for int8 files "
-        "that repair cannot save: quantization-aware fine-tuning for EPOCHS epochs on labelled "
-        "data (the bundle's calibration sample of the training split, or --calib-data class "
-        "folders)")
+        "that repair cannot save: quantization-aware fine-tuning for EPOCHS epochs on the "
+        "calibration images, towards the Keras model's own answers (no labels needed)")
     add("--max-drop", type=float, default=MAX_DROP_PP, help="largest accuracy drop, and "
         "largest top-1 disagreement with Keras, a quantized file may show (percentage points)")
     add("--atol", type=float, default=FLOAT_ATOL,

@@ -3,12 +3,16 @@
 A quantized file that fails validation goes up a ladder, cheapest step first, re-validated
 after every variant, stopping at the first step where one passes:
 
-1. calibration: other range methods (entropy, percentiles; ONNX) and every calibration image;
+1. calibration: other range methods (entropy, percentiles; ONNX), signed int8 activations
+   (ONNX: onnxruntime's u8s8 kernels on x86 without VNNI saturate their 16-bit sums, s8s8
+   do not) and every calibration image;
 2. equalization: cross-layer equalization of the Keras weights, then also bias correction
    (:mod:`export.equalize`); the files stay full-integer;
 3. float fallback: the tensors whose own int8 grid loses the most (the diagnosis) stay float,
-   with the layers around them, as few as needed (onnxruntime ``nodes_to_exclude``,
-   ai-edge-quantizer selective quantization for TFLite);
+   with the layers around them, as few as needed (onnxruntime ``nodes_to_exclude``, the TFLite
+   converter's own denylist). First the output layer when rounding the model's output to
+   its int8 grid alone changes top-1 answers: logits of a many-class model share one coarse
+   grid, and two classes rounded to the same value are a tie that argmax breaks by index;
 4. quantization-aware training (``--qat EPOCHS``), the last resort (:mod:`export.qat`).
 
 Of the variants of a step that pass, the fastest (measured, batch 1) is kept under the
@@ -29,6 +33,7 @@ import numpy as np
 from export import onnx as onnx_format
 from export import tflite as tflite_format
 from export.diagnose import Diagnosis, diagnose_onnx, diagnose_tflite, sample
+from export.errors import UnsupportedModelError
 from export.layers import layer_of, node_layer
 from export.source import ExportSource
 from export.validate import Check, Reference, keras_reference, validate
@@ -39,9 +44,10 @@ from runtime.spec import ModelSpec
 log = logging.getLogger(__name__)
 REPAIR_MODES = ("auto", "off", "always")
 PERCENTILES = (99.99, 99.9)     # onnxruntime's default is 99.999: clip a little, then more
-MAX_FALLBACK = 4                # float islands tried, one more each time
+MAX_FALLBACK = 8                # float islands tried, one more each time
 FUNCTION_ATOL = 1e-4            # an equalized model must give the same probabilities
 LATENCY_RUNS = 300              # batch-1 runs timed per passing variant
+OUTPUT_FLIPS = 0.001            # output rounding that flips more top-1 answers: keep it float
 # Ops that carry a quantized tensor through unchanged in range: keeping a tensor in float
 # means keeping float everything from the op that computes it to the ops that use it.
 _ONNX_PASS = {"Relu", "Clip", "LeakyRelu", "MaxPool", "Reshape", "Transpose", "Squeeze",
@@ -58,13 +64,15 @@ class Recipe:
     method: str = "minmax"
     percentile: float | None = None
     all_images: bool = False
+    activations: str | None = None      # ONNX activation type; None: the job's (--onnx-activations)
     keep_float: tuple[str, ...] = ()   # engine names: ONNX nodes or TFLite op outputs
     float_layers: tuple[str, ...] = ()  # the Keras layers they belong to, for people
 
     @property
     def calibration(self) -> str:
         method = self.method if self.percentile is None else f"percentile {self.percentile:g}"
-        return method + (" on every calibration image" if self.all_images else "")
+        return method + (" on every calibration image" if self.all_images else "") + \
+            (f", {self.activations} activations" if self.activations else "")
 
     def describe(self, notes: dict[str, list[str]]) -> str:
         """What was done, for the report and the spec: "equalized conv1/conv2; dense kept
@@ -74,9 +82,12 @@ class Recipe:
             parts.append("equalized " + ", ".join(notes["equalized"]))
         if self.model == "equalized+bias" and notes.get("bias"):
             parts.append("bias-corrected " + ", ".join(notes["bias"]))
+        if self.model == "qat" and notes.get("qat", ["", ""])[1:] == ["equalized"]:
+            parts.append("equalized " + ", ".join(notes.get("equalized", [])))
         if self.model == "qat":
             parts.append(f"quantization-aware training, {notes.get('qat', ['?'])[0]} epochs")
-        if self.method != "minmax" or self.all_images or self.percentile is not None:
+        if self.method != "minmax" or self.all_images or self.percentile is not None \
+                or self.activations:
             parts.append(f"calibration {self.calibration}")
         if self.keep_float:
             parts.append(", ".join(self.float_layers) + " kept float")
@@ -93,6 +104,7 @@ class Variant:
     workdir: Path
     latency_ms: float | None = None
     diagnosis: Diagnosis | None = None
+    diagnosis_seconds: float = 0.0
 
     def summary(self, notes: dict[str, list[str]]) -> dict[str, Any]:
         return {"step": self.step, "variant": self.recipe.describe(notes),
@@ -135,16 +147,22 @@ class Outcome:
 
 def build_int8(job: Int8Job, fmt: str, name: str) -> Outcome:
     """Build ``name`` plainly; repair it if it fails (or always, on request)."""
+    started = time.perf_counter()
     plain = _build(job, fmt, "plain", Recipe(method=job.method))
     _diagnose(job, fmt, plain)
     record: dict[str, Any] = {"repair": job.repair, "before": plain.summary(job.notes),
-                              "diagnosis": plain.diagnosis.to_dict()}  # type: ignore[union-attr]
+                              "diagnosis": plain.diagnosis.to_dict(),  # type: ignore[union-attr]
+                              "diagnosis_seconds": round(plain.diagnosis_seconds, 3),
+                              "build_seconds": round(time.perf_counter() - started, 3)}
     if (job.repair == "off" and not job.qat_epochs) or \
             (plain.check.passed and job.repair != "always"):
         record.update(applied="none", steps=[])
         return Outcome(plain, record)
-    log.info("      repairing %s: worst layers %s", name,
-             plain.diagnosis.summary())  # type: ignore[union-attr]
+    record["output_rounding_agreement"] = output_rounding(job, plain)
+    log.info("      repairing %s: worst layers %s%s", name,
+             plain.diagnosis.summary(), "" if record["output_rounding_agreement"] is None  # type: ignore[union-attr]
+             else f"; rounding the output alone keeps {record['output_rounding_agreement']:.2%} "
+             "of top-1 answers")
     tried: list[Variant] = [plain]
     kept = None
     for step, variants in _ladder(job, fmt, tried):
@@ -156,12 +174,16 @@ def build_int8(job: Int8Job, fmt: str, name: str) -> Outcome:
                      variant.check.detail)
             if variant.check.passed:
                 passing.append(variant)
+                if step == "float fallback":  # as few float layers as pass, not the fastest
+                    break
         if passing:
             kept = _fastest(passing + ([plain] if plain.check.passed else []))
             break
-    kept = kept or max(tried, key=lambda v: (v.check.agreement, v.check.accuracy or 0))
+    kept = kept or _best(tried)
     if kept is not plain:
         _diagnose(job, fmt, kept)
+    record["diagnosis_seconds"] = round(sum(v.diagnosis_seconds for v in tried), 3)
+    record["build_seconds"] = round(time.perf_counter() - started, 3)
     record.update(applied=kept.recipe.describe(job.notes) if kept is not plain else "none",
                   steps=[v.summary(job.notes) for v in tried[1:]],
                   diagnosis=kept.diagnosis.to_dict())  # type: ignore[union-attr]
@@ -178,12 +200,19 @@ def _ladder(job: Int8Job, fmt: str, tried: list[Variant]) -> Iterator[tuple[str,
                       for _ in range(1))
         return
     yield "calibration", (_build(job, fmt, "calibration", r) for r in _calibrations(job, fmt))
-    yield "equalization", (_build(job, fmt, "equalization", Recipe(model=m, method=job.method))
+    yield "equalization", (_build(job, fmt, "equalization",
+                                  Recipe(model=m, method=job.method,
+                                         activations=_best(tried).recipe.activations))
                            for m in ("equalized", "equalized+bias") if _model(job, m) is not None)
     yield "float fallback", _fallbacks(job, fmt, tried)
     if job.qat_epochs > 0:
         yield "qat", (_build(job, fmt, "qat", Recipe(model="qat", method=job.method))
                       for _ in range(1) if _model(job, "qat") is not None)
+
+
+def _best(tried: list[Variant]) -> Variant:
+    """The variant closest to passing: highest agreement, then accuracy."""
+    return max(tried, key=lambda v: (v.check.agreement, v.check.accuracy or 0))
 
 
 def _calibrations(job: Int8Job, fmt: str) -> list[Recipe]:
@@ -192,6 +221,8 @@ def _calibrations(job: Int8Job, fmt: str) -> list[Recipe]:
     if fmt == "onnx":
         recipes += [Recipe(method="entropy")] * (job.method != "entropy")
         recipes += [Recipe(method="percentile", percentile=p) for p in PERCENTILES]
+        if job.activations == "uint8":
+            recipes.append(Recipe(method=job.method, activations="int8"))
     if more:
         recipes.append(Recipe(method=job.method, all_images=True))
     return recipes
@@ -199,7 +230,7 @@ def _calibrations(job: Int8Job, fmt: str) -> list[Recipe]:
 
 def _fallbacks(job: Int8Job, fmt: str, tried: list[Variant]) -> Iterator[Variant]:
     """Keep the worst tensors' islands float, one more each time, on the best variant so far."""
-    base = max(tried, key=lambda v: (v.check.agreement, v.check.accuracy or 0))
+    base = _best(tried)
     diagnosis = _diagnose(job, fmt, base)
     graph = _onnx_nodes(base.workdir / "pre.onnx") if fmt == "onnx" else \
         _tflite_nodes(_float_tflite(job, base.recipe.model))
@@ -207,19 +238,51 @@ def _fallbacks(job: Int8Job, fmt: str, tried: list[Variant]) -> Iterator[Variant
     known = [layer.name for layer in job.graph.layers]
     keep: list[str] = []
     tries = 0
-    for error in diagnosis.worst(len(diagnosis.layers)):
+    tensors = [error.tensor for error in diagnosis.worst(len(diagnosis.layers))]
+    ends = set(_graph_outputs(graph))  # the converters name the output tensor after no layer
+    rounding = output_rounding(job, base)
+    if rounding is not None and rounding < 1 - OUTPUT_FLIPS:
+        tensors = _graph_outputs(graph) + tensors
+    for tensor in tensors:
         if tries >= MAX_FALLBACK:
             return
-        island = _island(graph, error.tensor, passthrough)
+        island = _island(graph, tensor, passthrough)
         new = [n for n in island if n not in keep]
         if not new:
             continue
         keep += new
         tries += 1
-        layers = [(node_layer(n) if fmt == "onnx" else layer_of(n, known)) or n for n in keep]
+        layers = [(node_layer(n) if fmt == "onnx" else layer_of(n, known))
+                  or (job.graph.layers[-1].name if n in ends else n) for n in keep]
         recipe = replace(base.recipe, keep_float=tuple(keep),
                          float_layers=tuple(dict.fromkeys(layers)))
-        yield _build(job, fmt, "float fallback", recipe)
+        try:
+            yield _build(job, fmt, "float fallback", recipe)
+        except UnsupportedModelError as exc:  # e.g. nothing left for the converter to quantize
+            log.info("      [x] float fallback: %s: %s", recipe.describe(job.notes), exc)
+            return
+
+
+def output_rounding(job: Int8Job, variant: Variant) -> float | None:
+    """Top-1 agreement of the model's own output with that output rounded to the file's
+    int8 output grid, on the check images: what the output's resolution alone costs.
+    None when the file's output is float."""
+    from export.diagnose import fake_quant
+
+    quant = variant.spec.output_quant
+    if quant is None:
+        return None
+    model = _model(job, variant.recipe.model)
+    values = to_model_values(job.source.check.images, job.source.spec)
+    raw = np.concatenate([np.asarray(model(values[i:i + 256], training=False))
+                          for i in range(0, len(values), 256)])
+    rounded = fake_quant(raw, quant.scale, quant.zero_point, quant.dtype)
+    return float((rounded.argmax(1) == raw.argmax(1)).mean())
+
+
+def _graph_outputs(nodes: list[_Node]) -> list[str]:
+    used = {name for node in nodes for name in node.inputs}
+    return [name for node in nodes for name in node.outputs if name not in used]
 
 
 def _build(job: Int8Job, fmt: str, step: str, recipe: Recipe) -> Variant:
@@ -237,11 +300,12 @@ def _build(job: Int8Job, fmt: str, step: str, recipe: Recipe) -> Variant:
         float_path = job.float_onnx if recipe.model == "original" else \
             _float_onnx(job, recipe.model)
         file_spec = onnx_format.export_int8(
-            float_path, spec, path, images, recipe.method, job.activations,  # type: ignore
+            float_path, spec, path, images, recipe.method,  # type: ignore[arg-type]
+            recipe.activations or job.activations,
             percentile=recipe.percentile, exclude=recipe.keep_float, workdir=workdir)
     elif recipe.keep_float:
-        data, file_spec = tflite_format.selective_int8(_float_tflite(job, recipe.model), spec,
-                                                       images, list(recipe.keep_float))
+        data, file_spec = tflite_format.selective_int8(model, spec, images,
+                                                       list(recipe.keep_float))
         tflite_format.save(data, path)
     else:
         data, file_spec = tflite_format.convert(model, spec, "int8", images)
@@ -254,6 +318,7 @@ def _build(job: Int8Job, fmt: str, step: str, recipe: Recipe) -> Variant:
 def _diagnose(job: Int8Job, fmt: str, variant: Variant) -> Diagnosis:
     if variant.diagnosis is not None:
         return variant.diagnosis
+    started = time.perf_counter()
     try:
         values = job.check_values()
         if fmt == "onnx":
@@ -266,6 +331,7 @@ def _diagnose(job: Int8Job, fmt: str, variant: Variant) -> Diagnosis:
     except Exception as exc:  # a diagnosis must never cost the user the file itself
         log.warning("      could not diagnose %s: %s", variant.path.name, first_line(exc))
         variant.diagnosis = Diagnosis(variant.path.name, fmt, 0, [], error=first_line(exc))
+    variant.diagnosis_seconds = time.perf_counter() - started
     return variant.diagnosis
 
 
@@ -284,8 +350,10 @@ def _make_model(job: Int8Job, kind: str) -> Any | None:
     if kind == "qat":
         from export.qat import fine_tune
 
-        model, epochs = fine_tune(job.source, job.graph, job.qat_epochs, job.calibration)
-        job.notes["qat"] = [str(epochs)]
+        start = _model(job, "equalized")  # the same function with even ranges: a better start
+        model, epochs = fine_tune(job.source, start or job.graph, job.qat_epochs,
+                                  job.calibration)
+        job.notes["qat"] = [str(epochs), "equalized" if start is not None else "original"]
         return model
     base = (_model(job, "equalized") or job.graph) if kind == "equalized+bias" else job.graph
     copy = clone(base)

@@ -18,7 +18,6 @@ from runtime.backends import LiteRTBackend
 from runtime.errors import first_line
 from runtime.files import write_bytes
 from runtime.metadata import tflite_schema, with_tflite_metadata
-from runtime.optional import require
 from runtime.preprocess import to_model_values
 from runtime.quiet import native_stderr_silenced
 from runtime.spec import ModelSpec
@@ -66,33 +65,39 @@ def convert(model: object, spec: ModelSpec, precision: str,
     return with_tflite_metadata(flatbuffer, file_spec.to_json()), file_spec
 
 
-def selective_int8(float_model: bytes, spec: ModelSpec, calibration: np.ndarray,
+def selective_int8(model: object, spec: ModelSpec, calibration: np.ndarray,
                    keep_float: list[str]) -> tuple[bytes, ModelSpec]:
-    """int8 with the ops whose output tensors are named in ``keep_float`` left in float:
-    ai-edge-quantizer's selective quantization of the float file (int8 weights and
-    activations elsewhere, per-channel weights, min/max calibration like the converter)."""
-    import re
+    """int8 with the ops whose output tensors are named in ``keep_float`` left in float: the
+    converter's own selective quantization (its quantization debugger's denylist), so every
+    other op gets exactly the plain int8 file's ranges and kernels. The file takes and
+    returns float tensors (the converter keeps a denylisted model's ends float).
 
-    require("ai_edge_quantizer", "for the TFLite float fallback (selective int8)")
-    from ai_edge_quantizer import quantizer, recipe
-    from ai_edge_quantizer.algorithm_manager import AlgorithmName
+    ai-edge-quantizer's selective quantization was tried first: on the colour-digit model of
+    benchmarks/int8_models.py its file agreed less with Keras than the converter's plain
+    int8 file even with nothing kept float, so the converter's denylist is the one used.
+    """
+    import tensorflow as tf
 
-    engine = LiteRTBackend(float_model, threads=None)
-    signatures = engine.interpreter.get_signature_list()
-    key = next(iter(signatures))
-    input_name = signatures[key]["inputs"][0]
     values = to_model_values(calibration, spec)
-    with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()), \
-            contextlib.redirect_stderr(io.StringIO()), native_stderr_silenced():
-        warnings.simplefilter("ignore")
-        tool = quantizer.Quantizer(float_model)
-        tool.load_quantization_recipe(recipe.static_wi8_ai8())
-        for name in keep_float:
-            tool.update_quantization_recipe(regex=f"^{re.escape(name)}$", operation_name="*",
-                                            algorithm_key=AlgorithmName.NO_QUANTIZE)
-        ranges = tool.calibrate({key: [{input_name: values[i:i + 1]}
-                                       for i in range(len(values))]})
-        flatbuffer = bytes(tool.quantize(ranges, enable_progress_report=False).quantized_model)
+
+    def dataset() -> object:
+        return ([values[i:i + 1]] for i in range(len(values)))
+
+    converter = tf.lite.TFLiteConverter.from_keras_model(model)
+    converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS]
+    converter.optimizations = [tf.lite.Optimize.DEFAULT]
+    converter.representative_dataset = dataset
+    options = tf.lite.experimental.QuantizationDebugOptions(denylisted_nodes=list(keep_float))
+    try:
+        with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()), \
+                contextlib.redirect_stderr(io.StringIO()), native_stderr_silenced():
+            warnings.simplefilter("ignore")
+            debugger = tf.lite.experimental.QuantizationDebugger(
+                converter=converter, debug_dataset=dataset, debug_options=options)
+            flatbuffer = bytes(debugger.get_nondebug_quantized_model())
+    except Exception as exc:
+        raise UnsupportedModelError(f"TFLite selective int8 conversion failed: "
+                                    f"{first_line(exc)}") from None
     _reject_custom_ops(flatbuffer, "int8")
     engine = LiteRTBackend(flatbuffer, threads=None)
     file_spec = spec.replace(precision="int8", input_quant=engine.input_quant,
