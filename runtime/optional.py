@@ -25,7 +25,7 @@ from runtime.errors import MissingPackageError, first_line
 EXTRAS: dict[str, tuple[str, ...]] = {
     "runtime": ("cv2", "onnxruntime", "ai_edge_litert", "flatbuffers"),
     "train": ("tensorflow", "keras", "sklearn", "mlxtend", "matplotlib"),
-    "export": ("onnx", "tf2onnx", "sympy", "ai_edge_quantizer"),
+    "export": ("onnx", "tf2onnx", "sympy"),
 }
 NO_EXTRA = ("mediapipe",)
 X86 = platform.machine().lower() in ("x86_64", "amd64")  # pyproject's tensorflow-cpu marker
