@@ -31,6 +31,8 @@ MAX_BATCH = 256  # larger batches are run in chunks: bounded memory on small dev
 
 @dataclass(frozen=True)
 class Prediction:
+    """One of the top-k answers; ``index`` is the class's position in the model's output."""
+
     label: str
     probability: float
     index: int

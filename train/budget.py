@@ -34,6 +34,8 @@ class MemoryBudgetError(EdgeCNNError):
 
 @dataclass(frozen=True)
 class Need:
+    """One item of the estimate: what it is, its bytes, and the option that shrinks it."""
+
     what: str
     bytes: int
     fix: str
