@@ -213,14 +213,16 @@ def test_default_model_needs_no_repair(exported_bundle: Path) -> None:
 @pytest.mark.slow
 def test_qat_recovers_a_failing_model_and_reports_before_and_after(trained_bundle: Path,
                                                                    tmp_path: Path) -> None:
-    """Milder outlier filters (×300): plain int8 drops ≥ 2 pp; ``--repair off --qat 4``
-    fine-tunes (from the equalized weights) back within the accuracy gate, and the report
-    gives the plain and the fine-tuned figures. Its agreement with Keras lands at 98.8–99.2 %
-    from run to run (TensorFlow's threaded reductions), so passing the whole gate is not
-    asserted; docs/quantization.md gives the figures."""
+    """The outlier filters (×1000): plain int8 drops ≥ 2 pp (by tens of points);
+    ``--repair off --qat 4`` fine-tunes (from the equalized weights) back within the accuracy
+    gate, and the report gives the plain and the fine-tuned figures. Milder filters (×300)
+    drop ≥ 2 pp on some trained models and under 1 pp on others, so the test does not rely on
+    them. Agreement with Keras after QAT lands at 98.8–99.2 % from run to run (TensorFlow's
+    threaded reductions), so passing the whole gate is not asserted; docs/quantization.md
+    gives the figures."""
     from export.__main__ import main
 
-    bundle = _outlier_bundle(trained_bundle, tmp_path, factor=300.0)
+    bundle = _outlier_bundle(trained_bundle, tmp_path)
     code = main(["--bundle", str(bundle), "--int8", "--repair", "off", "--qat", "4",
                  "--formats", "onnx"])
     report = json.loads((bundle / "export_report.json").read_text())
