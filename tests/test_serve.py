@@ -170,7 +170,10 @@ def test_webcam_serve_end_to_end_and_ctrl_c(exported_bundle: Path, tmp_path: Pat
             [sys.executable, "-m", "demos.webcam", "--model",
              str(exported_bundle / "model.int8.tflite"), "--source", camera.url, "--headless",
              "--serve", "127.0.0.1:0"], cwd=ROOT, stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE, text=True, env={**os.environ, "PYTHONPATH": str(ROOT)})
+            stderr=subprocess.PIPE, text=True, env={**os.environ, "PYTHONPATH": str(ROOT)},
+            # A test runner started in the background (CI, `cmd &` in a script) ignores
+            # SIGINT, and so would the demo: give it the terminal's default, as a user has.
+            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
         err = _watch_then_interrupt(process)
     assert process.returncode == 130, err
     assert "Traceback" not in err and err.strip() == "webcam: interrupted"
