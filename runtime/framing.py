@@ -323,15 +323,14 @@ def _ring_index(height: int, width: int) -> np.ndarray:
 
 
 @functools.lru_cache(maxsize=8)
-def _border_index(height: int, width: int) -> np.ndarray:
-    """Flat indices of an image's outermost rows and columns: components there are cut by
-    the ROI's edge."""
-    on_border = np.zeros((height, width), bool)
-    on_border[[0, -1]] = True
-    on_border[:, [0, -1]] = True
-    index = np.flatnonzero(on_border)
-    index.flags.writeable = False
-    return index
+def _edge_mask(height: int, width: int) -> np.ndarray:
+    """A mask of an image's outermost rows and columns: components there are cut by the
+    ROI's edge."""
+    on_edge = np.zeros((height, width), np.uint8)
+    on_edge[[0, -1]] = 1
+    on_edge[:, [0, -1]] = 1
+    on_edge.flags.writeable = False
+    return on_edge
 
 
 @functools.lru_cache(maxsize=8)
@@ -404,21 +403,26 @@ def find_ink(ink: np.ndarray, sigma: float) -> tuple[np.ndarray, Roi, float] | N
     low = max(GROW_SIGMAS * sigma, GROW_FRACTION * high)
     # On uint8, cv2.threshold compares with floor(t): the same as ink > t for integer ink.
     grown = cv2.threshold(ink, low, 255, cv2.THRESH_BINARY)[1]
-    # Labels alone: OpenCV's per-component statistics cost several times the labelling on
-    # an image this small; the few that matter are counts, below.
-    count, labels = cv2.connectedComponentsWithAlgorithm(grown, 8, cv2.CV_32S, cv2.CCL_BBDT)
+    count, labels = cv2.connectedComponentsWithAlgorithm(grown, 8, cv2.CV_16U, cv2.CCL_BBDT)
     if count < 2:
         return None
-    # Each component's area if a seed lies in it, else 0 (seeds lie in grown components).
-    area = np.bincount(labels.ravel(), minlength=count)
-    area[np.bincount(labels[ink > high], minlength=count) == 0] = 0
-    biggest = area.max()
+    # Per component: its area, its seed pixels and its pixels on the image's edge, each one
+    # histogram of the labels (OpenCV's own per-component statistics cost several times the
+    # labelling on an image this small). Seeds lie in grown components, so label 0 (the
+    # paper) has none.
     height, width = labels.shape
-    big = area >= max(2.0, (MIN_SPECK * min(height, width)) ** 2, SPECK_FRACTION * biggest)
-    if not biggest or not big.any():
+    bins, span = [count], [0, count]
+    seeds = cv2.threshold(ink, high, 255, cv2.THRESH_BINARY)[1]
+    area, seeded, on_edge = (cv2.calcHist([labels], [0], mask, bins, span).ravel().tolist()
+                             for mask in (None, seeds, _edge_mask(height, width)))
+    area = [a if s else 0.0 for a, s in zip(area, seeded, strict=True)]
+    biggest = max(area)
+    least = max(2.0, (MIN_SPECK * min(height, width)) ** 2, SPECK_FRACTION * biggest)
+    big = [i for i, a in enumerate(area) if a >= least and a]
+    if not big:
         return None
-    inside = big & (np.bincount(labels.take(_border_index(height, width)), minlength=count) == 0)
-    kept = (inside if inside.any() else big).view(np.uint8)[labels]
+    whole = [i for i in big if not on_edge[i]]
+    kept = _select(labels, whole or big)
     # The box, one pixel wider on each side: the work image's ink at a stroke's edge may lie
     # in a coarse pixel just outside its component.
     x, y, w, h = cv2.boundingRect(kept)
@@ -426,6 +430,15 @@ def find_ink(ink: np.ndarray, sigma: float) -> tuple[np.ndarray, Roi, float] | N
         y + h + 1, height)
     near = cv2.dilate(kept[top:bottom, left:right], None)  # 3×3
     return near, (left, top, right, bottom), low
+
+
+def _select(labels: np.ndarray, chosen: list[int]) -> np.ndarray:
+    """A 0/1 uint8 mask of the pixels whose label is in ``chosen`` (mostly one: the digit)."""
+    if len(chosen) == 1:
+        return cv2.compare(labels, chosen[0], cv2.CMP_EQ) & 1
+    table = np.zeros(int(labels.max()) + 1, np.uint8)
+    table[chosen] = 1
+    return table.take(labels)
 
 
 def fine_ink(gray: np.ndarray, background: np.ndarray, inverted: bool, paper: float,
@@ -465,11 +478,13 @@ def crop_ink(region: np.ndarray, near: np.ndarray, low: float,
     """
     mask = cv2.threshold(region, low, 1, cv2.THRESH_BINARY)[1]
     mask &= cv2.resize(near, region.shape[::-1], interpolation=cv2.INTER_NEAREST)
-    strokes = region[mask.view(bool)]
-    if not len(strokes):
+    # The percentile from the ink's histogram: cheaper than gathering and partitioning it.
+    below = cv2.calcHist([region], [0], mask, [256], [0, 256]).cumsum()  # pixels at or below
+    strokes = below[-1]
+    if not strokes:
         return None
-    rank = round((len(strokes) - 1) * INK_PERCENTILE / 100)
-    level = max(float(np.partition(strokes, rank)[rank]), low + 1.0)
+    rank = round((strokes - 1) * INK_PERCENTILE / 100)
+    level = max(float(below.searchsorted(rank, side="right")), low + 1.0)
     solid = cv2.threshold(region, np.ceil(EDGE_FRACTION * level) - 1, 1, cv2.THRESH_BINARY)[1]
     x, y, w, h = cv2.boundingRect(solid & mask)
     # (ink - low) stretched, saturating at 255; what is at or below low is outside the mask.
