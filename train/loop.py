@@ -29,6 +29,7 @@ from train.errors import DataError, RunFailed
 
 log = logging.getLogger(__name__)
 SUM = tf.distribute.ReduceOp.SUM
+DIVERGED_OVER_CHANCE = 1000.0  # a mean loss this many times ln(classes) means diverged
 HISTORY_KEYS = ("loss", "accuracy", "val_loss", "val_accuracy", "lr", "seconds")
 
 
@@ -103,9 +104,9 @@ def fit(*, model: keras.Model, optimizer: keras.optimizers.Optimizer,
         if totals[2] == 0:
             raise DataError("the training split produced no batch: it has fewer readable "
                             "images than --batch-size")
-        if not np.isfinite(totals[0]):
-            raise RunFailed(f"training diverged in epoch {epoch + 1} (loss is not finite); "
-                            "lower --lr or use --optimizer adam")
+        if _diverged(totals[0] / totals[2], model):
+            raise RunFailed(f"training diverged in epoch {epoch + 1} (loss "
+                            f"{totals[0] / totals[2]:.3g}); lower --lr or use --optimizer adam")
         val_loss, val_accuracy = _evaluate(eval_step, strategy, val_batches)
         record = {"loss": totals[0] / totals[2], "accuracy": totals[1] / totals[2],
                   "val_loss": val_loss, "val_accuracy": val_accuracy,
@@ -154,6 +155,16 @@ def _check_workers_agree(strategy: tf.distribute.Strategy, epoch: int,
         raise BundleError(f"this worker resumes after epoch {epoch} from {checkpoint_dir}, but "
                           "other workers found different checkpoints; put --checkpoint-dir on "
                           "storage every worker can read, or add --restart")
+
+
+def _diverged(loss: float, model: keras.Model) -> bool:
+    """A loss that is not finite, or orders of magnitude above a uniform guess's (ln K).
+
+    The second catches what the first misses: a learning rate so large that the weights
+    explode yet the float32 sums stay finite (1e9 with SGD gives a loss of ~1e31).
+    """
+    classes = max(int(model.output_shape[-1] or 2), 2)
+    return not np.isfinite(loss) or loss > DIVERGED_OVER_CHANCE * math.log(classes)
 
 
 def _progress_mode(verbose: bool) -> int:
