@@ -27,6 +27,11 @@ import cv2
 import numpy as np
 import pytest
 
+try:
+    import fcntl  # POSIX: workers share the session fixtures (see built_once)
+except ImportError:  # Windows: each worker builds its own
+    fcntl = None
+
 ROOT = Path(__file__).resolve().parents[1]
 TESTS = Path(__file__).resolve().parent
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
@@ -186,9 +191,10 @@ def trained_bundle(tmp_path_factory: pytest.TempPathFactory,
     _slow_tier_only(request, "trained_bundle")
     from train.__main__ import main
 
-    out = tmp_path_factory.mktemp("train") / "bundle"
-    assert main(["--out", str(out), "--epochs", "4", "--seed", "7"]) == 0
-    return out
+    def build(out: Path) -> None:
+        assert main(["--out", str(out), "--epochs", "4", "--seed", "7"]) == 0
+
+    return built_once(tmp_path_factory, "train", build)
 
 
 @pytest.fixture(scope="session")
@@ -198,10 +204,32 @@ def exported_bundle(trained_bundle: Path, tmp_path_factory: pytest.TempPathFacto
     _slow_tier_only(request, "exported_bundle")
     from export.__main__ import main
 
-    copy = tmp_path_factory.mktemp("export") / "bundle"
-    shutil.copytree(trained_bundle, copy)
-    assert main(["--bundle", str(copy), "--int8", "--fp16", "--dynamic"]) == 0
-    return copy
+    def build(copy: Path) -> None:
+        shutil.copytree(trained_bundle, copy)
+        assert main(["--bundle", str(copy), "--int8", "--fp16", "--dynamic"]) == 0
+
+    return built_once(tmp_path_factory, "export", build)
+
+
+def built_once(tmp_path_factory: pytest.TempPathFactory, name: str,
+               build: Callable[[Path], None]) -> Path:
+    """``build(folder)`` once per test run. Under pytest-xdist (``make test`` runs two workers)
+    the workers share one build: the first to take the lock makes it, the others wait for it
+    instead of training the same model again."""
+    if os.environ.get("PYTEST_XDIST_WORKER") is None or fcntl is None:
+        out = tmp_path_factory.mktemp(name) / "bundle"
+        build(out)
+        return out
+    shared = tmp_path_factory.getbasetemp().parent / f"shared-{name}"
+    out, done = shared / "bundle", shared / "built"
+    with open(f"{shared}.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # released when the file closes
+        if not done.exists():
+            shutil.rmtree(shared, ignore_errors=True)
+            shared.mkdir()
+            build(out)
+            done.touch()
+    return out
 
 
 # ``python -m MODULE ARGS`` with some packages uninstalled, as far as the program can tell.
