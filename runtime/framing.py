@@ -403,14 +403,20 @@ def find_ink(ink: np.ndarray, sigma: float) -> tuple[np.ndarray, Roi, float] | N
     low = max(GROW_SIGMAS * sigma, GROW_FRACTION * high)
     # On uint8, cv2.threshold compares with floor(t): the same as ink > t for integer ink.
     grown = cv2.threshold(ink, low, 255, cv2.THRESH_BINARY)[1]
-    count, labels = cv2.connectedComponentsWithAlgorithm(grown, 8, cv2.CV_16U, cv2.CCL_BBDT)
+    # 16-bit labels histogram directly; a long, thin custom ROI over speckled paper can hold
+    # more components than 16 bits count (in 8-connectivity, one per 2×2 block at most).
+    height, width = grown.shape
+    wide = ((height + 1) // 2) * ((width + 1) // 2) >= 65535
+    count, labels = cv2.connectedComponentsWithAlgorithm(
+        grown, 8, cv2.CV_32S if wide else cv2.CV_16U, cv2.CCL_BBDT)
+    if wide:
+        labels = labels.astype(np.float32)  # calcHist takes 8U, 16U or 32F
     if count < 2:
         return None
     # Per component: its area, its seed pixels and its pixels on the image's edge, each one
     # histogram of the labels (OpenCV's own per-component statistics cost several times the
     # labelling on an image this small). Seeds lie in grown components, so label 0 (the
     # paper) has none.
-    height, width = labels.shape
     bins, span = [count], [0, count]
     seeds = cv2.threshold(ink, high, 255, cv2.THRESH_BINARY)[1]
     area, seeded, on_edge = (cv2.calcHist([labels], [0], mask, bins, span).ravel().tolist()
@@ -418,11 +424,11 @@ def find_ink(ink: np.ndarray, sigma: float) -> tuple[np.ndarray, Roi, float] | N
     area = [a if s else 0.0 for a, s in zip(area, seeded, strict=True)]
     biggest = max(area)
     least = max(2.0, (MIN_SPECK * min(height, width)) ** 2, SPECK_FRACTION * biggest)
-    big = [i for i, a in enumerate(area) if a >= least and a]
+    big = [i for i, a in enumerate(area) if a >= least]
     if not big:
         return None
     whole = [i for i in big if not on_edge[i]]
-    kept = _select(labels, whole or big)
+    kept = _select(labels, whole or big, count)
     # The box, one pixel wider on each side: the work image's ink at a stroke's edge may lie
     # in a coarse pixel just outside its component.
     x, y, w, h = cv2.boundingRect(kept)
@@ -432,13 +438,14 @@ def find_ink(ink: np.ndarray, sigma: float) -> tuple[np.ndarray, Roi, float] | N
     return near, (left, top, right, bottom), low
 
 
-def _select(labels: np.ndarray, chosen: list[int]) -> np.ndarray:
-    """A 0/1 uint8 mask of the pixels whose label is in ``chosen`` (mostly one: the digit)."""
+def _select(labels: np.ndarray, chosen: list[int], count: int) -> np.ndarray:
+    """A 0/1 uint8 mask of the pixels whose label (of ``count``) is in ``chosen`` (mostly
+    one: the digit)."""
     if len(chosen) == 1:
         return cv2.compare(labels, chosen[0], cv2.CMP_EQ) & 1
-    table = np.zeros(int(labels.max()) + 1, np.uint8)
+    table = np.zeros(count, np.uint8)
     table[chosen] = 1
-    return table.take(labels)
+    return table.take(labels.astype(np.intp, copy=False))
 
 
 def fine_ink(gray: np.ndarray, background: np.ndarray, inverted: bool, paper: float,

@@ -325,3 +325,19 @@ def test_center_digit_follows_mnist(shape: tuple[int, int]) -> None:
 def test_framing_never_imports_tensorflow() -> None:
     code = "import sys, runtime.framing; assert 'tensorflow' not in sys.modules, 'tensorflow'"
     subprocess.run([sys.executable, "-c", code], cwd=ROOT, check=True, timeout=60)
+
+
+def test_more_components_than_sixteen_bit_labels_count() -> None:
+    """A long, thin custom ROI over speckled paper: 90,000 specks on the coarse image, more
+    than 16-bit labels hold, are still counted (and are not a digit)."""
+    frame = np.full((240, 24000, 3), 200, np.uint8)
+    for dy in range(4):
+        for dx in range(4):
+            frame[dy::8, dx::8] = 0  # a 4×4 px speck every 8 px
+    framed = frame_digit(frame, roi=(0, 0, 24000, 240))
+    assert not framed.ink_found
+    frame[60:180, 11990:12010] = 0  # a stroke ten specks long
+    framed = frame_digit(frame, roi=(0, 0, 24000, 240))
+    assert framed.ink_found and framed.ink_box is not None
+    x, y, w, h = framed.ink_box
+    assert 11980 <= x <= 11990 and x + w >= 12010 and y <= 60 and y + h >= 180
