@@ -30,7 +30,9 @@ import numpy as np
 from keras import ops
 
 from export.equalize import clone, fold_batchnorm, passes_range_through
+from export.errors import UnsupportedModelError
 from export.source import ExportSource
+from export.validate import keras_reference
 from runtime.preprocess import to_model_values
 
 log = logging.getLogger(__name__)
@@ -134,20 +136,20 @@ _QUANTIZED = ((keras.layers.DepthwiseConv2D, QDepthwiseConv2D),
               (keras.layers.Conv2D, QConv2D), (keras.layers.Dense, QDense))
 
 
-def fine_tune(source: ExportSource, graph: keras.Model, epochs: int,
-              calibration: np.ndarray) -> tuple[keras.Model, int]:
-    """Fine-tune a BatchNorm-folded copy of ``graph`` with fake quantization; return the
-    float copy carrying the fine-tuned weights, and the epochs run."""
-    folded = fold_batchnorm(clone(graph) or graph)
+def fine_tune(source: ExportSource, graph: keras.Model, epochs: int) -> keras.Model:
+    """Fine-tune a BatchNorm-folded copy of ``graph`` with fake quantization on the
+    calibration images; return the float copy carrying the fine-tuned weights."""
+    copy = clone(graph)
+    if copy is None:  # never train the caller's model in place
+        raise UnsupportedModelError(f"quantization-aware training needs a model Keras can "
+                                    f"clone; {graph.name} is not (a subclassed model?)")
+    folded = fold_batchnorm(copy)
     model = keras.models.clone_model(folded, clone_function=_quantized_clone)
     model(np.zeros((1, *graph.inputs[0].shape[1:]), np.float32))
-    _copy_weights(folded, model)
+    _copy_weights(folded, model, len(folded.weights))
     values = to_model_values(source.calibration.images, source.spec)
-    teacher = np.concatenate([np.asarray(graph(values[i:i + 256], training=False))
-                              for i in range(0, len(values), 256)])
+    teacher = keras_reference(graph, source.spec, source.calibration.images, None).probs
     logits = source.spec.output == "logits"
-    if logits:
-        teacher = np.asarray(ops.softmax(teacher))
 
     def loss(y_true: Any, y_pred: Any) -> Any:  # cross-entropy against the teacher's answers
         probs = ops.softmax(y_pred) if logits else y_pred
@@ -158,8 +160,8 @@ def fine_tune(source: ExportSource, graph: keras.Model, epochs: int,
              len(values))
     keras.utils.set_random_seed(0)
     model.fit(values, teacher, epochs=epochs, batch_size=BATCH_SIZE, shuffle=True, verbose=0)
-    _copy_weights(model, folded)
-    return folded, epochs
+    _copy_weights(model, folded, len(folded.weights))
+    return folded
 
 
 def _quantized_clone(layer: keras.layers.Layer) -> keras.layers.Layer:
@@ -173,8 +175,11 @@ def _quantized_clone(layer: keras.layers.Layer) -> keras.layers.Layer:
     return OutputQuant(copy)
 
 
-def _copy_weights(source: keras.Model, target: keras.Model) -> None:
-    """Kernel, bias and friends by layer and variable name (fake-quant ranges stay put)."""
+def _copy_weights(source: keras.Model, target: keras.Model, expected: int) -> None:
+    """Kernel, bias and friends by layer and variable name (fake-quant ranges stay put);
+    ``expected`` of them (the plain model's) must be found, or training would start from,
+    or hand back, weights that are not the model's."""
+    copied = 0
     by_name = {getattr(layer, "inner", layer).name: getattr(layer, "inner", layer)
                for layer in source.layers}
     for layer in target.layers:
@@ -187,3 +192,8 @@ def _copy_weights(source: keras.Model, target: keras.Model) -> None:
             match = values.get(variable.path.split("/")[-1])
             if match is not None and tuple(match.shape) == tuple(variable.shape):
                 variable.assign(match)
+                copied += 1
+    if copied != expected:
+        raise UnsupportedModelError(f"quantization-aware training matched {copied} of the "
+                                    f"model's {expected} weight tensors; it supports Conv2D, "
+                                    "DepthwiseConv2D and Dense models that Keras can clone")

@@ -16,7 +16,8 @@ after every variant, stopping at the first step where one passes:
 4. quantization-aware training (``--qat EPOCHS``), the last resort (:mod:`export.qat`).
 
 Of the variants of a step that pass, the fastest (measured, batch 1) is kept under the
-file's fixed name; the report and the spec inside the file say what was done.
+file's fixed name; the float fallback keeps its first passing variant, the one with the fewest
+float layers. The report and the spec inside the file say what was done.
 """
 
 from __future__ import annotations
@@ -32,11 +33,11 @@ import numpy as np
 
 from export import onnx as onnx_format
 from export import tflite as tflite_format
-from export.diagnose import Diagnosis, diagnose_onnx, diagnose_tflite, sample
+from export.diagnose import Diagnosis, diagnose_onnx, diagnose_tflite, fake_quant, sample
 from export.errors import UnsupportedModelError
 from export.layers import layer_of, node_layer
 from export.source import ExportSource
-from export.validate import Check, Reference, keras_reference, validate
+from export.validate import Check, Reference, keras_reference, model_outputs, validate
 from runtime.errors import first_line
 from runtime.preprocess import to_model_values
 from runtime.spec import ModelSpec
@@ -148,17 +149,18 @@ class Outcome:
 def build_int8(job: Int8Job, fmt: str, name: str) -> Outcome:
     """Build ``name`` plainly; repair it if it fails (or always, on request)."""
     started = time.perf_counter()
-    plain = _build(job, fmt, "plain", Recipe(method=job.method))
+    plain = _build(job, fmt, "plain", Recipe(method=_method(job, fmt)))
     _diagnose(job, fmt, plain)
     record: dict[str, Any] = {"repair": job.repair, "before": plain.summary(job.notes),
                               "diagnosis": plain.diagnosis.to_dict(),  # type: ignore[union-attr]
                               "diagnosis_seconds": round(plain.diagnosis_seconds, 3),
                               "build_seconds": round(time.perf_counter() - started, 3)}
+    if not plain.check.passed or job.repair == "always":
+        record["output_rounding_agreement"] = output_rounding(job, plain)
     if (job.repair == "off" and not job.qat_epochs) or \
             (plain.check.passed and job.repair != "always"):
         record.update(applied="none", steps=[])
         return Outcome(plain, record)
-    record["output_rounding_agreement"] = output_rounding(job, plain)
     log.info("      repairing %s: worst layers %s%s", name,
              plain.diagnosis.summary(), "" if record["output_rounding_agreement"] is None  # type: ignore[union-attr]
              else f"; rounding the output alone keeps {record['output_rounding_agreement']:.2%} "
@@ -196,18 +198,24 @@ def _ladder(job: Int8Job, fmt: str, tried: list[Variant]) -> Iterator[tuple[str,
     """(step, variants) in cost order; variants are built lazily, as the loop asks.
     ``--repair off`` leaves post-training repair out; ``--qat`` still runs."""
     if job.repair == "off":
-        yield "qat", (_build(job, fmt, "qat", Recipe(model="qat", method=job.method))
+        yield "qat", (_build(job, fmt, "qat", Recipe(model="qat", method=_method(job, fmt)))
                       for _ in range(1))
         return
     yield "calibration", (_build(job, fmt, "calibration", r) for r in _calibrations(job, fmt))
     yield "equalization", (_build(job, fmt, "equalization",
-                                  Recipe(model=m, method=job.method,
+                                  Recipe(model=m, method=_method(job, fmt),
                                          activations=_best(tried).recipe.activations))
                            for m in ("equalized", "equalized+bias") if _model(job, m) is not None)
     yield "float fallback", _fallbacks(job, fmt, tried)
     if job.qat_epochs > 0:
-        yield "qat", (_build(job, fmt, "qat", Recipe(model="qat", method=job.method))
+        yield "qat", (_build(job, fmt, "qat", Recipe(model="qat", method=_method(job, fmt)))
                       for _ in range(1) if _model(job, "qat") is not None)
+
+
+def _method(job: Int8Job, fmt: str) -> str:
+    """The calibration method a file is built with: ``--calib-method`` for ONNX; the TFLite
+    converter calibrates by min/max whatever was asked."""
+    return job.method if fmt == "onnx" else "minmax"
 
 
 def _best(tried: list[Variant]) -> Variant:
@@ -224,7 +232,7 @@ def _calibrations(job: Int8Job, fmt: str) -> list[Recipe]:
         if job.activations == "uint8":
             recipes.append(Recipe(method=job.method, activations="int8"))
     if more:
-        recipes.append(Recipe(method=job.method, all_images=True))
+        recipes.append(Recipe(method=_method(job, fmt), all_images=True))
     return recipes
 
 
@@ -267,15 +275,11 @@ def output_rounding(job: Int8Job, variant: Variant) -> float | None:
     """Top-1 agreement of the model's own output with that output rounded to the file's
     int8 output grid, on the check images: what the output's resolution alone costs.
     None when the file's output is float."""
-    from export.diagnose import fake_quant
-
     quant = variant.spec.output_quant
     if quant is None:
         return None
     model = _model(job, variant.recipe.model)
-    values = to_model_values(job.source.check.images, job.source.spec)
-    raw = np.concatenate([np.asarray(model(values[i:i + 256], training=False))
-                          for i in range(0, len(values), 256)])
+    raw = model_outputs(model, to_model_values(job.source.check.images, job.source.spec))
     rounded = fake_quant(raw, quant.scale, quant.zero_point, quant.dtype)
     return float((rounded.argmax(1) == raw.argmax(1)).mean())
 
@@ -293,9 +297,9 @@ def _build(job: Int8Job, fmt: str, step: str, recipe: Recipe) -> Variant:
     path = workdir / name
     source = job.source
     images = source.calibration.images if recipe.all_images else job.calibration
+    model = _model(job, recipe.model)  # first: building it records what was done (notes)
     spec = source.spec.replace(quantization={"calibration": recipe.calibration,
                                              "repair": recipe.describe(job.notes)})
-    model = _model(job, recipe.model)
     if fmt == "onnx":
         float_path = job.float_onnx if recipe.model == "original" else \
             _float_onnx(job, recipe.model)
@@ -351,9 +355,8 @@ def _make_model(job: Int8Job, kind: str) -> Any | None:
         from export.qat import fine_tune
 
         start = _model(job, "equalized")  # the same function with even ranges: a better start
-        model, epochs = fine_tune(job.source, start or job.graph, job.qat_epochs,
-                                  job.calibration)
-        job.notes["qat"] = [str(epochs), "equalized" if start is not None else "original"]
+        model = fine_tune(job.source, start or job.graph, job.qat_epochs)
+        job.notes["qat"] = [str(job.qat_epochs), "equalized" if start is not None else "original"]
         return model
     base = (_model(job, "equalized") or job.graph) if kind == "equalized+bias" else job.graph
     copy = clone(base)
@@ -361,13 +364,13 @@ def _make_model(job: Int8Job, kind: str) -> Any | None:
         return None
     if kind == "equalized":
         pairs = equalize(copy)
-        job.notes["equalized"] = pairs
         if not pairs:
             return None
         probs = keras_reference(copy, job.source.spec, job.source.check.images, None).probs
         if float(np.abs(probs - job.reference.probs).max()) > FUNCTION_ATOL:
             log.warning("equalization changed the model's answers; not using it")
             return None
+        job.notes["equalized"] = pairs  # only once it is used: the report says so
         return copy
     corrected = correct_bias(copy, to_model_values(sample(job.calibration, 256), job.source.spec))
     job.notes["bias"] = corrected

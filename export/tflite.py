@@ -46,8 +46,10 @@ def convert(model: object, spec: ModelSpec, precision: str,
         converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
         converter.inference_input_type = tf.int8
         converter.inference_output_type = tf.int8
+    elif precision != "float32":
+        raise ValueError(f"unknown TFLite precision {precision!r}")
     try:
-        # The converter prints its temporary SavedModel's signature listing: not for users.
+        # The converter prints its temporary SavedModel's signature listing (not for users)
         # and the C++ side prints "fully_quantize: …" on stderr; errors still raise.
         with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()), \
                 native_stderr_silenced():

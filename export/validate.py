@@ -65,11 +65,16 @@ class Check:
                    detail=f"not built: {reason}", seconds=0.0)
 
 
+def model_outputs(model: Any, values: np.ndarray, batch: int = 256) -> np.ndarray:
+    """The Keras model's raw outputs for model values, in batches. Direct calls, not
+    ``predict``, which retraces for every new model."""
+    return np.concatenate([np.asarray(model(values[i:i + batch], training=False))
+                           for i in range(0, len(values), batch)])
+
+
 def keras_reference(model: Any, spec: ModelSpec, images: np.ndarray,
                     labels: np.ndarray | None) -> Reference:
-    values = to_model_values(images, spec)  # direct calls: predict retraces for every new model
-    probs = np.concatenate([np.asarray(model(values[i:i + 256], training=False))
-                            for i in range(0, len(values), 256)])
+    probs = model_outputs(model, to_model_values(images, spec))
     if spec.output == "logits":
         probs = softmax(probs)
     return Reference(probs.astype(np.float32), labels)

@@ -13,6 +13,14 @@ from export.onnx_graph import compact_names, simplify
 RNG = np.random.default_rng(0)
 
 
+@pytest.fixture(autouse=True)
+def _fresh_rng() -> None:
+    """Each test draws the same numbers whatever ran before it in this process (xdist
+    spreads tests over workers in no fixed order)."""
+    global RNG
+    RNG = np.random.default_rng(0)
+
+
 def _model(nodes: list, inits: dict[str, np.ndarray], out_shape: list) -> onnx.ModelProto:
     graph = helper.make_graph(
         nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["n", 6, 6, 3])],
