@@ -31,6 +31,7 @@ PER_DIGIT = 16  # photographs of each digit in each font (default)
 # the order and the weights): one cached set serves every run.
 RENDER_SEED = 0
 CACHE_ENV = "EDGECNN_CACHE"  # where rendered sets are kept (default ~/.cache/edgecnn)
+RETAKES = 5  # photographs of one digit tried until the framing finds its ink
 VERSION = 1  # bump when the rendering changes in a way the code hash below cannot see
 
 
@@ -70,9 +71,10 @@ def printed_set(font_list: list[fonts.Font], per_digit: int = PER_DIGIT, seed: i
             log.info("printed digits: %d/%d rendered (%.0f s)", n * per_digit,
                      len(jobs) * per_digit, time.perf_counter() - started)
     images = np.concatenate(results)
-    labels = np.repeat([digit for _, digit, _, _ in jobs], per_digit).astype(np.int64)
-    families = np.repeat([font.family for font, _, _, _ in jobs], per_digit)
-    names = np.repeat([font.name for font, _, _, _ in jobs], per_digit)
+    counts = [len(result) for result in results]  # a shot the framing cannot read is retaken
+    labels = np.repeat([digit for _, digit, _, _ in jobs], counts).astype(np.int64)
+    families = np.repeat([font.family for font, _, _, _ in jobs], counts)
+    names = np.repeat([font.name for font, _, _, _ in jobs], counts)
     result = PrintedSet(images, labels, families.astype(str), names.astype(str))
     folder.mkdir(parents=True, exist_ok=True)
     with atomic_path(path) as tmp, open(tmp, "wb") as handle:
@@ -84,7 +86,10 @@ def printed_set(font_list: list[fonts.Font], per_digit: int = PER_DIGIT, seed: i
 def render_digit(font: fonts.Font, digit: int, count: int, seed: int) -> np.ndarray:
     """``count`` framed photographs of one font's ``digit``: (count, 28, 28) uint8.
 
-    Only the demo's ROI is rendered (the framing looks nowhere else), and framed whole.
+    Only the demo's ROI is rendered (the framing looks nowhere else), and framed whole. A
+    photograph in which the framing finds no ink (the demo would say "no digit") is retaken,
+    up to ``RETAKES`` times, and left out after that: a blank image labelled as a digit
+    teaches nothing, and its copies would be the same image in several splits.
     """
     glyph = fonts.glyph(font, str(digit))
     roi = default_roi(camera.HEIGHT, camera.WIDTH)
@@ -92,13 +97,19 @@ def render_digit(font: fonts.Font, digit: int, count: int, seed: int) -> np.ndar
     zeros = (glyph, fonts.marked_zero(glyph, "dot"), fonts.marked_zero(glyph, "slash")) \
         if digit == 0 else (glyph,)
     out = np.zeros((count, 28, 28), np.uint8)
+    kept = 0
     for i in range(count):
         # Monospace and UI fonts often mark their zero (DejaVu Sans Mono's dot, a slash in
         # OpenCV's and many terminal fonts): every third zero of every font is drawn so.
         shown = zeros[i % len(zeros)]
-        frame = camera.photograph(shown, camera.random_shot(rng), rng, view=roi)
-        out[i] = frame_digit(frame, roi=(0, 0, roi[2], roi[3])).image
-    return out
+        for _ in range(RETAKES):
+            frame = camera.photograph(shown, camera.random_shot(rng), rng, view=roi)
+            framed = frame_digit(frame, roi=(0, 0, roi[2], roi[3]))
+            if framed.ink_found:  # else the demo says "no digit": no picture to learn from
+                out[kept] = framed.image
+                kept += 1
+                break
+    return out[:kept]
 
 
 def cache_dir() -> Path:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -132,6 +133,30 @@ def test_printed_renders_follow_the_seed_in_any_order(tmp_path: Path) -> None:
     alone = printed.render_digit(some[1], 3, 2, 5)
     assert np.array_equal(alone, one.images[(10 + 3) * 2:(10 + 3) * 2 + 2])
     assert printed.cache_key(some, 2, 5) != printed.cache_key(some, 3, 5)
+
+
+def test_unreadable_photographs_are_retaken_not_kept_blank(monkeypatch: pytest.MonkeyPatch,
+                                                           ) -> None:
+    """A photograph whose ink the framing misses would be a blank image labelled as a digit
+    (and its blank copies one image in several splits): it is retaken, or left out."""
+    font = fonts.installed_fonts()[0]
+    real = printed.frame_digit
+    calls: list[bool] = []
+
+    def every_other_misses(frame: np.ndarray, roi: tuple[int, ...]) -> object:
+        calls.append(True)
+        framed = real(frame, roi=roi)
+        return framed if len(calls) % 2 == 0 else replace(framed, ink_found=False)
+
+    monkeypatch.setattr(printed, "frame_digit", every_other_misses)
+    images = printed.render_digit(font, 7, 3, 0)
+    assert len(calls) == 6 and images.shape == (3, 28, 28)
+    assert (images.reshape(3, -1).max(1) > 0).all()
+
+    calls.clear()
+    monkeypatch.setattr(printed, "frame_digit",
+                        lambda frame, roi: replace(real(frame, roi=roi), ink_found=False))
+    assert printed.render_digit(font, 7, 2, 0).shape == (0, 28, 28)
 
 
 def test_joined_default_source(small_printed: Path) -> None:
