@@ -63,6 +63,8 @@ def train_once(seed: int, train_args: list[str], folder: Path) -> dict[str, Any]
         {"all": metrics["validation"]["accuracy"]},
         "test": {name: part["accuracy"] for name, part in metrics["by_source"].items()} or
         {"all": metrics["test"]["accuracy"]},
+        "val_history": {key: [round(v, 4) for v in training["history"][key]]
+                        for key in ("val_loss", "val_accuracy")},
     }
 
 

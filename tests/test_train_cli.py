@@ -69,6 +69,10 @@ def test_saved_model_reproduces_reported_accuracy(trained_bundle: Path) -> None:
     (["--img-size", "2"], ["--img-size"]),
     (["--dropout", "1.5"], ["--dropout"]),
     (["--hidden", "-1"], ["--hidden"]),
+    (["--ema", "1"], ["--ema"]),
+    (["--label-smoothing", "-0.1"], ["--label-smoothing"]),
+    (["--shift", "1.5"], ["--shift"]),
+    (["--elastic", "-1"], ["--elastic"]),
     (["--lr", "abc"], ["--lr"]),
     (["--data", "mnist"], ["mnist.npz", "mnist5k"]),
 ])

@@ -35,6 +35,20 @@ def build_parser() -> argparse.ArgumentParser:
         help="twoconv: units of a dense layer between the convolutions and the classifier "
         "(0: none, the design document's model as first built)")
     add("--l2", type=float, default=DEFAULTS.l2, help="L2 weight penalty")
+    add("--label-smoothing", type=float, default=DEFAULTS.label_smoothing,
+        help="training targets: this share spread evenly over all classes")
+    add("--ema", type=float, default=DEFAULTS.ema,
+        help="momentum of an exponential moving average of the weights, which is what is "
+        "validated and kept (e.g. 0.999); 0: the raw weights")
+    add("--batchnorm", action=argparse.BooleanOptionalAction, default=DEFAULTS.batchnorm,
+        help="batch normalization after each convolution (folded away on export)")
+    add("--shift", type=float, default=DEFAULTS.shift,
+        help="augmentation: largest random translation, as a share of the image side")
+    add("--repeat", default=DEFAULTS.repeat, metavar="PART=K",
+        help="each training image of a part of joined data K times an epoch (mnist5k=2)")
+    add("--elastic", type=float, default=DEFAULTS.elastic,
+        help="augmentation: elastic distortion of strength alpha (pixels per unit of the "
+        "smoothed random field, sigma 4; e.g. 34); 0: none")
     add("--img-size", type=int, default=None,
         help="square input side (default: 28 for twoconv, 32 for dense512)")
     add("--color", choices=["auto", "grayscale", "rgb"], default=DEFAULTS.color,
@@ -46,6 +60,8 @@ def build_parser() -> argparse.ArgumentParser:
     add("--seed", type=int, default=DEFAULTS.seed)
     add("--patience", type=int, default=DEFAULTS.patience,
         help="epochs without validation-loss improvement before stopping")
+    add("--keep", choices=["best", "last"], default=DEFAULTS.keep,
+        help="weights to keep: best (lowest validation loss) or last (the final epoch's)")
     add("--val-fraction", type=float, default=DEFAULTS.val_fraction)
     add("--test-fraction", type=float, default=DEFAULTS.test_fraction)
     add("--calib-size", type=int, default=DEFAULTS.calib_size,
@@ -69,6 +85,11 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
         (cfg.lr > 0, f"--lr {cfg.lr} must be positive"),
         (0 <= cfg.dropout < 1, f"--dropout {cfg.dropout} must be in [0, 1)"),
         (cfg.l2 >= 0, f"--l2 {cfg.l2} must be zero or positive"),
+        (0 <= cfg.label_smoothing < 1,
+         f"--label-smoothing {cfg.label_smoothing} must be in [0, 1)"),
+        (0 <= cfg.ema < 1, f"--ema {cfg.ema} must be in [0, 1)"),
+        (0 <= cfg.shift < 1, f"--shift {cfg.shift} must be in [0, 1)"),
+        (cfg.elastic >= 0, f"--elastic {cfg.elastic} must be zero or positive"),
         (cfg.hidden >= 0, f"--hidden {cfg.hidden} must be zero or positive"),
         (cfg.patience >= 1, f"--patience {cfg.patience} must be at least 1"),
         (cfg.calib_size >= 1, f"--calib-size {cfg.calib_size} must be at least 1"),

@@ -33,6 +33,12 @@ class TrainConfig:
     dropout: float = 0.25          # dropout before the classifier layer(s); 0 disables
     hidden: int = HIDDEN_UNITS     # twoconv: dense units before the classifier; 0: none
     l2: float = 0.0                # L2 weight penalty on conv and dense kernels
+    label_smoothing: float = 0.0   # share of each training target spread over all classes
+    ema: float = 0.0               # momentum of the weight average validated and kept; 0: off
+    batchnorm: bool = False        # batch normalization after each convolution
+    shift: float = 0.1             # augmentation: largest translation, share of the side
+    repeat: str = ""               # "PART=K": a joined part's training images K times an epoch
+    elastic: float = 0.0           # augmentation: elastic distortion strength (alpha); 0: off
     img_size: int | None = None    # square input side; None → the architecture's default
     color: str = "auto"            # grayscale | rgb | auto (grayscale when the images are grey)
     augment: bool = True           # random rotation, translation and zoom while training
@@ -42,6 +48,7 @@ class TrainConfig:
     # schedule's best weights come from its low-rate end (epochs 28–34 of 40 here), which a
     # patience of 10 on the noisy val loss often cut off (docs/printed.md, recipe).
     patience: int = 40
+    keep: str = "best"             # weights returned: best (lowest val loss) | last (final epoch)
     val_fraction: float = 0.10     # share of each class held out for early stopping
     test_fraction: float = 0.15    # share of each class held out for the final evaluation only
     calib_size: int = 1000         # training images saved for quantization calibration

@@ -10,13 +10,14 @@ state, best weights, history) is one ``tf.train.Checkpoint``, saved after every 
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import math
 import shutil
 import sys
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -63,13 +64,19 @@ def fit(*, model: keras.Model, optimizer: keras.optimizers.Optimizer,
         strategy: tf.distribute.Strategy, train_batches: Callable[[int], tf.data.Dataset],
         val_batches: tf.data.Dataset, epochs: int, steps_per_epoch: int, global_batch: int,
         patience: int, checkpoint_dir: Path, checkpoint_write_dir: Path,
-        verbose: bool, resume: bool = True) -> FitResult:
+        verbose: bool, resume: bool = True, label_smoothing: float = 0.0,
+        keep: str = "best") -> FitResult:
     """Train until ``epochs`` or early stopping; resume from ``checkpoint_dir`` if it holds one
     (and ``resume`` is true).
 
     ``train_batches(epoch)`` returns that epoch's shuffled batches (seeded per epoch, so a
     resumed run sees the same order it would have). Every worker must call this; only the
     chief's ``checkpoint_write_dir`` equals ``checkpoint_dir``.
+
+    An optimizer with ``use_ema`` trains the raw weights but validates (and so keeps as the
+    best) its moving average of them. ``label_smoothing`` softens the training targets only;
+    the validation loss that early stopping reads is the plain cross-entropy. ``keep``:
+    ``best`` returns the weights of the lowest validation loss, ``last`` the final epoch's.
     """
     with strategy.scope():
         optimizer.build(model.trainable_variables)
@@ -86,7 +93,8 @@ def fit(*, model: keras.Model, optimizer: keras.optimizers.Optimizer,
     if resumed_after and verbose:
         log.info("resuming from %s: %d epoch(s) already finished", latest, resumed_after)
 
-    train_step, eval_step = _make_steps(model, optimizer, strategy, global_batch)
+    train_step, eval_step = _make_steps(model, optimizer, strategy, global_batch,
+                                        label_smoothing)
     history = json.loads(state.history.numpy().decode())
     while int(state.epoch.numpy()) < epochs and not bool(state.stopped.numpy()):
         epoch = int(state.epoch.numpy())
@@ -107,7 +115,9 @@ def fit(*, model: keras.Model, optimizer: keras.optimizers.Optimizer,
         if _diverged(totals[0] / totals[2], model):
             raise RunFailed(f"training diverged in epoch {epoch + 1} (loss "
                             f"{totals[0] / totals[2]:.3g}); lower --lr or use --optimizer adam")
-        val_loss, val_accuracy = _evaluate(eval_step, strategy, val_batches)
+        with _averaged_weights(model, optimizer):
+            val_loss, val_accuracy = _evaluate(eval_step, strategy, val_batches)
+            _early_stopping(state, model, val_loss, epoch + 1, patience, keep == "last")
         record = {"loss": totals[0] / totals[2], "accuracy": totals[1] / totals[2],
                   "val_loss": val_loss, "val_accuracy": val_accuracy,
                   "lr": float(keras.ops.convert_to_numpy(optimizer.learning_rate)),
@@ -118,7 +128,6 @@ def fit(*, model: keras.Model, optimizer: keras.optimizers.Optimizer,
                                           ("accuracy", record["accuracy"]),
                                           ("val_loss", val_loss), ("val_accuracy", val_accuracy)],
                         finalize=True)
-        _early_stopping(state, model, val_loss, epoch + 1, patience)
         state.epoch.assign(epoch + 1)
         state.history.assign(json.dumps(history))
         manager.save(checkpoint_number=epoch + 1)
@@ -167,6 +176,22 @@ def _diverged(loss: float, model: keras.Model) -> bool:
     return not np.isfinite(loss) or loss > DIVERGED_OVER_CHANCE * math.log(classes)
 
 
+@contextlib.contextmanager
+def _averaged_weights(model: keras.Model, optimizer: keras.optimizers.Optimizer
+                      ) -> Iterator[None]:
+    """The optimizer's moving average in place of the trainable weights, if it keeps one."""
+    if not optimizer.use_ema:
+        yield
+        return
+    raw = [variable.numpy() for variable in model.trainable_variables]
+    optimizer._overwrite_model_variables_with_average_value(model.trainable_variables)
+    try:
+        yield
+    finally:
+        for variable, value in zip(model.trainable_variables, raw, strict=True):
+            variable.assign(value)
+
+
 def _progress_mode(verbose: bool) -> int:
     """A live bar on a terminal; one line per epoch in logs and CI (no carriage returns)."""
     if not verbose:
@@ -175,8 +200,8 @@ def _progress_mode(verbose: bool) -> int:
 
 
 def _early_stopping(state: _State, model: keras.Model, val_loss: float, epoch: int,
-                    patience: int) -> None:
-    if val_loss < float(state.best_loss.numpy()):
+                    patience: int, keep_last: bool = False) -> None:
+    if keep_last or val_loss < float(state.best_loss.numpy()):
         state.best_loss.assign(val_loss)
         state.best_epoch.assign(epoch)
         state.wait.assign(0)
@@ -189,11 +214,18 @@ def _early_stopping(state: _State, model: keras.Model, val_loss: float, epoch: i
 
 
 def _make_steps(model: keras.Model, optimizer: keras.optimizers.Optimizer,
-                strategy: tf.distribute.Strategy, global_batch: int) -> tuple[Callable, Callable]:
+                strategy: tf.distribute.Strategy, global_batch: int,
+                label_smoothing: float = 0.0) -> tuple[Callable, Callable]:
     """Compiled distributed steps returning (summed loss, correct, count) over all replicas."""
 
-    def sums(labels: tf.Tensor, probs: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor, tf.Tensor]:
-        per_example = keras.losses.sparse_categorical_crossentropy(labels, probs)
+    def sums(labels: tf.Tensor, probs: tf.Tensor, smoothing: float = 0.0,
+             ) -> tuple[tf.Tensor, tf.Tensor, tf.Tensor]:
+        if smoothing:
+            targets = tf.one_hot(tf.cast(labels, tf.int32), tf.shape(probs)[-1])
+            per_example = keras.losses.categorical_crossentropy(
+                targets, probs, label_smoothing=smoothing)
+        else:
+            per_example = keras.losses.sparse_categorical_crossentropy(labels, probs)
         hits = tf.equal(tf.argmax(probs, axis=-1), tf.cast(labels, tf.int64))
         return per_example, tf.reduce_sum(tf.cast(hits, tf.float32)), \
             tf.cast(tf.size(labels), tf.float32)
@@ -201,7 +233,7 @@ def _make_steps(model: keras.Model, optimizer: keras.optimizers.Optimizer,
     def replica_train(images: tf.Tensor, labels: tf.Tensor) -> tuple[tf.Tensor, ...]:
         with tf.GradientTape() as tape:
             probs = model(images, training=True)
-            per_example, correct, count = sums(labels, probs)
+            per_example, correct, count = sums(labels, probs, label_smoothing)
             loss = tf.nn.compute_average_loss(per_example, global_batch_size=global_batch)
             if model.losses:
                 loss += tf.nn.scale_regularization_loss(tf.add_n(model.losses))

@@ -2,23 +2,27 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import keras
 from keras import layers
 
 from runtime.errors import EdgeCNNError
 from train.config import HIDDEN_UNITS
+from train.elastic import RandomElastic
 
 MIN_SIZE = {"twoconv": 10, "dense512": 4}  # smallest input that survives the conv/pool stack
 
 
 def build_model(arch: str, input_shape: tuple[int, int, int], num_classes: int, *,
                 activation: str = "relu", dropout: float = 0.0, l2: float = 0.0,
-                hidden: int = HIDDEN_UNITS) -> keras.Model:
+                hidden: int = HIDDEN_UNITS, batchnorm: bool = False) -> keras.Model:
     """Build ``arch`` for ``input_shape`` (H, W, C) with a softmax over ``num_classes``.
 
     ``hidden`` (twoconv only) puts a dense layer of that many units between the convolutions
     and the classifier; 0 leaves the design document's model, whose classifier alone reads the
-    1,600 conv features and which underfits handwriting and print together.
+    1,600 conv features and which underfits handwriting and print together. ``batchnorm``
+    normalizes each convolution's output before its activation (export folds it away).
     """
     if arch not in MIN_SIZE:
         raise EdgeCNNError(f"--arch {arch!r}: choose from {', '.join(MIN_SIZE)}")
@@ -27,8 +31,17 @@ def build_model(arch: str, input_shape: tuple[int, int, int], num_classes: int, 
                            f"use at least {MIN_SIZE[arch]}")
     reg = keras.regularizers.L2(l2) if l2 > 0 else None
 
-    def conv(filters: int, name: str) -> layers.Layer:
-        return layers.Conv2D(filters, 3, activation=activation, kernel_regularizer=reg, name=name)
+    def conv(filters: int, name: str) -> Callable[[keras.KerasTensor], keras.KerasTensor]:
+        if not batchnorm:
+            return layers.Conv2D(filters, 3, activation=activation, kernel_regularizer=reg,
+                                 name=name)
+
+        def normalized(x: keras.KerasTensor) -> keras.KerasTensor:
+            x = layers.Conv2D(filters, 3, use_bias=False, kernel_regularizer=reg, name=name)(x)
+            x = layers.BatchNormalization(name=f"{name}_bn")(x)
+            return layers.Activation(activation, name=f"{name}_{activation}")(x)
+
+        return normalized
 
     inputs = keras.Input(shape=input_shape, name="image")
     x = layers.Rescaling(1.0 / 255.0, name="rescale")(inputs)
@@ -51,15 +64,18 @@ def build_model(arch: str, input_shape: tuple[int, int, int], num_classes: int, 
     return keras.Model(inputs, outputs, name=arch)
 
 
-def build_augmenter(*, seed: int, flip: bool, fill: str) -> keras.Sequential:
-    """Random rotation (±10°), translation (±10 %) and zoom (±10 %); flips only on request.
+def build_augmenter(*, seed: int, flip: bool, fill: str, shift: float = 0.1,
+                    elastic: float = 0.0) -> keras.Sequential:
+    """Random rotation (±10°), translation (±``shift``) and zoom (±10 %); flips on request;
+    first an elastic distortion of strength ``elastic`` if that is above 0 (digits only).
 
     Runs in the input pipeline, never in the saved model. ``fill`` is ``constant`` for
     digits (black background) and ``reflect`` for photos.
     """
-    steps: list[layers.Layer] = [
+    steps: list[layers.Layer] = [RandomElastic(elastic, seed=seed + 4)] if elastic > 0 else []
+    steps += [
         layers.RandomRotation(10 / 360, fill_mode=fill, seed=seed),
-        layers.RandomTranslation(0.1, 0.1, fill_mode=fill, seed=seed + 1),
+        layers.RandomTranslation(shift, shift, fill_mode=fill, seed=seed + 1),
         layers.RandomZoom((-0.1, 0.1), fill_mode=fill, seed=seed + 2),
     ]
     if flip:

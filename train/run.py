@@ -101,13 +101,17 @@ def run(cfg: TrainConfig) -> dict[str, Any]:
 
     make_model = functools.partial(build_model, cfg.arch, data.spec.input_shape,
                                    data.spec.num_classes, activation=cfg.activation,
-                                   dropout=cfg.dropout, l2=cfg.l2, hidden=cfg.hidden)
+                                   dropout=cfg.dropout, l2=cfg.l2, hidden=cfg.hidden,
+                                   batchnorm=cfg.batchnorm)
     try:
         model, result = fit(data, strategy, make_model,
                             optimizer=cfg.optimizer, lr=cfg.lr, epochs=cfg.epochs,
+                            ema=cfg.ema, label_smoothing=cfg.label_smoothing, keep=cfg.keep,
+                            repeat=cfg.repeat,
                             batch_size=cfg.batch_size, patience=cfg.patience,
                             augmenter=make_augmenter(cfg.augment, cfg.flip, cfg.seed,
-                                                     data.spec.framing),
+                                                     data.spec.framing, cfg.shift,
+                                                     cfg.elastic),
                             seed=cfg.seed, cache=cache_path(cfg.cache, work,
                                                             distribute.worker_name(strategy)),
                             checkpoints=checkpoints, verbose=chief, resume=not cfg.restart)
@@ -170,20 +174,22 @@ def log_data(data: PreparedData) -> None:
              data.spec.num_classes, "x".join(map(str, data.spec.input_shape)), data.spec.color)
 
 
-def make_augmenter(augment: bool, flip: bool, seed: int, framing: str) -> Any:
+def make_augmenter(augment: bool, flip: bool, seed: int, framing: str,
+                   shift: float = 0.1, elastic: float = 0.0) -> Any:
     """The training-only augmentation, or None; digits are padded black, photos reflected."""
     if not augment:
         return None
     from train.models import build_augmenter
 
-    return build_augmenter(seed=seed, flip=flip,
+    return build_augmenter(seed=seed, flip=flip, shift=shift, elastic=elastic,
                            fill="constant" if framing == "digit" else "reflect")
 
 
 def fit(data: PreparedData, strategy: Any, make_model: Callable[[], Any], *, optimizer: str,
         lr: float, epochs: int, batch_size: int, patience: int, augmenter: Any, seed: int,
         cache: str | None, checkpoints: Checkpoints, verbose: bool,
-        resume: bool) -> tuple[Any, Any]:
+        resume: bool, ema: float = 0.0, label_smoothing: float = 0.0,
+        keep: str = "best", repeat: str = "") -> tuple[Any, Any]:
     """Build the model under ``strategy`` and train it; returns (model, loop.FitResult)."""
     import keras
     import tensorflow as tf
@@ -191,12 +197,13 @@ def fit(data: PreparedData, strategy: Any, make_model: Callable[[], Any], *, opt
     from train import loop, pipeline
 
     keras.utils.set_random_seed(seed)
-    steps = len(data.train) // batch_size
+    train = repeated(data.train, repeat)
+    steps = len(train) // batch_size
     with strategy.scope():
         model = make_model()
-        opt = make_optimizer(optimizer, lr, epochs * steps)
+        opt = make_optimizer(optimizer, lr, epochs * steps, ema=ema)
     # Built once, so that a --cache filled in the first epoch serves the later ones.
-    train_batches = pipeline.training_epochs(data.train, data.spec, data.skipped,
+    train_batches = pipeline.training_epochs(train, data.spec, data.skipped,
                                              batch_size=batch_size, seed=seed * 1000,
                                              augmenter=augmenter, cache=cache)
     val_batches = pipeline.eval_batches(data.val, data.spec, data.skipped, batch_size)
@@ -206,7 +213,7 @@ def fit(data: PreparedData, strategy: Any, make_model: Callable[[], Any], *, opt
                           epochs=epochs, steps_per_epoch=steps, global_batch=batch_size,
                           patience=patience, checkpoint_dir=checkpoints.folder,
                           checkpoint_write_dir=checkpoints.write_folder, verbose=verbose,
-                          resume=resume)
+                          resume=resume, label_smoothing=label_smoothing, keep=keep)
     except DataError as exc:  # say which files made a split come up empty
         raise DataError(f"{exc}{_skipped_note(data.skipped.as_list())}") from None
     except tf.errors.UnavailableError as exc:  # a peer stopped sending heartbeats
@@ -217,6 +224,20 @@ def fit(data: PreparedData, strategy: Any, make_model: Callable[[], Any], *, opt
         raise RunFailed("the validation loss never became finite: training diverged; lower "
                         "--lr or use --optimizer adam")
     return model, result
+
+
+def repeated(split: Split, repeat: str) -> Split:
+    """``repeat`` ``PART=K``: every training image of that part of a joined source K times an
+    epoch, so that part weighs K times as much in the loss."""
+    if not repeat:
+        return split
+    part, _, times = repeat.partition("=")
+    if split.parts is None or part not in set(split.parts.tolist()):
+        raise EdgeCNNError(f"--repeat {repeat!r}: the data has no part {part!r}")
+    if not times.isdigit() or int(times) < 1:
+        raise EdgeCNNError(f"--repeat {repeat!r}: K must be a whole number of at least 1")
+    counts = np.where(split.parts == part, int(times), 1)
+    return split.subset(np.repeat(np.arange(len(split)), counts))
 
 
 def evaluate_test_split(model: Any, data: PreparedData) -> tuple[Split, np.ndarray]:
@@ -295,14 +316,20 @@ def check_batch(batch_size: int, n_train: int, replicas: int) -> None:
                            f"{batch_size}; lower --batch-size or add images")
 
 
-def make_optimizer(name: str, lr: float, total_steps: int) -> Any:
-    """Adam (default) or Nesterov SGD, with the learning rate cosine-decayed to 0."""
+def make_optimizer(name: str, lr: float, total_steps: int, ema: float = 0.0) -> Any:
+    """Adam (default) or Nesterov SGD, with the learning rate cosine-decayed to 0.
+
+    ``ema`` > 0 keeps a moving average of the weights with that momentum (the loop validates
+    and keeps the average, see :func:`train.loop.fit`), lowered for short runs so that the
+    average spans at most a fifth of the steps rather than mostly the untrained start."""
     import keras
 
     schedule = keras.optimizers.schedules.CosineDecay(lr, total_steps)
+    momentum = min(ema, max(0.0, 1 - 5 / max(total_steps, 1)))
+    average = {"use_ema": ema > 0, "ema_momentum": momentum}
     if name == "sgd":
-        return keras.optimizers.SGD(schedule, momentum=0.9, nesterov=True)
-    return keras.optimizers.Adam(schedule)
+        return keras.optimizers.SGD(schedule, momentum=0.9, nesterov=True, **average)
+    return keras.optimizers.Adam(schedule, **average)
 
 
 def cache_path(cache: str | None, work: Path, worker: str) -> str | None:

@@ -1,0 +1,88 @@
+"""Recipe knobs: elastic distortion, the optimizer's weight average, and how the loop uses it."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+
+def _bars(batch: int = 4) -> np.ndarray:
+    images = np.zeros((batch, 28, 28, 1), np.float32)
+    images[:, 4:24, 12:16] = 255.0
+    return images
+
+
+def test_elastic_moves_strokes_reproducibly_and_only_while_training() -> None:
+    from train.elastic import RandomElastic
+
+    images = _bars()
+    first = RandomElastic(34.0, seed=3)(images, training=True).numpy()
+    again = RandomElastic(34.0, seed=3)(images, training=True).numpy()
+    assert first.shape == images.shape and first.dtype == np.float32
+    np.testing.assert_array_equal(first, again)  # the seed fixes the field
+    assert np.abs(first - images).mean() > 1.0  # strokes moved
+    assert not np.array_equal(first[0], first[1])  # a field per image
+    assert 0.7 < first.sum() / images.sum() < 1.3  # moved, not erased or smeared
+    assert first.min() >= 0.0 and first.max() <= 255.5
+    np.testing.assert_array_equal(RandomElastic(34.0, seed=3)(images, training=False), images)
+
+
+def test_augmenter_has_elastic_only_on_request() -> None:
+    from train.models import build_augmenter
+
+    def names(elastic: float) -> list[str]:
+        augmenter = build_augmenter(seed=1, flip=False, fill="constant", elastic=elastic)
+        return [type(layer).__name__ for layer in augmenter.layers]
+
+    assert names(0.0) == ["RandomRotation", "RandomTranslation", "RandomZoom"]
+    assert names(34.0)[0] == "RandomElastic"
+
+
+@pytest.mark.parametrize(("ema", "steps", "momentum"), [
+    (0.999, 100_000, 0.999),
+    (0.999, 50, 0.9),  # a short run averages over at most a fifth of its steps
+])
+def test_weight_average_momentum(ema: float, steps: int, momentum: float) -> None:
+    from train.run import make_optimizer
+
+    optimizer = make_optimizer("adam", 1e-3, steps, ema=ema)
+    assert optimizer.use_ema and optimizer.ema_momentum == pytest.approx(momentum)
+    assert not make_optimizer("sgd", 1e-3, steps).use_ema
+
+
+def test_validation_sees_the_average_and_training_resumes_from_the_raw_weights() -> None:
+    import keras
+
+    from train.loop import _averaged_weights
+    from train.run import make_optimizer
+
+    model = keras.Sequential([keras.Input((3,)), keras.layers.Dense(2)])
+    optimizer = make_optimizer("adam", 0.1, 10_000, ema=0.999)
+    optimizer.build(model.trainable_variables)
+    for _ in range(3):
+        grads = [np.ones(v.shape, np.float32) for v in model.trainable_variables]
+        optimizer.apply_gradients(zip(grads, model.trainable_variables, strict=True))
+    raw = [v.numpy() for v in model.trainable_variables]
+    average = [v.numpy() for v in optimizer._model_variables_moving_average]
+    assert not np.allclose(raw[0], average[0])
+    with _averaged_weights(model, optimizer):
+        for variable, value in zip(model.trainable_variables, average, strict=True):
+            np.testing.assert_array_equal(variable.numpy(), value)
+    for variable, value in zip(model.trainable_variables, raw, strict=True):
+        np.testing.assert_array_equal(variable.numpy(), value)
+
+
+def test_repeat_weighs_one_part_of_joined_data_more() -> None:
+    from runtime.errors import EdgeCNNError
+    from train.data import Split
+    from train.run import repeated
+
+    split = Split(labels=np.arange(5), images=np.zeros((5, 2, 2, 1), np.uint8),
+                  parts=np.array(["mnist5k", "printed", "mnist5k", "printed", "printed"]))
+    assert repeated(split, "") is split
+    twice = repeated(split, "mnist5k=2")
+    assert twice.labels.tolist() == [0, 0, 1, 2, 2, 3, 4]
+    assert twice.parts.tolist().count("mnist5k") == 4
+    for bad in ("digits=2", "mnist5k=0", "mnist5k=x"):
+        with pytest.raises(EdgeCNNError, match="--repeat"):
+            repeated(split, bad)
