@@ -39,7 +39,7 @@ from runtime.spec import FRAMINGS
 
 WINDOW = "edgecnn"
 # Below this top-1 probability a frame says "?" (docs/printed.md: how it was chosen).
-MIN_CONFIDENCE = 0.5
+MIN_CONFIDENCE = 0.4
 
 
 def build_parser() -> argparse.ArgumentParser:

