@@ -171,6 +171,15 @@ def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
                                     "or exports, mark it @pytest.mark.slow")
 
 
+@pytest.fixture(autouse=True)
+def _fresh_module_rng(request: pytest.FixtureRequest) -> None:
+    """A test module's shared ``RNG`` starts again from seed 0 for every test, so each test
+    draws the same numbers whatever ran before it in its process (xdist spreads tests over
+    workers in no fixed order)."""
+    if isinstance(getattr(request.module, "RNG", None), np.random.Generator):
+        request.module.RNG = np.random.default_rng(0)
+
+
 @pytest.hookimpl(tryfirst=True)
 def pytest_runtest_setup(item: pytest.Item) -> None:
     _current_test[:] = [item]

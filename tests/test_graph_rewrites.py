@@ -10,15 +10,7 @@ from onnx import TensorProto, helper, numpy_helper
 
 from export.onnx_graph import compact_names, simplify
 
-RNG = np.random.default_rng(0)
-
-
-@pytest.fixture(autouse=True)
-def _fresh_rng() -> None:
-    """Each test draws the same numbers whatever ran before it in this process (xdist
-    spreads tests over workers in no fixed order)."""
-    global RNG
-    RNG = np.random.default_rng(0)
+RNG = np.random.default_rng(0)  # restarted for every test (tests/conftest.py)
 
 
 def _model(nodes: list, inits: dict[str, np.ndarray], out_shape: list) -> onnx.ModelProto:

@@ -14,15 +14,7 @@ import pytest
 import runtime
 from runtime.bundle import load_images
 
-RNG = np.random.default_rng(0)
-
-
-@pytest.fixture(autouse=True)
-def _fresh_rng() -> None:
-    """Each test draws the same numbers whatever ran before it in this process (xdist
-    spreads tests over workers in no fixed order)."""
-    global RNG
-    RNG = np.random.default_rng(0)
+RNG = np.random.default_rng(0)  # restarted for every test (tests/conftest.py)
 
 
 def _small_functional(outlier: bool):

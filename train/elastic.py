@@ -13,6 +13,8 @@ from keras import layers, ops
 
 
 class RandomElastic(layers.Layer):
+    """``--elastic ALPHA``: a smooth random displacement per image, in training only."""
+
     def __init__(self, alpha: float, sigma: float = 4.0, seed: int | None = None,
                  **kwargs: object) -> None:
         super().__init__(**kwargs)
