@@ -13,6 +13,7 @@ ARCHITECTURES = {
     "dense512": (32, "Conv32-Pool-Dense512-Dense: the second design document's model"),
 }
 HIDDEN_UNITS = 128  # twoconv's dense layer before the classifier (--hidden; 0: none)
+SHIFT = 0.05  # augmentation's largest translation, share of the side (--shift)
 BUILTIN_DATASETS = ("mnist5k", "mnist", "digits")
 STRATEGIES = ("auto", "single", "mirrored", "multiworker")
 
@@ -38,7 +39,7 @@ class TrainConfig:
     label_smoothing: float = 0.1   # share of each training target spread over all classes
     ema: float = 0.999             # momentum of the weight average validated and kept; 0: off
     batchnorm: bool = False        # batch normalization after each convolution
-    shift: float = 0.05            # augmentation: largest translation, share of the side
+    shift: float = SHIFT           # augmentation: largest translation, share of the side
     repeat: str = ""               # "PART=K": a joined part's training images K times an epoch
     elastic: float = 0.0           # augmentation: elastic distortion strength (alpha); 0: off
     img_size: int | None = None    # square input side; None → the architecture's default

@@ -8,7 +8,7 @@ import keras
 from keras import layers
 
 from runtime.errors import EdgeCNNError
-from train.config import HIDDEN_UNITS
+from train.config import HIDDEN_UNITS, SHIFT
 from train.elastic import RandomElastic
 
 MIN_SIZE = {"twoconv": 10, "dense512": 4}  # smallest input that survives the conv/pool stack
@@ -64,7 +64,7 @@ def build_model(arch: str, input_shape: tuple[int, int, int], num_classes: int, 
     return keras.Model(inputs, outputs, name=arch)
 
 
-def build_augmenter(*, seed: int, flip: bool, fill: str, shift: float = 0.05,
+def build_augmenter(*, seed: int, flip: bool, fill: str, shift: float = SHIFT,
                     elastic: float = 0.0) -> keras.Sequential:
     """Random rotation (±10°), translation (±``shift``) and zoom (±10 %); flips on request;
     first an elastic distortion of strength ``elastic`` if that is above 0 (digits only).

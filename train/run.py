@@ -174,8 +174,8 @@ def log_data(data: PreparedData) -> None:
              data.spec.num_classes, "x".join(map(str, data.spec.input_shape)), data.spec.color)
 
 
-def make_augmenter(augment: bool, flip: bool, seed: int, framing: str,
-                   shift: float = 0.1, elastic: float = 0.0) -> Any:
+def make_augmenter(augment: bool, flip: bool, seed: int, framing: str, shift: float,
+                   elastic: float) -> Any:
     """The training-only augmentation, or None; digits are padded black, photos reflected."""
     if not augment:
         return None
