@@ -249,7 +249,7 @@ def fit_paper(gray: np.ndarray) -> tuple[np.ndarray, float, float, bool]:
     shadow or a stroke crossing the ring does not bend it. The spread (MAD) of the paper
     around the fit is the sensor noise that must not become ink.
     """
-    pairs, design, inverse, basis = _lighting_terms(*gray.shape)
+    pairs, design, inverse, rows, columns = _lighting_terms(*gray.shape)
     samples = gray.take(pairs)  # ring pixels, then each one's neighbour
     values = samples[0]
     coef = inverse @ values  # the plain fit: right when the ring is all paper, as it mostly is
@@ -279,7 +279,9 @@ def fit_paper(gray: np.ndarray) -> tuple[np.ndarray, float, float, bool]:
     # grey level once enlarged bilinearly. An over-exposed sensor clips the paper at 255 and
     # a fit above that would make paper ink; a wild fit below 0 is no paper either:
     # saturate to 0-255 (the abs never sees < 0; +0.5 then rounds up, as it always has).
-    surface = cv2.max((coef @ basis).reshape(gray.shape[0] // 2, gray.shape[1] // 2), 0.0)
+    c0, c1, c2, c3, c4, c5 = coef.tolist()
+    surface = cv2.max(rows @ np.array([[c0, c1, c3], [c2, c5, 0.0], [c4, 0.0, 0.0]]) @ columns,
+                      0.0)
     return cv2.convertScaleAbs(surface, beta=0.5), sigma, coef[0].item(), clean
 
 
@@ -337,18 +339,20 @@ def _edge_mask(height: int, width: int) -> np.ndarray:
 def _lighting_terms(height: int, width: int) -> tuple[np.ndarray, ...]:
     """For a work image of this size: the ring samples' flat indices with each one's
     right-hand neighbour (left-hand on the last column), their quadratic terms and those
-    terms' least-squares fit; and the six terms at every pixel of the coarse image, in the
-    work image's [-1, 1] coordinates (a coarse pixel i covers work pixels 2i and 2i + 1)."""
+    terms' least-squares fit; and (1, y, y²) of the coarse image's rows and (1, x, x²) of its
+    columns, in the work image's [-1, 1] coordinates (a coarse pixel i covers work pixels 2i
+    and 2i + 1): the surface is rows @ C @ columns, a 3 × 3 matrix C of the six coefficients
+    between them, without a 6 × pixels basis to read for every frame."""
     index = _ring_index(height, width)
     neighbour = np.where(index % width == width - 1, index - 1, index + 1)
     by = np.linspace(-1.0, 1.0, height)[index // width]
     bx = np.linspace(-1.0, 1.0, width)[index % width]
     design = np.stack([np.ones_like(bx), bx, by, bx * bx, by * by, bx * by], axis=1)
     inverse = np.linalg.solve(_ridged(design.T @ design), design.T)  # the all-paper fit
-    ys, xs = np.meshgrid(_coarse_axis(height), _coarse_axis(width), indexing="ij")
-    ys, xs = ys.ravel(), xs.ravel()
-    basis = np.stack([np.ones_like(xs), xs, ys, xs * xs, ys * ys, xs * ys])
-    arrays = (np.stack([index, neighbour]), design, inverse, basis)
+    ys, xs = _coarse_axis(height), _coarse_axis(width)
+    rows = np.stack([np.ones_like(ys), ys, ys * ys], axis=1)
+    columns = np.stack([np.ones_like(xs), xs, xs * xs])
+    arrays = (np.stack([index, neighbour]), design, inverse, rows, columns)
     for array in arrays:
         array.flags.writeable = False
     return arrays
