@@ -28,7 +28,7 @@ from demos.overlay import draw
 from demos.serve import serving
 from demos.tally import Tally
 from runtime.camera import Frame, open_source
-from runtime.classifier import FrameResult
+from runtime.classifier import Classifier, FrameResult
 from runtime.cli import Parser, override_framing, run_cli, setup_logging
 from runtime.errors import EdgeCNNError, SelfCheckFailed, SourceError
 from runtime.files import scratch_path
@@ -38,8 +38,6 @@ from runtime.selfcheck import require_self_check
 from runtime.spec import FRAMINGS
 
 WINDOW = "edgecnn"
-# Below this top-1 probability a frame says "?" (docs/printed.md: how it was chosen).
-MIN_CONFIDENCE = 0.4
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -60,9 +58,10 @@ def build_parser() -> argparse.ArgumentParser:
                    "made, 'none' feeds the ROI as it is")
     p.add_argument("--truth", default=None, help="ground-truth labels (default: "
                    "<source>.truth.json when it exists)")
-    p.add_argument("--min-confidence", type=float, default=MIN_CONFIDENCE,
+    p.add_argument("--min-confidence", type=float, default=None,
                    help="below this top-1 probability a frame shows '?' (label null); 0 "
-                   "always answers")
+                   "always answers (default: the threshold the model file carries, chosen "
+                   "on validation when it was trained; 0 if it carries none)")
     p.add_argument("--serve", default=None, metavar="[HOST:]PORT", help="serve a web page with "
                    "the live annotated stream (also /stream.mjpg, /predictions) on 127.0.0.1, "
                    "or on HOST; video files then play at their own frame rate")
@@ -82,7 +81,7 @@ def run(args: argparse.Namespace) -> int:
     opencv_log_level("error")
     if args.max_frames is not None and args.max_frames < 1:
         raise EdgeCNNError(f"--max-frames {args.max_frames} must be positive")
-    if not 0.0 <= args.min_confidence <= 1.0:
+    if args.min_confidence is not None and not 0.0 <= args.min_confidence <= 1.0:
         raise EdgeCNNError(f"--min-confidence {args.min_confidence} must be a probability, "
                            "from 0 to 1")
     roi = parse_roi(args.roi) if args.roi else None
@@ -90,6 +89,7 @@ def run(args: argparse.Namespace) -> int:
     override_framing(classifier, args.framing)
     if not args.skip_self_check:  # refuse to show confident garbage
         print(require_self_check(classifier).summary())
+    min_confidence = min_confidence_for(classifier, args.min_confidence)
     truth = _load_truth(args.truth, args.source)
     show = not args.headless and _window_available()
     tally = Tally()
@@ -101,7 +101,7 @@ def run(args: argparse.Namespace) -> int:
             serving(args.serve, title) as view:
         for frame in view.frames(source, args.source):
             result = classifier.classify_frame(frame.image, roi)
-            label = answer(result, args.min_confidence)
+            label = answer(result, min_confidence)
             tally.add(frame, result, truth, label)
             annotated = None
             if show or video is not None or view.watched:
@@ -133,6 +133,20 @@ def _flag_in_source_errors(flag: str) -> Iterator[None]:
         yield
     except SourceError as exc:
         raise SourceError(f"{flag}: {exc}") from None
+
+
+def min_confidence_for(classifier: Classifier, asked: float | None) -> float:
+    """``--min-confidence`` if given, else the model's own threshold (0 if it has none);
+    printed, so that a "?" in the overlay can be traced to its cause."""
+    chosen = classifier.spec.min_confidence
+    if asked is not None:
+        level, why = asked, "--min-confidence"
+    elif chosen is not None:
+        level, why = chosen, "chosen on validation when the model was trained"
+    else:
+        level, why = 0.0, "the model file carries no threshold: every digit is answered"
+    print(f"not sure below {level:.2f} top-1 probability ({why})")
+    return level
 
 
 def answer(result: FrameResult, min_confidence: float) -> str | None:

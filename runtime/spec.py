@@ -79,6 +79,9 @@ class ModelSpec:
     output_quant: QuantParams | None = None
     quantization: dict[str, Any] = field(default_factory=dict)  # how an int8 file was made
     version: str = ""  # which trained weights: export sets the Keras file's SHA-256 prefix
+    # Below this top-1 probability an app should say "not sure": chosen on the validation
+    # split when the model was trained (None: never chosen, e.g. a model trained elsewhere).
+    min_confidence: float | None = None
     schema_version: int = SCHEMA_VERSION
 
     def __post_init__(self) -> None:
@@ -96,6 +99,10 @@ class ModelSpec:
         if not high > low:
             raise SpecError(f"spec value_range must be (low, high) with high > low, got "
                             f"{self.value_range}")
+        if self.min_confidence is not None and not (
+                isinstance(self.min_confidence, int | float) and 0 <= self.min_confidence <= 1):
+            raise SpecError(f"spec min_confidence must be a probability from 0 to 1, got "
+                            f"{self.min_confidence!r}")
         if self.schema_version > SCHEMA_VERSION:
             raise SpecError(f"spec schema version {self.schema_version} is newer than this edgecnn "
                             f"understands ({SCHEMA_VERSION}); upgrade edgecnn")

@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 from conftest import assert_clean_failure, read_frames, run_module
 
+import runtime
 from runtime.bundle import load_images
 
 
@@ -70,6 +71,11 @@ def test_max_frames_and_folder_source(clip: Path, tmp_path: Path) -> None:
     assert result.returncode == 0, result.stderr
     summary = [line for line in result.stdout.splitlines() if " frames from " in line]
     assert len(summary) == 1 and summary[0].startswith("3 frames from"), result.stdout
+    # No --min-confidence: the threshold chosen on validation, which the file carries.
+    chosen = runtime.load(clip.with_name("model.int8.tflite")).spec.min_confidence
+    assert chosen is not None
+    assert (f"not sure below {chosen:.2f} top-1 probability (chosen on validation when the "
+            "model was trained)") in result.stdout
 
 
 def test_missing_camera_fails_fast_in_one_line(clip: Path, tmp_path: Path) -> None:

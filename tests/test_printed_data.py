@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+import json
 from dataclasses import replace
 from pathlib import Path
 
@@ -12,6 +13,7 @@ import pytest
 from scenes import fonts, printed
 from train.errors import DataError
 from train.joined import join_sources
+from train.run import choose_min_confidence
 from train.sources import ArraySource, FolderSource, load_source
 from train.split import grouped_split, split_by_part
 
@@ -169,8 +171,6 @@ def test_joined_default_source(small_printed: Path) -> None:
 
 def test_default_training_reports_each_source(trained_bundle: Path) -> None:
     """The session model trained on the default data, mnist5k+printed."""
-    import json
-
     metrics = json.loads((trained_bundle / "metrics.json").read_text())
     assert set(metrics["by_source"]) == {"mnist5k", "printed"}
     sources = metrics["dataset"]["sources"]
@@ -187,3 +187,21 @@ def test_default_training_reports_each_source(trained_bundle: Path) -> None:
     table = metrics["validation"]["confidence"]
     assert table[0]["min_confidence"] == 0.0 and table[0]["answered"] == 1.0
     assert all(a["answered"] >= b["answered"] for a, b in itertools.pairwise(table))
+    # The "not sure" threshold is chosen from this table and travels in the model's spec.
+    for row in table:
+        withheld = row["withheld_wrong"] + row["withheld_right"]
+        assert withheld == round((1 - row["answered"]) * metrics["dataset"]["val"])
+    chosen = metrics["validation"]["min_confidence"]
+    assert chosen == choose_min_confidence(table)
+    assert json.loads((trained_bundle / "spec.json").read_text())["min_confidence"] == chosen
+
+
+@pytest.mark.parametrize(("rows", "chosen"), [
+    ([(0.0, 0, 0), (0.3, 2, 0), (0.4, 6, 1), (0.5, 8, 5)], 0.4),  # 6 - 1 is the best net
+    ([(0.0, 0, 0), (0.3, 1, 1), (0.4, 2, 3)], 0.0),  # no level gains: always answer
+    ([(0.0, 0, 0), (0.3, 2, 1), (0.4, 3, 2)], 0.3),  # a tie: the lower level
+])
+def test_min_confidence_is_chosen_net_of_right_answers(rows: list[tuple], chosen: float) -> None:
+    table = [{"min_confidence": level, "withheld_wrong": wrong, "withheld_right": right}
+             for level, wrong, right in rows]
+    assert choose_min_confidence(table) == chosen

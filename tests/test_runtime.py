@@ -225,6 +225,7 @@ def test_predict_cli_text_json_and_errors(exported_bundle: Path, tmp_path: Path)
     ({"output_quant": {"scale": 0.004, "zero_point": 0, "dtype": "int8"}}, "output as int8"),
     ({"value_range": 5}, "invalid spec"),
     ({"height": "28"}, "height must be a positive integer"),
+    ({"min_confidence": 1.5}, "min_confidence must be a probability"),
 ])
 def test_a_spec_that_does_not_fit_the_file_is_a_spec_error(change: dict, message: str,
                                                           exported_bundle: Path,

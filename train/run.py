@@ -130,7 +130,8 @@ def run(cfg: TrainConfig) -> dict[str, Any]:
     peaks.mark("evaluation")
     metrics = collect_metrics(data, test, ranked, result, strategy, final, source=cfg.data,
                               started=started)
-    metrics["validation"].update(confidence=confidence, by_source=val_by_source)
+    metrics["validation"].update(confidence=confidence, by_source=val_by_source,
+                                 min_confidence=choose_min_confidence(confidence))
     write_bundle(out, work, data, test, ranked[:, 0], final, metrics, result,
                  config=cfg.to_dict(),
                  calib_size=cfg.calib_size, seed=cfg.seed, peaks=peaks, estimate=estimate)
@@ -282,11 +283,22 @@ def confidence_on_validation(model: Any, data: PreparedData,
         answered = confidence >= level
         table.append({"min_confidence": level, "answered": float(answered.mean()),
                       "accuracy_answered": float(right[answered].mean()) if answered.any()
-                      else None})
+                      else None,
+                      "withheld_wrong": int(np.count_nonzero(~answered & ~right)),
+                      "withheld_right": int(np.count_nonzero(~answered & right))})
     parts = {} if val.parts is None else {
         str(part): float(right[val.parts == part].mean())
         for part in dict.fromkeys(val.parts.tolist())}
     return table, parts
+
+
+def choose_min_confidence(table: list[dict[str, Any]]) -> float:
+    """The "not sure" threshold that the model's files carry: of the tabulated levels, the
+    one whose "?" replaces the most wrong answers net of the right ones it also replaces
+    (the lowest such level on a tie; 0, always answer, when no level gains)."""
+    best = max(table, key=lambda row: (row["withheld_wrong"] - row["withheld_right"],
+                                       -row["min_confidence"]))
+    return float(best["min_confidence"])
 
 
 def remove_checkpoints(folder: Path) -> None:
@@ -431,7 +443,8 @@ def write_bundle(out: Path, work: Path, data: PreparedData, test: Split, predict
     stage = StagedBundle(out, work)
     dataset = metrics["dataset"]
     spec = data.spec.replace(dataset={key: dataset[key] for key in
-                                      ("name", "train", "val", "test", "skipped_count")})
+                                      ("name", "train", "val", "test", "skipped_count")},
+                             min_confidence=metrics["validation"]["min_confidence"])
     with atomic_path(stage.path(names.KERAS_MODEL)) as tmp:
         model.save(tmp)
     write_json(stage.path(names.SPEC), spec.to_dict())
