@@ -413,18 +413,14 @@ def find_ink(ink: np.ndarray, sigma: float) -> tuple[np.ndarray, Roi, float] | N
     wide = ((height + 1) // 2) * ((width + 1) // 2) >= 65535
     count, labels = cv2.connectedComponentsWithAlgorithm(
         grown, 8, cv2.CV_32S if wide else cv2.CV_16U, cv2.CCL_BBDT)
-    if wide:
-        labels = labels.astype(np.float32)  # calcHist takes 8U, 16U or 32F
     if count < 2:
         return None
-    # Per component: its area, its seed pixels and its pixels on the image's edge, each one
-    # histogram of the labels (OpenCV's own per-component statistics cost several times the
-    # labelling on an image this small). Seeds lie in grown components, so label 0 (the
-    # paper) has none.
-    bins, span = [count], [0, count]
-    seeds = cv2.threshold(ink, high, 255, cv2.THRESH_BINARY)[1]
-    area, seeded, on_edge = (cv2.calcHist([labels], [0], mask, bins, span).ravel().tolist()
-                             for mask in (None, seeds, _edge_mask(height, width)))
+    if count == 2:  # one component, three frames in four: its figures need no labels
+        area = [0.0, float(cv2.countNonZero(grown))]
+        seeded = [0.0, float(cv2.minMaxLoc(ink)[1] > np.floor(high))]
+        on_edge = [0.0, float(cv2.countNonZero(grown & _edge_mask(height, width)))]
+    else:
+        area, seeded, on_edge = _component_counts(labels, count, ink, high)
     area = [a if s else 0.0 for a, s in zip(area, seeded, strict=True)]
     biggest = max(area)
     least = max(2.0, (MIN_SPECK * min(height, width)) ** 2, SPECK_FRACTION * biggest)
@@ -440,6 +436,20 @@ def find_ink(ink: np.ndarray, sigma: float) -> tuple[np.ndarray, Roi, float] | N
         y + h + 1, height)
     near = cv2.dilate(kept[top:bottom, left:right], None)  # 3×3
     return near, (left, top, right, bottom), low
+
+
+def _component_counts(labels: np.ndarray, count: int, ink: np.ndarray,
+                      high: float) -> tuple[list[float], ...]:
+    """Per component: its area, its seed pixels (ink above ``high``) and its pixels on the
+    image's edge, each one histogram of the labels (OpenCV's own per-component statistics
+    cost several times the labelling on an image this small). Seeds lie in grown
+    components, so label 0 (the paper) has none."""
+    if labels.dtype == np.int32:
+        labels = labels.astype(np.float32)  # calcHist takes 8U, 16U or 32F
+    bins, span = [count], [0, count]
+    seeds = cv2.threshold(ink, high, 255, cv2.THRESH_BINARY)[1]
+    return tuple(cv2.calcHist([labels], [0], mask, bins, span).ravel().tolist()
+                 for mask in (None, seeds, _edge_mask(*labels.shape)))
 
 
 def _select(labels: np.ndarray, chosen: list[int], count: int) -> np.ndarray:
