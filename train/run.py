@@ -45,6 +45,9 @@ from train.staging import StagedBundle, check_target, work_folder
 log = logging.getLogger(__name__)
 PREDICT_BATCH = 256  # test images per forward pass when evaluating
 CONFIDENCE_LEVELS = (0.0, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 0.95)  # tabulated on validation
+# A confident wrong digit costs this many "?"s: in a camera loop a "?" is answered by the
+# next frames once the digit is aimed better, while a wrong digit is read and acted on.
+WRONG_COST = 2.0
 
 
 @dataclass(frozen=True)
@@ -294,10 +297,11 @@ def confidence_on_validation(model: Any, data: PreparedData,
 
 def choose_min_confidence(table: list[dict[str, Any]]) -> float:
     """The "not sure" threshold that the model's files carry: of the tabulated levels, the
-    one whose "?" replaces the most wrong answers net of the right ones it also replaces
-    (the lowest such level on a tie; 0, always answer, when no level gains)."""
-    best = max(table, key=lambda row: (row["withheld_wrong"] - row["withheld_right"],
-                                       -row["min_confidence"]))
+    one with the least cost on validation, a wrong answer counting ``WRONG_COST`` times a
+    "?" over a right one (the lowest such level on a tie; 0, always answer, when no level
+    gains)."""
+    best = max(table, key=lambda row: (WRONG_COST * row["withheld_wrong"]
+                                       - row["withheld_right"], -row["min_confidence"]))
     return float(best["min_confidence"])
 
 
