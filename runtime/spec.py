@@ -99,8 +99,10 @@ class ModelSpec:
         if not high > low:
             raise SpecError(f"spec value_range must be (low, high) with high > low, got "
                             f"{self.value_range}")
-        if self.min_confidence is not None and not (
-                isinstance(self.min_confidence, int | float) and 0 <= self.min_confidence <= 1):
+        if self.min_confidence is not None and (
+                isinstance(self.min_confidence, bool)
+                or not isinstance(self.min_confidence, int | float)
+                or not 0 <= self.min_confidence <= 1):
             raise SpecError(f"spec min_confidence must be a probability from 0 to 1, got "
                             f"{self.min_confidence!r}")
         if self.schema_version > SCHEMA_VERSION:

@@ -226,6 +226,7 @@ def test_predict_cli_text_json_and_errors(exported_bundle: Path, tmp_path: Path)
     ({"value_range": 5}, "invalid spec"),
     ({"height": "28"}, "height must be a positive integer"),
     ({"min_confidence": 1.5}, "min_confidence must be a probability"),
+    ({"min_confidence": "0.4"}, "min_confidence must be a probability"),
 ])
 def test_a_spec_that_does_not_fit_the_file_is_a_spec_error(change: dict, message: str,
                                                           exported_bundle: Path,
