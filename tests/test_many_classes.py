@@ -99,6 +99,10 @@ def test_parameter_arithmetic_matches_keras() -> None:
     plain = build_model("twoconv", (28, 28, 1), 10, hidden=0)  # the design document's model
     assert budget.parameter_count("twoconv", (28, 28, 1), 10, hidden=0) == plain.count_params()
     assert plain.count_params() == 34_826
+    wide = build_model("twoconv", (28, 28, 1), 10, filters=(48, 96))  # --filters 48,96
+    assert [wide.get_layer(n).filters for n in ("conv1", "conv2")] == [48, 96]
+    assert budget.parameter_count("twoconv", (28, 28, 1), 10,
+                                  filters=(48, 96)) == wide.count_params() == 350_666
 
 
 def test_a_run_that_cannot_fit_is_refused_before_training(tmp_path: Path) -> None:

@@ -36,6 +36,7 @@ def test_bundle_holds_model_spec_metrics_plots_and_sets(trained_bundle: Path) ->
     assert set(test["per_class"]["3"]) == {"precision", "recall", "f1", "support"}
     config = json.loads((trained_bundle / "train_config.json").read_text())
     assert config["arch"] == "twoconv" and config["epochs"] == 4 and config["img_size"] == 28
+    assert config["filters"] == "32,64"
     for png in ("history.png", "confusion_matrix.png"):
         assert (trained_bundle / png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
@@ -69,6 +70,8 @@ def test_saved_model_reproduces_reported_accuracy(trained_bundle: Path) -> None:
     (["--img-size", "2"], ["--img-size"]),
     (["--dropout", "1.5"], ["--dropout"]),
     (["--hidden", "-1"], ["--hidden"]),
+    (["--filters", "48"], ["--filters", "two positive"]),
+    (["--filters", "0,64"], ["--filters", "two positive"]),
     (["--ema", "1"], ["--ema"]),
     (["--label-smoothing", "-0.1"], ["--label-smoothing"]),
     (["--shift", "1.5"], ["--shift"]),

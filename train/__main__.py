@@ -8,7 +8,7 @@ import sys
 
 from runtime.cli import Parser, run_cli, setup_logging
 from runtime.errors import EdgeCNNError
-from train.config import ARCHITECTURES, STRATEGIES, TrainConfig
+from train.config import ARCHITECTURES, STRATEGIES, TrainConfig, parse_filters
 from train.errors import RunFailed
 
 DEFAULTS = TrainConfig()
@@ -34,6 +34,8 @@ def build_parser() -> argparse.ArgumentParser:
     add("--hidden", type=int, default=DEFAULTS.hidden,
         help="twoconv: units of a dense layer between the convolutions and the classifier "
         "(0: none, the design document's model as first built)")
+    add("--filters", default=DEFAULTS.filters, metavar="A,B",
+        help="twoconv: filters of the first and the second convolution")
     add("--l2", type=float, default=DEFAULTS.l2, help="L2 weight penalty")
     add("--label-smoothing", type=float, default=DEFAULTS.label_smoothing,
         help="training targets: this share spread evenly over all classes")
@@ -99,6 +101,7 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
     for ok, message in checks:
         if not ok:
             raise EdgeCNNError(message)
+    parse_filters(cfg.filters)
     return cfg
 
 

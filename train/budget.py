@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 
 from runtime.errors import EdgeCNNError
 from runtime.memory import available_bytes, peak_rss_mb
-from train.config import HIDDEN_UNITS
+from train.config import FILTERS, HIDDEN_UNITS
 
 log = logging.getLogger(__name__)
 MB = 2**20
@@ -56,19 +56,21 @@ class Workload:
     in_memory: bool          # an in-memory source: every image is prepared up front
     cache_in_memory: bool    # --cache memory: decoded training images are kept
     hidden: int = HIDDEN_UNITS  # twoconv's dense layer before the classifier (0: none)
+    filters: tuple[int, int] = FILTERS  # twoconv's convolutions (dense512's one has 32)
 
 
 def parameter_count(arch: str, input_shape: tuple[int, int, int], classes: int,
-                    hidden: int = HIDDEN_UNITS) -> int:
+                    hidden: int = HIDDEN_UNITS, filters: tuple[int, int] = FILTERS) -> int:
     """Weights of :func:`train.models.build_model`, by arithmetic (no Keras: a model too big
     to build must be refused before it is built). A test keeps the two in step."""
     height, width, channels = input_shape
-    conv1 = 9 * channels * 32 + 32
+    first, second = filters if arch == "twoconv" else (32, 0)
+    conv1 = 9 * channels * first + first
     height, width = (height - 2) // 2, (width - 2) // 2
     if arch == "twoconv":
-        conv2 = 9 * 32 * 64 + 64
+        conv2 = 9 * first * second + second
         height, width = (height - 2) // 2, (width - 2) // 2
-        features = height * width * 64
+        features = height * width * second
         if hidden:
             return conv1 + conv2 + features * hidden + hidden + hidden * classes + classes
         return conv1 + conv2 + features * classes + classes
@@ -82,14 +84,17 @@ def estimate(work: Workload) -> list[Need]:
     height, width, _ = work.input_shape
     images = work.train + work.val + work.test
     shape = "×".join(map(str, work.input_shape))
-    weights = parameter_count(work.arch, work.input_shape, work.classes, work.hidden)
+    weights = parameter_count(work.arch, work.input_shape, work.classes, work.hidden,
+                              work.filters)
+    first = work.filters[0] if work.arch == "twoconv" else 32
     needs = [
         Need("TensorFlow itself", TENSORFLOW_BYTES, "nothing to change"),
         Need(f"the model and its optimizer state, {weights:,} weights",
              weights * FLOAT * MODEL_COPIES,
              "lower --img-size: the first dense layer grows with the input area"),
-        Need(f"one batch's activations, {work.batch_size} × {height - 2}×{width - 2}×32 float32",
-             work.batch_size * (height - 2) * (width - 2) * 32 * FLOAT * ACTIVATION_COPIES,
+        Need(f"one batch's activations, {work.batch_size} × {height - 2}×{width - 2}×{first} "
+             "float32",
+             work.batch_size * (height - 2) * (width - 2) * first * FLOAT * ACTIVATION_COPIES,
              "lower --batch-size or --img-size"),
         Need(f"the test split held for eval.npz, {work.test} × {shape}", work.test * pixels,
              "lower --test-fraction or --img-size"),

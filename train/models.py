@@ -8,7 +8,7 @@ import keras
 from keras import layers
 
 from runtime.errors import EdgeCNNError
-from train.config import HIDDEN_UNITS, SHIFT
+from train.config import FILTERS, HIDDEN_UNITS, SHIFT
 from train.elastic import RandomElastic
 
 MIN_SIZE = {"twoconv": 10, "dense512": 4}  # smallest input that survives the conv/pool stack
@@ -16,12 +16,14 @@ MIN_SIZE = {"twoconv": 10, "dense512": 4}  # smallest input that survives the co
 
 def build_model(arch: str, input_shape: tuple[int, int, int], num_classes: int, *,
                 activation: str = "relu", dropout: float = 0.0, l2: float = 0.0,
-                hidden: int = HIDDEN_UNITS, batchnorm: bool = False) -> keras.Model:
+                hidden: int = HIDDEN_UNITS, filters: tuple[int, int] = FILTERS,
+                batchnorm: bool = False) -> keras.Model:
     """Build ``arch`` for ``input_shape`` (H, W, C) with a softmax over ``num_classes``.
 
     ``hidden`` (twoconv only) puts a dense layer of that many units between the convolutions
     and the classifier; 0 leaves the design document's model, whose classifier alone reads the
-    1,600 conv features and which underfits handwriting and print together. ``batchnorm``
+    1,600 conv features and which underfits handwriting and print together. ``filters`` are
+    twoconv's two convolutions' widths (dense512's one convolution keeps 32). ``batchnorm``
     normalizes each convolution's output before its activation (export folds it away).
     """
     if arch not in MIN_SIZE:
@@ -45,10 +47,10 @@ def build_model(arch: str, input_shape: tuple[int, int, int], num_classes: int, 
 
     inputs = keras.Input(shape=input_shape, name="image")
     x = layers.Rescaling(1.0 / 255.0, name="rescale")(inputs)
-    x = conv(32, "conv1")(x)
+    x = conv(filters[0] if arch == "twoconv" else 32, "conv1")(x)
     x = layers.MaxPooling2D(2, name="pool1")(x)
     if arch == "twoconv":
-        x = conv(64, "conv2")(x)
+        x = conv(filters[1], "conv2")(x)
         x = layers.MaxPooling2D(2, name="pool2")(x)
         x = layers.Flatten(name="flatten")(x)
         if hidden:

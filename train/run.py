@@ -83,7 +83,8 @@ def run(cfg: TrainConfig) -> dict[str, Any]:
     plan = plan_data(source, arch=cfg.arch, img_size=cfg.img_size, color=cfg.color,
                      val_fraction=cfg.val_fraction, test_fraction=cfg.test_fraction,
                      seed=cfg.seed)
-    estimate = check_memory(plan, arch=cfg.arch, hidden=cfg.hidden, calib_size=cfg.calib_size,
+    estimate = check_memory(plan, arch=cfg.arch, hidden=cfg.hidden, filters=cfg.conv_filters,
+                            calib_size=cfg.calib_size,
                             batch_size=cfg.batch_size, in_memory=isinstance(source, ArraySource),
                             cache=cfg.cache)
     data = prepare_data(source, plan)
@@ -105,7 +106,7 @@ def run(cfg: TrainConfig) -> dict[str, Any]:
     make_model = functools.partial(build_model, cfg.arch, data.spec.input_shape,
                                    data.spec.num_classes, activation=cfg.activation,
                                    dropout=cfg.dropout, l2=cfg.l2, hidden=cfg.hidden,
-                                   batchnorm=cfg.batchnorm)
+                                   filters=cfg.conv_filters, batchnorm=cfg.batchnorm)
     try:
         model, result = fit(data, strategy, make_model,
                             optimizer=cfg.optimizer, lr=cfg.lr, epochs=cfg.epochs,
@@ -144,15 +145,15 @@ def run(cfg: TrainConfig) -> dict[str, Any]:
     return metrics
 
 
-def check_memory(plan: DataPlan, *, arch: str, hidden: int, calib_size: int, batch_size: int,
-                 in_memory: bool, cache: str | None) -> int:
+def check_memory(plan: DataPlan, *, arch: str, hidden: int, filters: tuple[int, int],
+                 calib_size: int, batch_size: int, in_memory: bool, cache: str | None) -> int:
     """The up-front memory guard (see :mod:`train.budget`); returns the estimate in bytes."""
     return budget.check(budget.Workload(
         arch=arch, input_shape=plan.spec.input_shape, classes=plan.spec.num_classes,
         train=len(plan.indices.train), val=len(plan.indices.val), test=len(plan.indices.test),
         calib_size=calib_size,
         batch_size=batch_size, in_memory=in_memory, cache_in_memory=cache == "memory",
-        hidden=hidden))
+        hidden=hidden, filters=filters))
 
 
 def start_tensorflow(strategy_name: str) -> Any:
