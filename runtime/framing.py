@@ -176,11 +176,13 @@ def ink_map(coarse: np.ndarray, background: np.ndarray, sigma: float, paper: flo
     # dark ink given the benefit of the doubt: it is what cameras meet on paper. Both
     # sides come from one histogram of (gray - paper) / 2 + 128.
     signed = cv2.addWeighted(coarse, 0.5, background, -0.5, 128.0)
-    below = cv2.calcHist([signed], [0], None, [256], [0, 256]).cumsum()  # pixels at or below
     tail = INK_TAIL * signed.size
-    dark_at, light_at = below.searchsorted((tail, signed.size - tail + 1e-3)).tolist()
-    darker, lighter = max(128 - dark_at, 0), max(light_at - 128, 0)
-    inverted = darker * DARK_INK_PRIOR >= lighter if darker or lighter else paper >= 128
+    inverted = _dark_ink_wins(signed, tail)
+    if inverted is None:
+        below = cv2.calcHist([signed], [0], None, [256], [0, 256]).cumsum()  # pixels ≤ bin
+        dark_at, light_at = below.searchsorted((tail, signed.size - tail + 1e-3)).tolist()
+        darker, lighter = max(128 - dark_at, 0), max(light_at - 128, 0)
+        inverted = darker * DARK_INK_PRIOR >= lighter if darker or lighter else paper >= 128
     if inverted and shaded:
         # Shadows (a hand, a phone) have edges no quadratic follows: where the paper is
         # locally darker than the fit by more than the noise, its local level is the paper.
@@ -189,6 +191,21 @@ def ink_map(coarse: np.ndarray, background: np.ndarray, sigma: float, paper: flo
         if local is not None:
             background = local
     return _ink(coarse, background, inverted, paper), inverted, background
+
+
+def _dark_ink_wins(signed: np.ndarray, tail: float) -> bool | None:
+    """True when the dark tail surely wins the polarity test of :func:`ink_map`, else None
+    (then the histogram decides): the light tail is at most the brightest pixel, so dark ink
+    wins once ``tail`` pixels lie that far (over the prior) below the paper. Two cheap calls
+    instead of a histogram, for the usual frame: dark ink on light paper."""
+    lighter_at_most = int(cv2.minMaxLoc(signed)[1]) - 128
+    if lighter_at_most < 1:
+        return None  # nothing above the paper: the histogram's rules for ties decide
+    darker_at_least = int(np.ceil(lighter_at_most / DARK_INK_PRIOR))
+    # Pixels at or below 128 - darker_at_least (cv2.threshold on uint8: src > floor(t)).
+    at_or_below = signed.size - cv2.countNonZero(
+        cv2.threshold(signed, 128 - darker_at_least, 255, cv2.THRESH_BINARY)[1])
+    return True if at_or_below >= tail else None
 
 
 def _ink(gray: np.ndarray, background: np.ndarray, inverted: bool, paper: float) -> np.ndarray:
