@@ -176,13 +176,7 @@ def ink_map(coarse: np.ndarray, background: np.ndarray, sigma: float, paper: flo
     # dark ink given the benefit of the doubt: it is what cameras meet on paper. Both
     # sides come from one histogram of (gray - paper) / 2 + 128.
     signed = cv2.addWeighted(coarse, 0.5, background, -0.5, 128.0)
-    tail = INK_TAIL * signed.size
-    inverted = _dark_ink_wins(signed, tail)
-    if inverted is None:
-        below = cv2.calcHist([signed], [0], None, [256], [0, 256]).cumsum()  # pixels ≤ bin
-        dark_at, light_at = below.searchsorted((tail, signed.size - tail + 1e-3)).tolist()
-        darker, lighter = max(128 - dark_at, 0), max(light_at - 128, 0)
-        inverted = darker * DARK_INK_PRIOR >= lighter if darker or lighter else paper >= 128
+    inverted = _dark_ink_wins(signed) or _dark_ink_by_tails(signed, paper)
     if inverted and shaded:
         # Shadows (a hand, a phone) have edges no quadratic follows: where the paper is
         # locally darker than the fit by more than the noise, its local level is the paper.
@@ -193,19 +187,29 @@ def ink_map(coarse: np.ndarray, background: np.ndarray, sigma: float, paper: flo
     return _ink(coarse, background, inverted, paper), inverted, background
 
 
-def _dark_ink_wins(signed: np.ndarray, tail: float) -> bool | None:
-    """True when the dark tail surely wins the polarity test of :func:`ink_map`, else None
-    (then the histogram decides): the light tail is at most the brightest pixel, so dark ink
-    wins once ``tail`` pixels lie that far (over the prior) below the paper. Two cheap calls
-    instead of a histogram, for the usual frame: dark ink on light paper."""
+def _dark_ink_by_tails(signed: np.ndarray, paper: float) -> bool:
+    """The polarity test: is the ink darker than the paper? ``signed`` is (grey - paper) / 2
+    + 128; each side's strength is how far its strongest ``INK_TAIL`` of pixels reach."""
+    tail = INK_TAIL * signed.size
+    below = cv2.calcHist([signed], [0], None, [256], [0, 256]).cumsum()  # pixels ≤ each bin
+    dark_at, light_at = below.searchsorted((tail, signed.size - tail + 1e-3)).tolist()
+    darker, lighter = max(128 - dark_at, 0), max(light_at - 128, 0)
+    return darker * DARK_INK_PRIOR >= lighter if darker or lighter else paper >= 128
+
+
+def _dark_ink_wins(signed: np.ndarray) -> bool:
+    """True when :func:`_dark_ink_by_tails` surely says so (else it must be asked): the
+    light tail reaches no further than the brightest pixel, so dark ink wins once its tail
+    of pixels lies that far (over the prior) below the paper. Two cheap calls instead of a
+    histogram, for the usual frame: dark ink on light paper."""
     lighter_at_most = int(cv2.minMaxLoc(signed)[1]) - 128
     if lighter_at_most < 1:
-        return None  # nothing above the paper: the histogram's rules for ties decide
+        return False  # nothing above the paper: the test's rules for ties decide
     darker_at_least = int(np.ceil(lighter_at_most / DARK_INK_PRIOR))
     # Pixels at or below 128 - darker_at_least (cv2.threshold on uint8: src > floor(t)).
     at_or_below = signed.size - cv2.countNonZero(
         cv2.threshold(signed, 128 - darker_at_least, 255, cv2.THRESH_BINARY)[1])
-    return True if at_or_below >= tail else None
+    return at_or_below >= INK_TAIL * signed.size
 
 
 def _ink(gray: np.ndarray, background: np.ndarray, inverted: bool, paper: float) -> np.ndarray:
@@ -433,9 +437,7 @@ def find_ink(ink: np.ndarray, sigma: float) -> tuple[np.ndarray, Roi, float] | N
     if count < 2:
         return None
     if count == 2:  # one component, three frames in four: its figures need no labels
-        area = [0.0, float(cv2.countNonZero(grown))]
-        seeded = [0.0, float(cv2.minMaxLoc(ink)[1] > np.floor(high))]
-        on_edge = [0.0, float(cv2.countNonZero(grown & _edge_mask(height, width)))]
+        area, seeded, on_edge = _one_component_counts(grown, ink, high)
     else:
         area, seeded, on_edge = _component_counts(labels, count, ink, high)
     area = [a if s else 0.0 for a, s in zip(area, seeded, strict=True)]
@@ -467,6 +469,15 @@ def _component_counts(labels: np.ndarray, count: int, ink: np.ndarray,
     seeds = cv2.threshold(ink, high, 255, cv2.THRESH_BINARY)[1]
     return tuple(cv2.calcHist([labels], [0], mask, bins, span).ravel().tolist()
                  for mask in (None, seeds, _edge_mask(*labels.shape)))
+
+
+def _one_component_counts(grown: np.ndarray, ink: np.ndarray,
+                          high: float) -> tuple[list[float], ...]:
+    """:func:`_component_counts` when ``grown`` (0/255) is one component: seeds lie in it
+    (``high`` is above the grow threshold), so it has one if any ink passes ``high``."""
+    on_edge = cv2.countNonZero(grown & _edge_mask(*grown.shape))
+    seeded = cv2.minMaxLoc(ink)[1] > np.floor(high)  # cv2.threshold's test on uint8
+    return [0.0, float(cv2.countNonZero(grown))], [0.0, float(seeded)], [0.0, float(on_edge)]
 
 
 def _select(labels: np.ndarray, chosen: list[int], count: int) -> np.ndarray:

@@ -19,6 +19,10 @@ import pytest
 from runtime.errors import ImageError
 from runtime.framing import (
     FramedDigit,
+    _component_counts,
+    _dark_ink_by_tails,
+    _dark_ink_wins,
+    _one_component_counts,
     center_digit,
     check_roi,
     default_roi,
@@ -341,3 +345,34 @@ def test_more_components_than_sixteen_bit_labels_count() -> None:
     assert framed.ink_found and framed.ink_box is not None
     x, y, w, h = framed.ink_box
     assert 11980 <= x <= 11990 and x + w >= 12010 and y <= 60 and y + h >= 180
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_shortcuts_agree_with_the_histograms(seed: int) -> None:
+    """The cheap paths for the usual frame (dark ink wins the polarity test; one component)
+    say what the histograms say, on random marks of either polarity over noisy paper."""
+    rng = np.random.default_rng(seed)
+    shortcut_taken = 0
+    for _ in range(50):
+        signed = np.clip(rng.normal(128, rng.uniform(0.5, 6), (72, 72)), 0, 255)
+        for _ in range(rng.integers(0, 4)):  # strokes darker or lighter than the paper
+            y, x = rng.integers(0, 60, 2)
+            signed[y:y + rng.integers(1, 12), x:x + rng.integers(1, 12)] += rng.uniform(-120, 60)
+        signed = np.clip(signed, 0, 255).astype(np.uint8)
+        paper = float(rng.choice([60.0, 200.0]))
+        if _dark_ink_wins(signed):
+            shortcut_taken += 1
+            assert _dark_ink_by_tails(signed, paper)
+        grown = np.zeros((72, 72), np.uint8)
+        y, x = rng.integers(0, 64, 2)
+        grown[y:y + rng.integers(2, 30), x:x + rng.integers(2, 30)] = 255  # one component
+        ink = np.where(grown > 0, rng.integers(0, 256, grown.shape), 0).astype(np.uint8)
+        high = float(rng.uniform(20, 300))  # above 255: no seed at all
+        count, labels = cv2.connectedComponents(grown, connectivity=8, ltype=cv2.CV_16U)
+        assert count == 2
+        fast, slow = _one_component_counts(grown, ink, high), _component_counts(labels, 2, ink,
+                                                                               high)
+        area, seeded, on_edge = ((a[1], b[1]) for a, b in zip(fast, slow, strict=True))
+        assert area[0] == area[1] and on_edge[0] == on_edge[1]
+        assert bool(seeded[0]) == bool(seeded[1])
+    assert shortcut_taken  # the cases include the usual frame
