@@ -278,21 +278,19 @@ def fit_paper(gray: np.ndarray) -> tuple[np.ndarray, float, float, bool]:
     # The fit explains the ring when what is left is sensor noise: as large as the step
     # from a ring pixel to its neighbour (/√2), which no smooth shading changes. Both
     # medians come from one partition.
-    # The same partition also finds the largest miss and the one that more than
-    # OFF_RING_FRACTION of the ring exceed.
     misses = np.abs(values - np.stack((predicted, samples[1])))
-    size = values.size
-    middle, many = size // 2, size - int(OFF_RING_FRACTION * size) - 1
-    ordered = np.partition(misses, (middle, many, size - 1), axis=1)
-    spread, step = ordered[:, middle].tolist()
+    middle = values.size // 2
+    spread, step = np.partition(misses, middle, axis=1)[:, middle].tolist()
     noise = step / SQRT2
     clean = spread <= MISFIT * max(noise, 0.5)
     band = _paper_band(spread)
-    if ordered[0, many] > band:  # more than OFF_RING_FRACTION of the ring is off the fit
+    paper = misses[0] <= band
+    off = values.size - np.count_nonzero(paper)
+    if off > int(OFF_RING_FRACTION * values.size):  # a share of the ring is off the fit
         clean = False
         coef, spread = _robust_fit(values, design, inverse)
-    elif ordered[0, -1] > band:  # a few stray pixels (noise tails, a speck): refit without
-        coef = _refit(inverse, values, predicted, misses[0] <= band)
+    elif off:  # a few stray pixels (noise tails, a speck): refit without them
+        coef = _refit(inverse, values, predicted, paper)
     # Where the light is uneven the spread around the fit is misfit, not noise: thresholds
     # built on it would hide faint ink. The neighbour steps still measure the noise.
     sigma = 1.4826 * (spread if clean else min(spread, max(noise, 0.5)))
