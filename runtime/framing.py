@@ -410,9 +410,9 @@ def _median(values: np.ndarray) -> float:
 
 
 def find_ink(ink: np.ndarray, sigma: float) -> tuple[np.ndarray, Roi, float] | None:
-    """The digit's ink on the coarse image: a 0/1 mask of it and its next pixels over the
-    box that holds them, that box as (left, top, right, bottom), and the threshold that
-    work-image ink must pass; None on blank paper.
+    """The digit's ink on the coarse image: a mask of it and its next pixels (non-zero)
+    over the box that holds them, that box as (left, top, right, bottom), and the threshold
+    that work-image ink must pass; None on blank paper.
 
     Hysteresis: Otsu (never below the noise) picks the seeds, and each seed's connected
     region above a lower threshold keeps the grey anti-aliased edge of its strokes. Isolated
@@ -445,7 +445,7 @@ def find_ink(ink: np.ndarray, sigma: float) -> tuple[np.ndarray, Roi, float] | N
     if not big:
         return None
     whole = [i for i in big if not on_edge[i]]
-    kept = _select(labels, whole or big, count)
+    kept = grown if count == 2 else _select(labels, whole or big, count)
     # The box, one pixel wider on each side: the work image's ink at a stroke's edge may lie
     # in a coarse pixel just outside its component.
     x, y, w, h = cv2.boundingRect(kept)
@@ -515,7 +515,7 @@ def crop_ink(region: np.ndarray, near: np.ndarray, low: float,
              ) -> tuple[np.ndarray, Roi] | None:
     """Crop the work image's ink to its bounding box and stretch it to 0–255 (uint8, white
     on black), or None if none of it passes ``low``. ``near``: the coarse mask of the kept
-    ink (:func:`find_ink`) over the same box.
+    ink (:func:`find_ink`; 1 or 255 where kept) over the same box.
 
     The box ends where the ink falls below ``EDGE_FRACTION`` of its strength: MNIST's 20 px
     box holds every pixel the pen partly covered, but not the faint halo a camera's blur
@@ -524,7 +524,7 @@ def crop_ink(region: np.ndarray, near: np.ndarray, low: float,
     anti-aliased); pixels outside the kept ink (specks, other marks in the box) are cleared.
     """
     mask = cv2.threshold(region, low, 1, cv2.THRESH_BINARY)[1]
-    mask &= cv2.resize(near, region.shape[::-1], interpolation=cv2.INTER_NEAREST)
+    mask &= cv2.resize(near, region.shape[::-1], interpolation=cv2.INTER_NEAREST)  # 0/1
     # The percentile from the ink's histogram: cheaper than gathering and partitioning it.
     below = cv2.calcHist([region], [0], mask, [256], [0, 256]).cumsum()  # pixels at or below
     strokes = below[-1]
