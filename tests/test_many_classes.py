@@ -96,13 +96,14 @@ def test_parameter_arithmetic_matches_keras() -> None:
                                  ("dense512", (29, 31, 3), 7), ("twoconv", (40, 33, 3), 3)):
         model = build_model(arch, shape, classes, dropout=0.25)
         assert budget.parameter_count(arch, shape, classes) == model.count_params(), arch
-    plain = build_model("twoconv", (28, 28, 1), 10, hidden=0)  # the design document's model
-    assert budget.parameter_count("twoconv", (28, 28, 1), 10, hidden=0) == plain.count_params()
-    assert plain.count_params() == 34_826
-    wide = build_model("twoconv", (28, 28, 1), 10, filters=(48, 96))  # --filters 48,96
-    assert [wide.get_layer(n).filters for n in ("conv1", "conv2")] == [48, 96]
-    assert budget.parameter_count("twoconv", (28, 28, 1), 10,
-                                  filters=(48, 96)) == wide.count_params() == 350_666
+    # The design document's model, and the default (docs/printed.md: weights per recipe).
+    for filters, hidden, weights in (((32, 64), 0, 34_826), ((48, 96), 128, 350_666),
+                                     ((48, 96), 256, 659_274)):
+        model = build_model("twoconv", (28, 28, 1), 10, hidden=hidden, filters=filters)
+        assert [model.get_layer(n).filters for n in ("conv1", "conv2")] == list(filters)
+        assert budget.parameter_count("twoconv", (28, 28, 1), 10, hidden=hidden,
+                                      filters=filters) == model.count_params() == weights
+    assert build_model("twoconv", (28, 28, 1), 10).count_params() == 659_274  # the default
 
 
 def test_a_run_that_cannot_fit_is_refused_before_training(tmp_path: Path) -> None:
