@@ -177,8 +177,14 @@ def test_outlier_channels_collapse_plain_int8_and_repair_restores_it(trained_bun
              if f["file"].startswith(("model.int8.onnx", "model.int8.tflite"))}
     assert len(drops) == 2 and all(d <= -20 for d in drops.values()), drops
     for record in plain["quantization"].values():  # the diagnosis names the first conv
-        worst = min(record["diagnosis"]["layers"], key=lambda e: e["local_sqnr_db"])
-        assert worst["layer"] == "conv1", worst
+        layers = record["diagnosis"]["layers"]
+        worst = min(layers, key=lambda e: e["local_sqnr_db"])
+        # conv1's outlier range, and its max-pool's, which passes it on at the same scale:
+        # which of the two ranks lowest depends on the widths (48 filters: pool1 by 0.1 dB).
+        first = {"conv1", "pool1"}
+        assert worst["layer"] in first, worst
+        assert min(e["local_sqnr_db"] for e in layers if e["layer"] == "conv1") < 10, layers
+        assert all(e["local_sqnr_db"] > 20 for e in layers if e["layer"] not in first), layers
 
     assert main(["--bundle", str(bundle), "--int8"]) == 0
     report = json.loads((bundle / "export_report.json").read_text())
