@@ -93,7 +93,7 @@ def render_digit(font: fonts.Font, digit: int, count: int, seed: int) -> np.ndar
     """
     glyph = fonts.glyph(font, str(digit))
     roi = default_roi(camera.HEIGHT, camera.WIDTH)
-    rng = np.random.default_rng([seed, _stable_hash(font.source), digit])
+    rng = np.random.default_rng([seed, _stable_hash(_identity(font)), digit])
     zeros = (glyph, fonts.marked_zero(glyph, "dot"), fonts.marked_zero(glyph, "slash")) \
         if digit == 0 else (glyph,)
     out = np.zeros((count, 28, 28), np.uint8)
@@ -140,6 +140,14 @@ def _file_stamp(source: str) -> list[int]:
     except OSError:  # a built-in font: its library's version stands for it
         return []
     return [stat.st_size, int(stat.st_mtime)]
+
+
+def _identity(font: fonts.Font) -> str:
+    """What names a font wherever it is installed: its family, style and file name, not
+    the folder (a clone or a virtualenv elsewhere must render the same photographs)."""
+    name = font.source if font.source.startswith(fonts.OPENCV_PREFIX) \
+        or font.source == fonts.PILLOW_DEFAULT else Path(font.source).name
+    return f"{font.family}|{font.style}|{name}"
 
 
 def _stable_hash(text: str) -> int:

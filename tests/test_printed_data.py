@@ -134,6 +134,14 @@ def test_printed_renders_follow_the_seed_in_any_order(tmp_path: Path) -> None:
     # One font's digit alone is the same images as within the whole set.
     alone = printed.render_digit(some[1], 3, 2, 5)
     assert np.array_equal(alone, one.images[(10 + 3) * 2:(10 + 3) * 2 + 2])
+    # The same font file installed elsewhere (another clone, another virtualenv): the same
+    # photographs, so that every figure a run reports is reproducible from any folder.
+    font = next(f for f in fonts.installed_fonts() if Path(f.source).is_file())
+    moved = tmp_path / "elsewhere" / Path(font.source).name
+    moved.parent.mkdir()
+    moved.write_bytes(Path(font.source).read_bytes())
+    assert np.array_equal(printed.render_digit(replace(font, source=str(moved)), 3, 2, 5),
+                          printed.render_digit(font, 3, 2, 5))
     assert printed.cache_key(some, 2, 5) != printed.cache_key(some, 3, 5)
 
 
