@@ -205,10 +205,10 @@ def test_default_training_reports_each_source(trained_bundle: Path) -> None:
 
 
 @pytest.mark.parametrize(("rows", "chosen"), [
-    ([(0.0, 0, 0), (0.3, 2, 0), (0.4, 6, 1), (0.5, 8, 5)], 0.4),  # 2 x 6 - 1 is the least cost
+    ([(0.0, 0, 0), (0.3, 2, 0), (0.4, 6, 1), (0.5, 8, 5)], 0.4),  # 6 - 1 is the best net
     ([(0.0, 0, 0), (0.3, 1, 2), (0.4, 2, 5)], 0.0),  # no level gains: always answer
-    ([(0.0, 0, 0), (0.3, 2, 2), (0.4, 3, 4)], 0.3),  # a tie (2 x 2 - 2 = 2 x 3 - 4): the lower
-    ([(0.0, 0, 0), (0.3, 2, 2), (0.4, 2, 4)], 0.3),  # as many right as wrong withheld: worth it
+    ([(0.0, 0, 0), (0.3, 2, 1), (0.4, 3, 2)], 0.3),  # a tie: the lower level
+    ([(0.0, 0, 0), (0.3, 2, 2), (0.4, 2, 4)], 0.0),  # as many right as wrong withheld: no gain
 ])
 def test_min_confidence_is_chosen_net_of_right_answers(rows: list[tuple], chosen: float) -> None:
     table = [{"min_confidence": level, "withheld_wrong": wrong, "withheld_right": right}

@@ -72,6 +72,7 @@ def test_saved_model_reproduces_reported_accuracy(trained_bundle: Path) -> None:
     (["--hidden", "-1"], ["--hidden"]),
     (["--filters", "48"], ["--filters", "two positive"]),
     (["--filters", "0,64"], ["--filters", "two positive"]),
+    (["--filters", "²,3"], ["--filters", "two positive"]),  # a digit, but not a decimal one
     (["--ema", "1"], ["--ema"]),
     (["--label-smoothing", "-0.1"], ["--label-smoothing"]),
     (["--shift", "1.5"], ["--shift"]),

@@ -33,9 +33,10 @@ def build_parser() -> argparse.ArgumentParser:
     add("--dropout", type=float, default=DEFAULTS.dropout, help="dropout before the classifier")
     add("--hidden", type=int, default=DEFAULTS.hidden,
         help="twoconv: units of a dense layer between the convolutions and the classifier "
-        "(0: none, the design document's model as first built)")
+        "(0: none; with --filters 32,64, the design document's model as first built)")
     add("--filters", default=DEFAULTS.filters, metavar="A,B",
-        help="twoconv: filters of the first and the second convolution")
+        help="twoconv: filters of the first and the second convolution (the design "
+        "document's: 32,64)")
     add("--l2", type=float, default=DEFAULTS.l2, help="L2 weight penalty")
     add("--label-smoothing", type=float, default=DEFAULTS.label_smoothing,
         help="training targets: this share spread evenly over all classes")
@@ -101,7 +102,7 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
     for ok, message in checks:
         if not ok:
             raise EdgeCNNError(message)
-    parse_filters(cfg.filters)
+    cfg.filters = ",".join(map(str, parse_filters(cfg.filters)))  # "48, 96" resumes "48,96"
     return cfg
 
 

@@ -91,7 +91,7 @@ class TrainConfig:
 def parse_filters(text: str) -> tuple[int, int]:
     """``--filters A,B``: the filters of twoconv's two convolutions, two positive numbers."""
     parts = text.split(",")
-    if len(parts) == 2 and all(part.strip().isdigit() and int(part) >= 1 for part in parts):
+    if len(parts) == 2 and all(part.strip().isdecimal() and int(part) >= 1 for part in parts):
         return int(parts[0]), int(parts[1])
     raise EdgeCNNError(f"--filters {text!r} must be two positive whole numbers, e.g. "
                        f"{','.join(map(str, FILTERS))}")

@@ -21,8 +21,9 @@ def build_model(arch: str, input_shape: tuple[int, int, int], num_classes: int, 
     """Build ``arch`` for ``input_shape`` (H, W, C) with a softmax over ``num_classes``.
 
     ``hidden`` (twoconv only) puts a dense layer of that many units between the convolutions
-    and the classifier; 0 leaves the design document's model, whose classifier alone reads the
-    1,600 conv features and which underfits handwriting and print together. ``filters`` are
+    and the classifier; 0 with ``filters`` (32, 64) leaves the design document's model, whose
+    classifier alone reads the 1,600 conv features and which underfits handwriting and print
+    together. ``filters`` are
     twoconv's two convolutions' widths (dense512's one convolution keeps 32). ``batchnorm``
     normalizes each convolution's output before its activation (export folds it away).
     """
