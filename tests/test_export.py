@@ -35,10 +35,13 @@ def keras_probs(exported_bundle: Path) -> tuple[np.ndarray, np.ndarray, np.ndarr
 def test_every_file_is_placed_with_its_sidecar_and_report(exported_bundle: Path) -> None:
     report = json.loads((exported_bundle / "export_report.json").read_text())
     assert report["all_passed"] and len(report["files"]) == 7  # with model.int8.app.tflite
+    chosen = json.loads((exported_bundle / "spec.json").read_text())["min_confidence"]
+    assert chosen is not None  # the "not sure" threshold chosen at training...
     for name in [*EXPORT_NAMES.values(), APP_TFLITE]:
         assert (exported_bundle / name).is_file(), name
         sidecar = json.loads((exported_bundle / f"{name}.json").read_text())
         assert sidecar["validation"]["passed"] and sidecar["validation"]["file"] == name
+        assert runtime.load(exported_bundle / name).spec.min_confidence == chosen  # ...in each
     leftovers = [p.name for p in exported_bundle.iterdir()
                  if p.name.startswith(".") or p.name.endswith(".rejected")]
     assert leftovers == []
@@ -205,6 +208,7 @@ def test_foreign_keras_model_exports_and_validates(tmp_path: Path) -> None:
     assert report["reference"]["accuracy"] > 0.9  # a real model, so quantization is tested
     onnx_int8 = runtime.load(out / "model.int8.onnx")
     assert onnx_int8.spec.value_range == (0.0, 1.0)
+    assert onnx_int8.spec.min_confidence is None  # never chosen: trained elsewhere
     assert onnx_int8.input_quant == QuantParams(1 / 255, 0, "uint8")  # pixels are q exactly
     probs = onnx_int8.probabilities(images[held][:5])
     assert np.allclose(probs.sum(1), 1, atol=1e-3)  # softmax applied to logits
