@@ -445,7 +445,7 @@ def find_ink(ink: np.ndarray, sigma: float) -> tuple[np.ndarray, Roi, float] | N
     if not big:
         return None
     whole = [i for i in big if not on_edge[i]]
-    kept = grown if count == 2 else _select(labels, whole or big, count)
+    kept = _select(labels, whole or big, count, grown)
     # The box, one pixel wider on each side: the work image's ink at a stroke's edge may lie
     # in a coarse pixel just outside its component.
     x, y, w, h = cv2.boundingRect(kept)
@@ -478,9 +478,13 @@ def _one_component_counts(grown: np.ndarray, ink: np.ndarray,
     return [0.0, float(cv2.countNonZero(grown))], [0.0, float(seeded)], [0.0, float(on_edge)]
 
 
-def _select(labels: np.ndarray, chosen: list[int], count: int) -> np.ndarray:
-    """A 0/1 uint8 mask of the pixels whose label (of ``count``) is in ``chosen`` (mostly
-    one: the digit)."""
+def _select(labels: np.ndarray, chosen: list[int], count: int,
+            grown: np.ndarray) -> np.ndarray:
+    """A mask (non-zero where kept) of the pixels whose label (of ``count``) is in
+    ``chosen``, mostly one: the digit. Every component chosen (one, three frames in four)
+    is ``grown`` itself, the 0/255 image they were labelled on."""
+    if len(chosen) == count - 1:
+        return grown
     if len(chosen) == 1:
         return cv2.compare(labels, chosen[0], cv2.CMP_EQ) & 1
     table = np.zeros(count, np.uint8)
