@@ -52,6 +52,7 @@ SPECK_FRACTION = 0.05  # components smaller than this share of the largest are s
 MIN_SPECK = 0.04  # ... and so are blobs under this share of the ROI side squared (dust, dots)
 INK_PERCENTILE = 75.0  # this percentile of the ink becomes 255, like MNIST's solid strokes
 EDGE_FRACTION = 0.3  # the box ends where ink falls below this share of its strength
+COARSE_ENOUGH = 2 * BOX  # coarse px: a digit this long is cut from the coarse image
 SQRT2 = float(np.sqrt(2.0))
 
 
@@ -117,8 +118,10 @@ def frame_digit(frame: np.ndarray, roi: Sequence[int] | None = None) -> FramedDi
     """Cut the digit in ``roi`` (default: :func:`default_roi`) out of ``frame``, MNIST-style.
 
     The ink is looked for on a coarse image (the work image halved again: a 288 px ROI
-    becomes 72 px, a sixteenth of its pixels); only the box that holds it is then cut from
-    the finer work image, so the 20 px digit keeps its anti-aliased detail.
+    becomes 72 px, a sixteenth of its pixels). A digit whose longer side spans at least
+    ``COARSE_ENOUGH`` coarse pixels (twice the 20 px it is shrunk to) is cut from that
+    image's ink map, already made; a smaller one from the finer work image, so that the
+    20 px digit keeps its anti-aliased detail either way.
     """
     image = check_image(frame, "frame")
     height, width = image.shape[:2]
@@ -132,11 +135,15 @@ def frame_digit(frame: np.ndarray, roi: Sequence[int] | None = None) -> FramedDi
     found = find_ink(ink, sigma)
     if found is not None:
         near, (left, top, right, bottom), low = found
-        region = fine_ink(gray, background, inverted, paper, (left, top, right, bottom))
+        if max(right - left, bottom - top) - 2 >= COARSE_ENOUGH:  # the box is 1 px wider
+            region, scale = ink[top:bottom, left:right], 2
+        else:
+            region, scale = fine_ink(gray, background, inverted, paper,
+                                     (left, top, right, bottom)), 1
         cropped = crop_ink(region, near, low)
         if cropped is not None:
             digit, (bx, by, bw, bh) = cropped
-            bx, by = bx + 2 * left, by + 2 * top
+            bx, by, bw, bh = bx * scale + 2 * left, by * scale + 2 * top, bw * scale, bh * scale
             ink_box = (x + bx * factor, y + by * factor, bw * factor, bh * factor)
             return FramedDigit(center_digit(digit), box, True, inverted, ink_box)
     return FramedDigit(np.zeros((FIELD, FIELD), np.uint8), box, False, inverted)
@@ -276,15 +283,14 @@ def fit_paper(gray: np.ndarray) -> tuple[np.ndarray, float, float, bool]:
     coef = inverse @ values  # the plain fit: right when the ring is all paper, as it mostly is
     predicted = design @ coef
     # The fit explains the ring when what is left is sensor noise: as large as the step
-    # from a ring pixel to its neighbour (/√2), which no smooth shading changes. Both
-    # medians come from one partition.
-    misses = np.abs(values - np.stack((predicted, samples[1])))
-    middle = values.size // 2
-    spread, step = np.partition(misses, middle, axis=1)[:, middle].tolist()
-    noise = step / SQRT2
+    # from a ring pixel to its neighbour (/√2), which no smooth shading changes. The steps
+    # stay integers: their median costs half the fit's.
+    misses = np.abs(values - predicted)
+    spread = _median(misses)
+    noise = _median(np.abs(values.astype(np.int16) - samples[1])) / SQRT2
     clean = spread <= MISFIT * max(noise, 0.5)
     band = _paper_band(spread)
-    paper = misses[0] <= band
+    paper = misses <= band
     off = values.size - np.count_nonzero(paper)
     if off > int(OFF_RING_FRACTION * values.size):  # a share of the ring is off the fit
         clean = False
@@ -517,9 +523,10 @@ def _half(image: np.ndarray) -> np.ndarray:
 
 def crop_ink(region: np.ndarray, near: np.ndarray, low: float,
              ) -> tuple[np.ndarray, Roi] | None:
-    """Crop the work image's ink to its bounding box and stretch it to 0–255 (uint8, white
-    on black), or None if none of it passes ``low``. ``near``: the coarse mask of the kept
-    ink (:func:`find_ink`; 1 or 255 where kept) over the same box.
+    """Crop the ink of ``region`` (the work image's, or the coarse one's for a big digit) to
+    its bounding box and stretch it to 0–255 (uint8, white on black), or None if none of it
+    passes ``low``. ``near``: the coarse mask of the kept ink (:func:`find_ink`; 1 or 255
+    where kept) over the same box.
 
     The box ends where the ink falls below ``EDGE_FRACTION`` of its strength: MNIST's 20 px
     box holds every pixel the pen partly covered, but not the faint halo a camera's blur
@@ -528,7 +535,9 @@ def crop_ink(region: np.ndarray, near: np.ndarray, low: float,
     anti-aliased); pixels outside the kept ink (specks, other marks in the box) are cleared.
     """
     mask = cv2.threshold(region, low, 1, cv2.THRESH_BINARY)[1]
-    mask &= cv2.resize(near, region.shape[::-1], interpolation=cv2.INTER_NEAREST)  # 0/1
+    if near.shape != region.shape:  # the work image's region: twice the coarse mask's side
+        near = cv2.resize(near, region.shape[::-1], interpolation=cv2.INTER_NEAREST)
+    mask &= near  # 0/1
     # The percentile from the ink's histogram: cheaper than gathering and partitioning it.
     below = cv2.calcHist([region], [0], mask, [256], [0, 256]).cumsum()  # pixels at or below
     strokes = below[-1]
