@@ -106,6 +106,34 @@ def test_parameter_arithmetic_matches_keras() -> None:
     assert build_model("twoconv", (28, 28, 1), 10).count_params() == 659_274  # the default
 
 
+def test_two_convolutions_per_block_stack_before_each_pooling() -> None:
+    """--convs-per-block 2: Conv-Conv-Pool-Conv-Conv-Pool, plain layers export can quantize;
+    the weights docs/printed.md reports, and the arithmetic in step with Keras."""
+    import keras
+
+    from runtime.errors import EdgeCNNError
+    from train.models import build_model
+
+    for filters, weights in (((32, 64), 329_962), ((48, 96), 541_914)):
+        model = build_model("twoconv", (28, 28, 1), 10, filters=filters, convs_per_block=2)
+        convs = [layer for layer in model.layers if isinstance(layer, keras.layers.Conv2D)]
+        assert [c.name for c in convs] == ["conv1", "conv1b", "conv2", "conv2b"]
+        assert [c.filters for c in convs] == [filters[0]] * 2 + [filters[1]] * 2
+        assert model.get_layer("pool2").output.shape[1:3] == (4, 4)
+        assert {type(layer).__name__ for layer in model.layers} <= {
+            "InputLayer", "Rescaling", "Conv2D", "MaxPooling2D", "Flatten", "Dense", "Dropout"}
+        assert budget.parameter_count("twoconv", (28, 28, 1), 10, filters=filters,
+                                      convs_per_block=2) == model.count_params() == weights
+    for shape in ((16, 16, 1), (40, 33, 3)):
+        model = build_model("twoconv", shape, 7, convs_per_block=2)
+        assert budget.parameter_count("twoconv", shape, 7,
+                                      convs_per_block=2) == model.count_params()
+    with pytest.raises(EdgeCNNError, match="at least 16"):
+        build_model("twoconv", (15, 15, 1), 10, convs_per_block=2)
+    with pytest.raises(EdgeCNNError, match="--convs-per-block"):
+        build_model("dense512", (32, 32, 1), 10, convs_per_block=2)
+
+
 def test_a_run_that_cannot_fit_is_refused_before_training(tmp_path: Path) -> None:
     """dense512 at 1024×1024 has 4.3 billion weights: refused in one line, up front."""
     result = run_module("train", "--arch", "dense512", "--img-size", "1024", "--data",

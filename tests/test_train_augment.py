@@ -1,4 +1,5 @@
-"""Recipe knobs: elastic distortion, the optimizer's weight average, and how the loop uses it."""
+"""Recipe knobs: elastic distortion, cutout, the optimizer's weight average, and how the loop
+uses it."""
 
 from __future__ import annotations
 
@@ -36,6 +37,24 @@ def test_augmenter_has_elastic_only_on_request() -> None:
 
     assert names(0.0) == ["RandomRotation", "RandomTranslation", "RandomZoom"]
     assert names(34.0)[0] == "RandomElastic"
+    cutout = build_augmenter(seed=1, flip=False, fill="constant", cutout=0.25)
+    assert type(cutout.layers[-1]).__name__ == "RandomCutout"
+
+
+def test_cutout_blacks_out_one_square_per_image_and_only_while_training() -> None:
+    from train.cutout import RandomCutout
+
+    images = np.full((64, 28, 28, 1), 255.0, np.float32)
+    first = RandomCutout(0.25, seed=3)(images, training=True).numpy()
+    np.testing.assert_array_equal(first, RandomCutout(0.25, seed=3)(images, training=True))
+    assert set(np.unique(first)) == {0.0, 255.0}  # erased or untouched, nothing in between
+    erased = (first == 0).reshape(64, -1).sum(1)
+    assert erased.max() == 49 and 0 < erased.min() < 49  # 7×7, clipped at the border
+    for image in first[..., 0] == 0:  # one square: its rows and columns are contiguous
+        rows, cols = np.flatnonzero(image.any(1)), np.flatnonzero(image.any(0))
+        assert image.sum() == len(rows) * len(cols) == (np.ptp(rows) + 1) * (np.ptp(cols) + 1)
+    assert len({tuple(np.argwhere(image)[0]) for image in first[..., 0] == 0}) > 20
+    np.testing.assert_array_equal(RandomCutout(0.25, seed=3)(images, training=False), images)
 
 
 @pytest.mark.parametrize(("ema", "steps", "momentum"), [

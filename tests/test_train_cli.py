@@ -77,6 +77,10 @@ def test_saved_model_reproduces_reported_accuracy(trained_bundle: Path) -> None:
     (["--label-smoothing", "-0.1"], ["--label-smoothing"]),
     (["--shift", "1.5"], ["--shift"]),
     (["--elastic", "-1"], ["--elastic"]),
+    (["--cutout", "1"], ["--cutout"]),
+    (["--convs-per-block", "3"], ["--convs-per-block"]),
+    (["--arch", "dense512", "--convs-per-block", "2"], ["--convs-per-block", "twoconv"]),
+    (["--convs-per-block", "2", "--img-size", "12"], ["--img-size", "16"]),
     (["--lr", "abc"], ["--lr"]),
     (["--data", "mnist"], ["mnist.npz", "mnist5k"]),
 ])

@@ -37,6 +37,9 @@ def build_parser() -> argparse.ArgumentParser:
     add("--filters", default=DEFAULTS.filters, metavar="A,B",
         help="twoconv: filters of the first and the second convolution (the design "
         "document's: 32,64)")
+    add("--convs-per-block", type=int, default=DEFAULTS.convs_per_block,
+        help="twoconv: 3×3 convolutions of the same width before each pooling; 2: "
+        "Conv-Conv-Pool-Conv-Conv-Pool (VGG-style)")
     add("--l2", type=float, default=DEFAULTS.l2, help="L2 weight penalty")
     add("--label-smoothing", type=float, default=DEFAULTS.label_smoothing,
         help="training targets: this share spread evenly over all classes")
@@ -52,6 +55,9 @@ def build_parser() -> argparse.ArgumentParser:
     add("--elastic", type=float, default=DEFAULTS.elastic,
         help="augmentation: elastic distortion of strength alpha (pixels per unit of the "
         "smoothed random field, sigma 4; e.g. 34); 0: none")
+    add("--cutout", type=float, default=DEFAULTS.cutout,
+        help="augmentation: black out one random square per training image, of this side "
+        "as a share of the image side (e.g. 0.25); 0: none")
     add("--img-size", type=int, default=None,
         help="square input side (default: 28 for twoconv, 32 for dense512)")
     add("--color", choices=["auto", "grayscale", "rgb"], default=DEFAULTS.color,
@@ -93,6 +99,11 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
         (0 <= cfg.ema < 1, f"--ema {cfg.ema} must be in [0, 1)"),
         (0 <= cfg.shift < 1, f"--shift {cfg.shift} must be in [0, 1)"),
         (cfg.elastic >= 0, f"--elastic {cfg.elastic} must be zero or positive"),
+        (0 <= cfg.cutout < 1, f"--cutout {cfg.cutout} must be in [0, 1)"),
+        (cfg.convs_per_block in (1, 2) and (cfg.convs_per_block == 1 or cfg.arch == "twoconv"),
+         f"--convs-per-block {cfg.convs_per_block} must be 1, or 2 with --arch twoconv"),
+        (cfg.convs_per_block == 1 or (cfg.img_size or 0) >= 16,
+         f"--img-size {cfg.img_size} is too small for --convs-per-block 2; use at least 16"),
         (cfg.hidden >= 0, f"--hidden {cfg.hidden} must be zero or positive"),
         (cfg.patience >= 1, f"--patience {cfg.patience} must be at least 1"),
         (cfg.calib_size >= 1, f"--calib-size {cfg.calib_size} must be at least 1"),

@@ -57,19 +57,26 @@ class Workload:
     cache_in_memory: bool    # --cache memory: decoded training images are kept
     hidden: int = HIDDEN_UNITS  # twoconv's dense layer before the classifier (0: none)
     filters: tuple[int, int] = FILTERS  # twoconv's convolutions (dense512's one has 32)
+    convs_per_block: int = 1  # twoconv: 3×3 convolutions before each pooling (1 or 2)
 
 
 def parameter_count(arch: str, input_shape: tuple[int, int, int], classes: int,
-                    hidden: int = HIDDEN_UNITS, filters: tuple[int, int] = FILTERS) -> int:
+                    hidden: int = HIDDEN_UNITS, filters: tuple[int, int] = FILTERS,
+                    convs_per_block: int = 1) -> int:
     """Weights of :func:`train.models.build_model`, by arithmetic (no Keras: a model too big
     to build must be refused before it is built). A test keeps the two in step."""
     height, width, channels = input_shape
     first, second = filters if arch == "twoconv" else (32, 0)
     conv1 = 9 * channels * first + first
-    height, width = (height - 2) // 2, (width - 2) // 2
+    shrink = 2 * convs_per_block  # each valid 3×3 convolution takes 2 off the side
+    if convs_per_block == 2:
+        conv1 += 9 * first * first + first
+    height, width = (height - shrink) // 2, (width - shrink) // 2
     if arch == "twoconv":
         conv2 = 9 * first * second + second
-        height, width = (height - 2) // 2, (width - 2) // 2
+        if convs_per_block == 2:
+            conv2 += 9 * second * second + second
+        height, width = (height - shrink) // 2, (width - shrink) // 2
         features = height * width * second
         if hidden:
             return conv1 + conv2 + features * hidden + hidden + hidden * classes + classes
@@ -85,7 +92,7 @@ def estimate(work: Workload) -> list[Need]:
     images = work.train + work.val + work.test
     shape = "×".join(map(str, work.input_shape))
     weights = parameter_count(work.arch, work.input_shape, work.classes, work.hidden,
-                              work.filters)
+                              work.filters, work.convs_per_block)
     first = work.filters[0] if work.arch == "twoconv" else 32
     needs = [
         Need("TensorFlow itself", TENSORFLOW_BYTES, "nothing to change"),

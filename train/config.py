@@ -41,6 +41,7 @@ class TrainConfig:
     dropout: float = 0.25          # dropout before the classifier layer(s); 0 disables
     hidden: int = HIDDEN_UNITS     # twoconv: dense units before the classifier; 0: none
     filters: str = ",".join(map(str, FILTERS))  # twoconv: "A,B" filters of conv1 and conv2
+    convs_per_block: int = 1       # twoconv: 3×3 convolutions before each pooling (1 or 2)
     l2: float = 0.0                # L2 weight penalty on conv and dense kernels
     # The next three were chosen on validation over eight seeds (docs/printed.md, recipe):
     # handwriting +0.28 pp (6 of 8 seeds), printed -0.09 pp, both within a seed's noise.
@@ -50,6 +51,7 @@ class TrainConfig:
     shift: float = SHIFT           # augmentation: largest translation, share of the side
     repeat: str = ""               # "PART=K": a joined part's training images K times an epoch
     elastic: float = 0.0           # augmentation: elastic distortion strength (alpha); 0: off
+    cutout: float = 0.0            # augmentation: side of a blacked-out square, share; 0: off
     img_size: int | None = None    # square input side; None → the architecture's default
     color: str = "auto"            # grayscale | rgb | auto (grayscale when the images are grey)
     augment: bool = True           # random rotation, translation and zoom while training

@@ -9,15 +9,21 @@ from keras import layers
 
 from runtime.errors import EdgeCNNError
 from train.config import FILTERS, HIDDEN_UNITS, SHIFT
+from train.cutout import RandomCutout
 from train.elastic import RandomElastic
 
 MIN_SIZE = {"twoconv": 10, "dense512": 4}  # smallest input that survives the conv/pool stack
 
 
+def min_size(arch: str, convs_per_block: int = 1) -> int:
+    """The smallest input side ``arch`` takes (twoconv with two convolutions a block: 16)."""
+    return 16 if arch == "twoconv" and convs_per_block == 2 else MIN_SIZE[arch]
+
+
 def build_model(arch: str, input_shape: tuple[int, int, int], num_classes: int, *,
                 activation: str = "relu", dropout: float = 0.0, l2: float = 0.0,
                 hidden: int = HIDDEN_UNITS, filters: tuple[int, int] = FILTERS,
-                batchnorm: bool = False) -> keras.Model:
+                batchnorm: bool = False, convs_per_block: int = 1) -> keras.Model:
     """Build ``arch`` for ``input_shape`` (H, W, C) with a softmax over ``num_classes``.
 
     ``hidden`` (twoconv only) puts a dense layer of that many units between the convolutions
@@ -26,12 +32,17 @@ def build_model(arch: str, input_shape: tuple[int, int, int], num_classes: int, 
     together. ``filters`` are
     twoconv's two convolutions' widths (dense512's one convolution keeps 32). ``batchnorm``
     normalizes each convolution's output before its activation (export folds it away).
+    ``convs_per_block`` 2 (twoconv only) stacks two 3×3 convolutions of the same width
+    before each pooling, "VGG-style": Conv-Conv-Pool-Conv-Conv-Pool, a 4×4 feature map at
+    28×28 input instead of 5×5; the extra layers are named ``conv1b`` and ``conv2b``.
     """
     if arch not in MIN_SIZE:
         raise EdgeCNNError(f"--arch {arch!r}: choose from {', '.join(MIN_SIZE)}")
-    if min(input_shape[:2]) < MIN_SIZE[arch]:
+    if convs_per_block not in (1, 2) or (convs_per_block == 2 and arch != "twoconv"):
+        raise EdgeCNNError(f"--convs-per-block {convs_per_block}: 1, or 2 with twoconv")
+    if min(input_shape[:2]) < min_size(arch, convs_per_block):
         raise EdgeCNNError(f"--img-size {input_shape[0]} is too small for {arch}; "
-                           f"use at least {MIN_SIZE[arch]}")
+                           f"use at least {min_size(arch, convs_per_block)}")
     reg = keras.regularizers.L2(l2) if l2 > 0 else None
 
     def conv(filters: int, name: str) -> Callable[[keras.KerasTensor], keras.KerasTensor]:
@@ -49,9 +60,13 @@ def build_model(arch: str, input_shape: tuple[int, int, int], num_classes: int, 
     inputs = keras.Input(shape=input_shape, name="image")
     x = layers.Rescaling(1.0 / 255.0, name="rescale")(inputs)
     x = conv(filters[0] if arch == "twoconv" else 32, "conv1")(x)
+    if convs_per_block == 2:
+        x = conv(filters[0], "conv1b")(x)
     x = layers.MaxPooling2D(2, name="pool1")(x)
     if arch == "twoconv":
         x = conv(filters[1], "conv2")(x)
+        if convs_per_block == 2:
+            x = conv(filters[1], "conv2b")(x)
         x = layers.MaxPooling2D(2, name="pool2")(x)
         x = layers.Flatten(name="flatten")(x)
         if hidden:
@@ -68,9 +83,10 @@ def build_model(arch: str, input_shape: tuple[int, int, int], num_classes: int, 
 
 
 def build_augmenter(*, seed: int, flip: bool, fill: str, shift: float = SHIFT,
-                    elastic: float = 0.0) -> keras.Sequential:
+                    elastic: float = 0.0, cutout: float = 0.0) -> keras.Sequential:
     """Random rotation (±10°), translation (±``shift``) and zoom (±10 %); flips on request;
-    first an elastic distortion of strength ``elastic`` if that is above 0 (digits only).
+    first an elastic distortion of strength ``elastic`` if that is above 0 (digits only);
+    last a black square of side ``cutout`` (share of the side) if that is above 0.
 
     Runs in the input pipeline, never in the saved model. ``fill`` is ``constant`` for
     digits (black background) and ``reflect`` for photos.
@@ -83,4 +99,6 @@ def build_augmenter(*, seed: int, flip: bool, fill: str, shift: float = SHIFT,
     ]
     if flip:
         steps.append(layers.RandomFlip("horizontal", seed=seed + 3))
+    if cutout > 0:
+        steps.append(RandomCutout(cutout, seed=seed + 5))
     return keras.Sequential(steps, name="augment")

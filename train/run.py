@@ -86,6 +86,7 @@ def run(cfg: TrainConfig) -> dict[str, Any]:
                      val_fraction=cfg.val_fraction, test_fraction=cfg.test_fraction,
                      seed=cfg.seed)
     estimate = check_memory(plan, arch=cfg.arch, hidden=cfg.hidden, filters=cfg.conv_filters,
+                            convs_per_block=cfg.convs_per_block,
                             calib_size=cfg.calib_size,
                             batch_size=cfg.batch_size, in_memory=isinstance(source, ArraySource),
                             cache=cfg.cache)
@@ -108,7 +109,8 @@ def run(cfg: TrainConfig) -> dict[str, Any]:
     make_model = functools.partial(build_model, cfg.arch, data.spec.input_shape,
                                    data.spec.num_classes, activation=cfg.activation,
                                    dropout=cfg.dropout, l2=cfg.l2, hidden=cfg.hidden,
-                                   filters=cfg.conv_filters, batchnorm=cfg.batchnorm)
+                                   filters=cfg.conv_filters, batchnorm=cfg.batchnorm,
+                                   convs_per_block=cfg.convs_per_block)
     try:
         model, result = fit(data, strategy, make_model,
                             optimizer=cfg.optimizer, lr=cfg.lr, epochs=cfg.epochs,
@@ -117,7 +119,7 @@ def run(cfg: TrainConfig) -> dict[str, Any]:
                             batch_size=cfg.batch_size, patience=cfg.patience,
                             augmenter=make_augmenter(cfg.augment, cfg.flip, cfg.seed,
                                                      data.spec.framing, cfg.shift,
-                                                     cfg.elastic),
+                                                     cfg.elastic, cfg.cutout),
                             seed=cfg.seed, cache=cache_path(cfg.cache, work,
                                                             distribute.worker_name(strategy)),
                             checkpoints=checkpoints, verbose=chief, resume=not cfg.restart)
@@ -148,14 +150,15 @@ def run(cfg: TrainConfig) -> dict[str, Any]:
 
 
 def check_memory(plan: DataPlan, *, arch: str, hidden: int, filters: tuple[int, int],
-                 calib_size: int, batch_size: int, in_memory: bool, cache: str | None) -> int:
+                 calib_size: int, batch_size: int, in_memory: bool, cache: str | None,
+                 convs_per_block: int = 1) -> int:
     """The up-front memory guard (see :mod:`train.budget`); returns the estimate in bytes."""
     return budget.check(budget.Workload(
         arch=arch, input_shape=plan.spec.input_shape, classes=plan.spec.num_classes,
         train=len(plan.indices.train), val=len(plan.indices.val), test=len(plan.indices.test),
         calib_size=calib_size,
         batch_size=batch_size, in_memory=in_memory, cache_in_memory=cache == "memory",
-        hidden=hidden, filters=filters))
+        hidden=hidden, filters=filters, convs_per_block=convs_per_block))
 
 
 def start_tensorflow(strategy_name: str) -> Any:
@@ -182,13 +185,13 @@ def log_data(data: PreparedData) -> None:
 
 
 def make_augmenter(augment: bool, flip: bool, seed: int, framing: str, shift: float,
-                   elastic: float) -> Any:
+                   elastic: float, cutout: float = 0.0) -> Any:
     """The training-only augmentation, or None; digits are padded black, photos reflected."""
     if not augment:
         return None
     from train.models import build_augmenter
 
-    return build_augmenter(seed=seed, flip=flip, shift=shift, elastic=elastic,
+    return build_augmenter(seed=seed, flip=flip, shift=shift, elastic=elastic, cutout=cutout,
                            fill="constant" if framing == "digit" else "reflect")
 
 
