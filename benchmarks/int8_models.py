@@ -95,10 +95,17 @@ def train_functional(images: np.ndarray, labels: np.ndarray, epochs: int, seed: 
     return model
 
 
-def add_outlier_channels(model: Any, first: str = "conv1", second: str = "conv2",
+def add_outlier_channels(model: Any, first: str = "conv1", second: str | None = None,
                          channels: dict[int, float] | None = None) -> None:
-    """Scale some of ``first``'s filters up and ``second``'s matching inputs down, in place."""
-    conv1, conv2 = model.get_layer(first), model.get_layer(second)
+    """Scale some of ``first``'s filters up and ``second``'s matching inputs down, in place;
+    ``second`` defaults to the next convolution after ``first`` (conv1b, or conv2 with one
+    convolution a block)."""
+    conv1 = model.get_layer(first)
+    if second is None:
+        later = model.layers[model.layers.index(conv1) + 1:]
+        conv2 = next(layer for layer in later if type(layer).__name__ == "Conv2D")
+    else:
+        conv2 = model.get_layer(second)
     (w1, b1), (w2, b2) = conv1.get_weights(), conv2.get_weights()
     for channel, factor in (channels or OUTLIER_CHANNELS).items():
         w1[..., channel] *= factor

@@ -96,14 +96,17 @@ def test_parameter_arithmetic_matches_keras() -> None:
                                  ("dense512", (29, 31, 3), 7), ("twoconv", (40, 33, 3), 3)):
         model = build_model(arch, shape, classes, dropout=0.25)
         assert budget.parameter_count(arch, shape, classes) == model.count_params(), arch
-    # The design document's model, and the default (docs/printed.md: weights per recipe).
+    # The design document's model, and the earlier defaults (docs/printed.md: weights per
+    # recipe), all with one convolution a block.
     for filters, hidden, weights in (((32, 64), 0, 34_826), ((48, 96), 128, 350_666),
                                      ((48, 96), 256, 659_274)):
-        model = build_model("twoconv", (28, 28, 1), 10, hidden=hidden, filters=filters)
+        model = build_model("twoconv", (28, 28, 1), 10, hidden=hidden, filters=filters,
+                            convs_per_block=1)
         assert [model.get_layer(n).filters for n in ("conv1", "conv2")] == list(filters)
         assert budget.parameter_count("twoconv", (28, 28, 1), 10, hidden=hidden,
-                                      filters=filters) == model.count_params() == weights
-    assert build_model("twoconv", (28, 28, 1), 10).count_params() == 659_274  # the default
+                                      filters=filters, convs_per_block=1) \
+            == model.count_params() == weights
+    assert build_model("twoconv", (28, 28, 1), 10).count_params() == 329_962  # the default
 
 
 def test_two_convolutions_per_block_stack_before_each_pooling() -> None:

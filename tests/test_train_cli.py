@@ -36,7 +36,8 @@ def test_bundle_holds_model_spec_metrics_plots_and_sets(trained_bundle: Path) ->
     assert set(test["per_class"]["3"]) == {"precision", "recall", "f1", "support"}
     config = json.loads((trained_bundle / "train_config.json").read_text())
     assert config["arch"] == "twoconv" and config["epochs"] == 4 and config["img_size"] == 28
-    assert config["filters"] == "48,96" and config["hidden"] == 256
+    assert config["filters"] == "32,64" and config["hidden"] == 256
+    assert config["convs_per_block"] == 2
     for png in ("history.png", "confusion_matrix.png"):
         assert (trained_bundle / png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 

@@ -33,13 +33,14 @@ def build_parser() -> argparse.ArgumentParser:
     add("--dropout", type=float, default=DEFAULTS.dropout, help="dropout before the classifier")
     add("--hidden", type=int, default=DEFAULTS.hidden,
         help="twoconv: units of a dense layer between the convolutions and the classifier "
-        "(0: none; with --filters 32,64, the design document's model as first built)")
+        "(0: none; with --convs-per-block 1, the design document's model as first built)")
     add("--filters", default=DEFAULTS.filters, metavar="A,B",
-        help="twoconv: filters of the first and the second convolution (the design "
-        "document's: 32,64)")
-    add("--convs-per-block", type=int, default=DEFAULTS.convs_per_block,
-        help="twoconv: 3×3 convolutions of the same width before each pooling; 2: "
-        "Conv-Conv-Pool-Conv-Conv-Pool (VGG-style)")
+        help="twoconv: filters of the first and the second block's convolutions (the "
+        "design document's: 32,64)")
+    add("--convs-per-block", type=int, default=None,
+        help="twoconv: 3×3 convolutions of the same width before each pooling (2, VGG-style "
+        "Conv-Conv-Pool-Conv-Conv-Pool, or 1, the design document's Conv-Pool-Conv-Pool; "
+        "None: 2 for twoconv, 1 for dense512)")
     add("--l2", type=float, default=DEFAULTS.l2, help="L2 weight penalty")
     add("--label-smoothing", type=float, default=DEFAULTS.label_smoothing,
         help="training targets: this share spread evenly over all classes")
@@ -103,7 +104,8 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
         (cfg.convs_per_block in (1, 2) and (cfg.convs_per_block == 1 or cfg.arch == "twoconv"),
          f"--convs-per-block {cfg.convs_per_block} must be 1, or 2 with --arch twoconv"),
         (cfg.convs_per_block == 1 or (cfg.img_size or 0) >= 16,
-         f"--img-size {cfg.img_size} is too small for --convs-per-block 2; use at least 16"),
+         f"--img-size {cfg.img_size} is too small for two convolutions a block; use at least "
+         "16, or --convs-per-block 1"),
         (cfg.hidden >= 0, f"--hidden {cfg.hidden} must be zero or positive"),
         (cfg.patience >= 1, f"--patience {cfg.patience} must be at least 1"),
         (cfg.calib_size >= 1, f"--calib-size {cfg.calib_size} must be at least 1"),

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 
 from runtime.errors import EdgeCNNError
 from runtime.memory import available_bytes, peak_rss_mb
-from train.config import FILTERS, HIDDEN_UNITS
+from train.config import CONVS_PER_BLOCK, FILTERS, HIDDEN_UNITS
 
 log = logging.getLogger(__name__)
 MB = 2**20
@@ -57,16 +57,18 @@ class Workload:
     cache_in_memory: bool    # --cache memory: decoded training images are kept
     hidden: int = HIDDEN_UNITS  # twoconv's dense layer before the classifier (0: none)
     filters: tuple[int, int] = FILTERS  # twoconv's convolutions (dense512's one has 32)
-    convs_per_block: int = 1  # twoconv: 3×3 convolutions before each pooling (1 or 2)
+    convs_per_block: int | None = None  # 3×3 convolutions before each pooling; None: arch's
 
 
 def parameter_count(arch: str, input_shape: tuple[int, int, int], classes: int,
                     hidden: int = HIDDEN_UNITS, filters: tuple[int, int] = FILTERS,
-                    convs_per_block: int = 1) -> int:
+                    convs_per_block: int | None = None) -> int:
     """Weights of :func:`train.models.build_model`, by arithmetic (no Keras: a model too big
     to build must be refused before it is built). A test keeps the two in step."""
     height, width, channels = input_shape
     first, second = filters if arch == "twoconv" else (32, 0)
+    if convs_per_block is None:
+        convs_per_block = CONVS_PER_BLOCK[arch]
     conv1 = 9 * channels * first + first
     shrink = 2 * convs_per_block  # each valid 3×3 convolution takes 2 off the side
     if convs_per_block == 2:

@@ -8,14 +8,14 @@ import keras
 from keras import layers
 
 from runtime.errors import EdgeCNNError
-from train.config import FILTERS, HIDDEN_UNITS, SHIFT
+from train.config import CONVS_PER_BLOCK, FILTERS, HIDDEN_UNITS, SHIFT
 from train.cutout import RandomCutout
 from train.elastic import RandomElastic
 
 MIN_SIZE = {"twoconv": 10, "dense512": 4}  # smallest input that survives the conv/pool stack
 
 
-def min_size(arch: str, convs_per_block: int = 1) -> int:
+def min_size(arch: str, convs_per_block: int) -> int:
     """The smallest input side ``arch`` takes (twoconv with two convolutions a block: 16)."""
     return 16 if arch == "twoconv" and convs_per_block == 2 else MIN_SIZE[arch]
 
@@ -23,21 +23,23 @@ def min_size(arch: str, convs_per_block: int = 1) -> int:
 def build_model(arch: str, input_shape: tuple[int, int, int], num_classes: int, *,
                 activation: str = "relu", dropout: float = 0.0, l2: float = 0.0,
                 hidden: int = HIDDEN_UNITS, filters: tuple[int, int] = FILTERS,
-                batchnorm: bool = False, convs_per_block: int = 1) -> keras.Model:
+                batchnorm: bool = False, convs_per_block: int | None = None) -> keras.Model:
     """Build ``arch`` for ``input_shape`` (H, W, C) with a softmax over ``num_classes``.
 
     ``hidden`` (twoconv only) puts a dense layer of that many units between the convolutions
-    and the classifier; 0 with ``filters`` (32, 64) leaves the design document's model, whose
-    classifier alone reads the 1,600 conv features and which underfits handwriting and print
-    together. ``filters`` are
-    twoconv's two convolutions' widths (dense512's one convolution keeps 32). ``batchnorm``
-    normalizes each convolution's output before its activation (export folds it away).
-    ``convs_per_block`` 2 (twoconv only) stacks two 3×3 convolutions of the same width
-    before each pooling, "VGG-style": Conv-Conv-Pool-Conv-Conv-Pool, a 4×4 feature map at
-    28×28 input instead of 5×5; the extra layers are named ``conv1b`` and ``conv2b``.
+    and the classifier; 0 with ``convs_per_block`` 1 leaves the design document's model,
+    whose classifier alone reads the 1,600 conv features and which underfits handwriting and
+    print together. ``filters`` are twoconv's two blocks' widths (dense512's one convolution
+    keeps 32). ``batchnorm`` normalizes each convolution's output before its activation
+    (export folds it away). ``convs_per_block`` 2 (twoconv's default) stacks two 3×3
+    convolutions of the same width before each pooling, "VGG-style":
+    Conv-Conv-Pool-Conv-Conv-Pool, a 4×4 feature map at 28×28 input instead of 5×5; the
+    extra layers are named ``conv1b`` and ``conv2b``. None: the architecture's default.
     """
     if arch not in MIN_SIZE:
         raise EdgeCNNError(f"--arch {arch!r}: choose from {', '.join(MIN_SIZE)}")
+    if convs_per_block is None:
+        convs_per_block = CONVS_PER_BLOCK[arch]
     if convs_per_block not in (1, 2) or (convs_per_block == 2 and arch != "twoconv"):
         raise EdgeCNNError(f"--convs-per-block {convs_per_block}: 1, or 2 with twoconv")
     if min(input_shape[:2]) < min_size(arch, convs_per_block):

@@ -151,7 +151,7 @@ def run(cfg: TrainConfig) -> dict[str, Any]:
 
 def check_memory(plan: DataPlan, *, arch: str, hidden: int, filters: tuple[int, int],
                  calib_size: int, batch_size: int, in_memory: bool, cache: str | None,
-                 convs_per_block: int = 1) -> int:
+                 convs_per_block: int | None = None) -> int:
     """The up-front memory guard (see :mod:`train.budget`); returns the estimate in bytes."""
     return budget.check(budget.Workload(
         arch=arch, input_shape=plan.spec.input_shape, classes=plan.spec.num_classes,
