@@ -8,7 +8,7 @@ import sys
 
 from runtime.cli import Parser, run_cli, setup_logging
 from runtime.errors import EdgeCNNError
-from train.config import ARCHITECTURES, STRATEGIES, TrainConfig, parse_filters
+from train.config import ARCHITECTURES, STRATEGIES, TrainConfig, min_size, parse_filters
 from train.errors import RunFailed
 
 DEFAULTS = TrainConfig()
@@ -103,9 +103,9 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
         (0 <= cfg.cutout < 1, f"--cutout {cfg.cutout} must be in [0, 1)"),
         (cfg.convs_per_block in (1, 2) and (cfg.convs_per_block == 1 or cfg.arch == "twoconv"),
          f"--convs-per-block {cfg.convs_per_block} must be 1, or 2 with --arch twoconv"),
-        (cfg.convs_per_block == 1 or (cfg.img_size or 0) >= 16,
+        (cfg.convs_per_block == 1 or (cfg.img_size or 0) >= min_size(cfg.arch, 2),
          f"--img-size {cfg.img_size} is too small for two convolutions a block; use at least "
-         "16, or --convs-per-block 1"),
+         f"{min_size(cfg.arch, 2)}, or --convs-per-block 1"),
         (cfg.hidden >= 0, f"--hidden {cfg.hidden} must be zero or positive"),
         (cfg.patience >= 1, f"--patience {cfg.patience} must be at least 1"),
         (cfg.calib_size >= 1, f"--calib-size {cfg.calib_size} must be at least 1"),

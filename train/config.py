@@ -23,6 +23,7 @@ ARCHITECTURES = {
 HIDDEN_UNITS = 256  # twoconv's dense layer before the classifier (--hidden; 0: none)
 FILTERS = (32, 64)  # twoconv's two blocks' filters (--filters A,B)
 CONVS_PER_BLOCK = {"twoconv": 2, "dense512": 1}  # 3×3 convolutions before each pooling
+MIN_SIZE = {"twoconv": 10, "dense512": 4}  # smallest input that survives the conv/pool stack
 SHIFT = 0.05  # augmentation's largest translation, share of the side (--shift)
 BUILTIN_DATASETS = ("mnist5k", "mnist", "digits")
 STRATEGIES = ("auto", "single", "mirrored", "multiworker")
@@ -93,6 +94,11 @@ class TrainConfig:
         ignored = {"overwrite", "restart", "keep_checkpoints", "checkpoint_dir", "cache", "out",
                    "strategy"}
         return {key: value for key, value in self.to_dict().items() if key not in ignored}
+
+
+def min_size(arch: str, convs_per_block: int) -> int:
+    """The smallest input side ``arch`` takes (twoconv with two convolutions a block: 16)."""
+    return 16 if arch == "twoconv" and convs_per_block == 2 else MIN_SIZE[arch]
 
 
 def parse_filters(text: str) -> tuple[int, int]:

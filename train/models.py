@@ -8,16 +8,9 @@ import keras
 from keras import layers
 
 from runtime.errors import EdgeCNNError
-from train.config import CONVS_PER_BLOCK, FILTERS, HIDDEN_UNITS, SHIFT
+from train.config import CONVS_PER_BLOCK, FILTERS, HIDDEN_UNITS, MIN_SIZE, SHIFT, min_size
 from train.cutout import RandomCutout
 from train.elastic import RandomElastic
-
-MIN_SIZE = {"twoconv": 10, "dense512": 4}  # smallest input that survives the conv/pool stack
-
-
-def min_size(arch: str, convs_per_block: int) -> int:
-    """The smallest input side ``arch`` takes (twoconv with two convolutions a block: 16)."""
-    return 16 if arch == "twoconv" and convs_per_block == 2 else MIN_SIZE[arch]
 
 
 def build_model(arch: str, input_shape: tuple[int, int, int], num_classes: int, *,
