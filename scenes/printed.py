@@ -101,15 +101,23 @@ def render_digit(font: fonts.Font, digit: int, count: int, seed: int) -> np.ndar
     for i in range(count):
         # Monospace and UI fonts often mark their zero (DejaVu Sans Mono's dot, a slash in
         # OpenCV's and many terminal fonts): every third zero of every font is drawn so.
-        shown = zeros[i % len(zeros)]
-        for _ in range(RETAKES):
-            frame = camera.photograph(shown, camera.random_shot(rng), rng, view=roi)
-            framed = frame_digit(frame, roi=(0, 0, roi[2], roi[3]))
-            if framed.ink_found:  # else the demo says "no digit": no picture to learn from
-                out[kept] = framed.image
-                kept += 1
-                break
+        framed = framed_photo(zeros[i % len(zeros)], rng, roi)
+        if framed is not None:
+            out[kept] = framed
+            kept += 1
     return out[:kept]
+
+
+def framed_photo(coverage: np.ndarray, rng: np.random.Generator,
+                 roi: tuple[int, int, int, int]) -> np.ndarray | None:
+    """Ink ``coverage`` photographed by a random shot into the demo's ``roi`` and framed as
+    the runtime frames it: 28×28 uint8, or None when ``RETAKES`` shots all read "no digit"."""
+    for _ in range(RETAKES):
+        frame = camera.photograph(coverage, camera.random_shot(rng), rng, view=roi)
+        framed = frame_digit(frame, roi=(0, 0, roi[2], roi[3]))
+        if framed.ink_found:  # else the demo says "no digit": no picture to learn from
+            return framed.image
+    return None
 
 
 def cache_dir() -> Path:
@@ -122,15 +130,26 @@ def cache_key(font_list: list[fonts.Font], per_digit: int, seed: int) -> str:
     """A digest of everything that decides the pixels of a set."""
     from PIL import __version__ as pillow
 
-    here = Path(__file__).resolve().parent
-    code = [here / "camera.py", here / "fonts.py", here / "printed.py",
-            here.parent / "runtime" / "framing.py", here.parent / "runtime" / "preprocess.py"]
     parts = {
         "version": VERSION, "per_digit": per_digit, "seed": seed,
         "fonts": [[f.source, f.family, f.style, *_file_stamp(f.source)] for f in font_list],
-        "code": [hashlib.sha256(p.read_bytes()).hexdigest() for p in code],
-        "libraries": [cv2.__version__, np.__version__, pillow],
+        "code": code_digests("fonts.py"), "libraries": [pillow],
     }
+    return digest(parts)
+
+
+def code_digests(*extra: str) -> list[str]:
+    """Digests of the code that decides a photograph's pixels (the camera model, the framing,
+    this module and ``extra`` modules of this package), with the drawing libraries' versions."""
+    here = Path(__file__).resolve().parent
+    code = [here / "camera.py", here / "printed.py", *(here / name for name in extra),
+            here.parent / "runtime" / "framing.py", here.parent / "runtime" / "preprocess.py"]
+    return [hashlib.sha256(p.read_bytes()).hexdigest() for p in code] + [cv2.__version__,
+                                                                         np.__version__]
+
+
+def digest(parts: dict) -> str:
+    """A short stable name for a cache entry made of ``parts`` (JSON-able)."""
     return hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()[:20]
 
 

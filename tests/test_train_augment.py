@@ -94,7 +94,7 @@ def test_validation_sees_the_average_and_training_resumes_from_the_raw_weights()
 def test_repeat_weighs_one_part_of_joined_data_more() -> None:
     from runtime.errors import EdgeCNNError
     from train.data import Split
-    from train.run import repeated
+    from train.photos import repeated
 
     split = Split(labels=np.arange(5), images=np.zeros((5, 2, 2, 1), np.uint8),
                   parts=np.array(["mnist5k", "printed", "mnist5k", "printed", "printed"]))

@@ -8,7 +8,14 @@ import sys
 
 from runtime.cli import Parser, run_cli, setup_logging
 from runtime.errors import EdgeCNNError
-from train.config import ARCHITECTURES, STRATEGIES, TrainConfig, min_size, parse_filters
+from train.config import (
+    ARCHITECTURES,
+    STRATEGIES,
+    TrainConfig,
+    min_size,
+    parse_filters,
+    parse_part,
+)
 from train.errors import RunFailed
 
 DEFAULTS = TrainConfig()
@@ -53,6 +60,9 @@ def build_parser() -> argparse.ArgumentParser:
         help="augmentation: largest random translation, as a share of the image side")
     add("--repeat", default=DEFAULTS.repeat, metavar="PART=K",
         help="each training image of a part of joined data K times an epoch (mnist5k=2)")
+    add("--photograph", default=DEFAULTS.photograph, metavar="PART=K",
+        help="add K photographs of each training digit of a part (e.g. mnist5k=1): put on "
+        "paper by the clip's camera model and cut out by the runtime's framing; cached")
     add("--elastic", type=float, default=DEFAULTS.elastic,
         help="augmentation: elastic distortion of strength alpha (pixels per unit of the "
         "smoothed random field, sigma 4; e.g. 34); 0: none")
@@ -115,6 +125,9 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
     for ok, message in checks:
         if not ok:
             raise EdgeCNNError(message)
+    for flag, option in (("--repeat", cfg.repeat), ("--photograph", cfg.photograph)):
+        if option:
+            parse_part(option, flag)
     cfg.filters = ",".join(map(str, parse_filters(cfg.filters)))  # "48, 96" resumes "48,96"
     return cfg
 

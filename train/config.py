@@ -54,6 +54,7 @@ class TrainConfig:
     batchnorm: bool = False        # batch normalization after each convolution
     shift: float = SHIFT           # augmentation: largest translation, share of the side
     repeat: str = ""               # "PART=K": a joined part's training images K times an epoch
+    photograph: str = ""           # "PART=K": K camera photographs of each of PART's digits
     elastic: float = 0.0           # augmentation: elastic distortion strength (alpha); 0: off
     cutout: float = 0.0            # augmentation: side of a blacked-out square, share; 0: off
     img_size: int | None = None    # square input side; None → the architecture's default
@@ -108,3 +109,13 @@ def parse_filters(text: str) -> tuple[int, int]:
         return int(parts[0]), int(parts[1])
     raise EdgeCNNError(f"--filters {text!r} must be two positive whole numbers, e.g. "
                        f"{','.join(map(str, FILTERS))}")
+
+
+def parse_part(option: str, flag: str) -> tuple[str, int]:
+    """``PART=K`` → (PART, K), or a one-line error naming ``flag`` (checked before any data
+    is loaded)."""
+    part, _, times = option.partition("=")
+    if not part or not times.isdecimal() or int(times) < 1:
+        raise EdgeCNNError(f"{flag} {option!r} must be PART=K, a part of --data and a whole "
+                           "number K of at least 1 (e.g. mnist5k=1)")
+    return part, int(times)

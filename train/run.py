@@ -39,6 +39,7 @@ from train.data import (
 )
 from train.errors import DataError, RunFailed
 from train.evaluate import classification_metrics, ranked_classes
+from train.photos import repeated, with_photographs
 from train.sources import ArraySource, load_source
 from train.staging import StagedBundle, check_target, work_folder
 
@@ -91,6 +92,9 @@ def run(cfg: TrainConfig) -> dict[str, Any]:
                             batch_size=cfg.batch_size, in_memory=isinstance(source, ArraySource),
                             cache=cfg.cache)
     data = prepare_data(source, plan)
+    before = len(data.train)
+    data.train = with_photographs(data.train, data.spec, cfg.photograph, cfg.seed, source.name)
+    data.photographs = len(data.train) - before
     peaks.mark("data")
 
     strategy = start_tensorflow(cfg.strategy)
@@ -207,7 +211,7 @@ def fit(data: PreparedData, strategy: Any, make_model: Callable[[], Any], *, opt
     from train import loop, pipeline
 
     keras.utils.set_random_seed(seed)
-    train = repeated(data.train, repeat)
+    train = repeated(data.train, repeat, data.spec.dataset["name"])
     steps = len(train) // batch_size
     with strategy.scope():
         model = make_model()
@@ -234,20 +238,6 @@ def fit(data: PreparedData, strategy: Any, make_model: Callable[[], Any], *, opt
         raise RunFailed("the validation loss never became finite: training diverged; lower "
                         "--lr or use --optimizer adam")
     return model, result
-
-
-def repeated(split: Split, repeat: str) -> Split:
-    """``repeat`` ``PART=K``: every training image of that part of a joined source K times an
-    epoch, so that part weighs K times as much in the loss."""
-    if not repeat:
-        return split
-    part, _, times = repeat.partition("=")
-    if split.parts is None or part not in set(split.parts.tolist()):
-        raise EdgeCNNError(f"--repeat {repeat!r}: the data has no part {part!r}")
-    if not times.isdigit() or int(times) < 1:
-        raise EdgeCNNError(f"--repeat {repeat!r}: K must be a whole number of at least 1")
-    counts = np.where(split.parts == part, int(times), 1)
-    return split.subset(np.repeat(np.arange(len(split)), counts))
 
 
 def evaluate_test_split(model: Any, data: PreparedData) -> tuple[Split, np.ndarray]:
@@ -408,7 +398,7 @@ def collect_metrics(data: PreparedData, test: Split, ranked: np.ndarray, result:
                     "train": data.skipped.used(data.train), "val": data.skipped.used(data.val),
                     "test": len(test), "color": data.color.to_dict(),
                     "skipped_count": len(skipped), "skipped": skipped,
-                    "sources": sources_report(data)},
+                    "photographs": data.photographs, "sources": sources_report(data)},
         "model": {"architecture": data.spec.architecture,
                   "parameters": int(model.count_params())},
         "environment": {"python": platform.python_version(), "tensorflow": tf.__version__,
