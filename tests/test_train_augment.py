@@ -57,6 +57,25 @@ def test_cutout_blacks_out_one_square_per_image_and_only_while_training() -> Non
     np.testing.assert_array_equal(RandomCutout(0.25, seed=3)(images, training=False), images)
 
 
+def test_stroke_makes_pens_bolder_or_thinner_and_only_while_training() -> None:
+    from train.models import build_augmenter
+    from train.stroke import RandomStroke
+
+    images = _bars(256)  # a bar 4 pixels wide: 80 ink pixels a row span
+    first = RandomStroke(1.0, seed=3)(images, training=True).numpy()
+    np.testing.assert_array_equal(first, RandomStroke(1.0, seed=3)(images, training=True))
+    ink = first.sum(axis=(1, 2, 3)) / images[0].sum()
+    # Full weight: from the erosion (2 of 4 columns, 18 of 20 rows) to the dilation (6 × 22).
+    assert ink.min() >= 2 * 18 / 80 - 1e-6 and ink.max() <= 6 * 22 / 80 + 1e-6
+    assert (ink < 0.8).any() and (ink > 1.2).any()  # some thinner, some bolder
+    assert first.min() >= 0.0 and first.max() <= 255.0
+    # The bar stays where it was: the pen changes, not the digit.
+    assert (first[:, :, :10] == 0).all() and (first[:, :, 18:] == 0).all()
+    np.testing.assert_array_equal(RandomStroke(1.0, seed=3)(images, training=False), images)
+    stroke = build_augmenter(seed=1, flip=False, fill="constant", stroke=0.5)
+    assert type(stroke.layers[0]).__name__ == "RandomStroke"
+
+
 @pytest.mark.parametrize(("ema", "steps", "momentum"), [
     (0.999, 100_000, 0.999),
     (0.999, 50, 0.9),  # a short run averages over at most a fifth of its steps

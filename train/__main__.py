@@ -66,6 +66,9 @@ def build_parser() -> argparse.ArgumentParser:
     add("--elastic", type=float, default=DEFAULTS.elastic,
         help="augmentation: elastic distortion of strength alpha (pixels per unit of the "
         "smoothed random field, sigma 4; e.g. 34); 0: none")
+    add("--stroke", type=float, default=DEFAULTS.stroke,
+        help="augmentation: a random pen weight per training digit, up to this share of a "
+        "one-pixel dilation (bolder) or erosion (thinner); e.g. 0.5; 0: none")
     add("--cutout", type=float, default=DEFAULTS.cutout,
         help="augmentation: black out one random square per training image, of this side "
         "as a share of the image side (e.g. 0.25); 0: none")
@@ -111,6 +114,7 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
         (0 <= cfg.shift < 1, f"--shift {cfg.shift} must be in [0, 1)"),
         (cfg.elastic >= 0, f"--elastic {cfg.elastic} must be zero or positive"),
         (0 <= cfg.cutout < 1, f"--cutout {cfg.cutout} must be in [0, 1)"),
+        (0 <= cfg.stroke <= 1, f"--stroke {cfg.stroke} must be in [0, 1]"),
         (cfg.convs_per_block in (1, 2) and (cfg.convs_per_block == 1 or cfg.arch == "twoconv"),
          f"--convs-per-block {cfg.convs_per_block} must be 1, or 2 with --arch twoconv"),
         (cfg.convs_per_block == 1 or (cfg.img_size or 0) >= min_size(cfg.arch, 2),

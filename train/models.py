@@ -11,6 +11,7 @@ from runtime.errors import EdgeCNNError
 from train.config import CONVS_PER_BLOCK, FILTERS, HIDDEN_UNITS, MIN_SIZE, SHIFT, min_size
 from train.cutout import RandomCutout
 from train.elastic import RandomElastic
+from train.stroke import RandomStroke
 
 
 def build_model(arch: str, input_shape: tuple[int, int, int], num_classes: int, *,
@@ -78,15 +79,19 @@ def build_model(arch: str, input_shape: tuple[int, int, int], num_classes: int, 
 
 
 def build_augmenter(*, seed: int, flip: bool, fill: str, shift: float = SHIFT,
-                    elastic: float = 0.0, cutout: float = 0.0) -> keras.Sequential:
+                    elastic: float = 0.0, cutout: float = 0.0,
+                    stroke: float = 0.0) -> keras.Sequential:
     """Random rotation (±10°), translation (±``shift``) and zoom (±10 %); flips on request;
-    first an elastic distortion of strength ``elastic`` if that is above 0 (digits only);
+    first a random pen weight up to ``stroke`` and an elastic distortion of strength
+    ``elastic``, each if above 0 (digits only);
     last a black square of side ``cutout`` (share of the side) if that is above 0.
 
     Runs in the input pipeline, never in the saved model. ``fill`` is ``constant`` for
     digits (black background) and ``reflect`` for photos.
     """
-    steps: list[layers.Layer] = [RandomElastic(elastic, seed=seed + 4)] if elastic > 0 else []
+    steps: list[layers.Layer] = [RandomStroke(stroke, seed=seed + 6)] if stroke > 0 else []
+    if elastic > 0:
+        steps.append(RandomElastic(elastic, seed=seed + 4))
     steps += [
         layers.RandomRotation(10 / 360, fill_mode=fill, seed=seed),
         layers.RandomTranslation(shift, shift, fill_mode=fill, seed=seed + 1),

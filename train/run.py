@@ -123,7 +123,7 @@ def run(cfg: TrainConfig) -> dict[str, Any]:
                             batch_size=cfg.batch_size, patience=cfg.patience,
                             augmenter=make_augmenter(cfg.augment, cfg.flip, cfg.seed,
                                                      data.spec.framing, cfg.shift,
-                                                     cfg.elastic, cfg.cutout),
+                                                     cfg.elastic, cfg.cutout, cfg.stroke),
                             seed=cfg.seed, cache=cache_path(cfg.cache, work,
                                                             distribute.worker_name(strategy)),
                             checkpoints=checkpoints, verbose=chief, resume=not cfg.restart)
@@ -189,13 +189,14 @@ def log_data(data: PreparedData) -> None:
 
 
 def make_augmenter(augment: bool, flip: bool, seed: int, framing: str, shift: float,
-                   elastic: float, cutout: float = 0.0) -> Any:
+                   elastic: float, cutout: float = 0.0, stroke: float = 0.0) -> Any:
     """The training-only augmentation, or None; digits are padded black, photos reflected."""
     if not augment:
         return None
     from train.models import build_augmenter
 
     return build_augmenter(seed=seed, flip=flip, shift=shift, elastic=elastic, cutout=cutout,
+                           stroke=stroke,
                            fill="constant" if framing == "digit" else "reflect")
 
 
