@@ -10,7 +10,10 @@ same way ``python -m runtime predict`` and the camera demo do; an image already 
 model's input size, or passed with ``framed=True``, is used as it is.
 """
 
-from runtime.classifier import Classifier, Prediction, load
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
 from runtime.errors import (
     BundleError,
     EdgeCNNError,
@@ -34,3 +37,17 @@ __all__ = [
     "SpecError",
     "load",
 ]
+
+if TYPE_CHECKING:
+    from runtime.classifier import Classifier, Prediction, load
+
+
+def __getattr__(name: str) -> Any:
+    """The classifier (and with it OpenCV and an inference engine) is imported on first use,
+    so that ``python -m runtime`` can name a missing package in one line instead of failing
+    while the package itself is imported."""
+    if name in ("Classifier", "Prediction", "load"):
+        from runtime import classifier
+
+        return getattr(classifier, name)
+    raise AttributeError(f"module 'runtime' has no attribute {name!r}")

@@ -92,7 +92,17 @@ def open_backend(path: str | os.PathLike[str], threads: int | None = None,
 
 
 _ONNX_TYPES = {"tensor(float)": np.float32, "tensor(uint8)": np.uint8,
-               "tensor(int8)": np.int8, "tensor(float16)": np.float16}
+               "tensor(int8)": np.int8, "tensor(float16)": np.float16,
+               "tensor(double)": np.float64}
+
+
+def _onnx_dtype(kind: str, tensor_type: str) -> np.dtype:
+    """The numpy type of an image classifier's input or output, or a clear refusal."""
+    if tensor_type not in _ONNX_TYPES:
+        known = ", ".join(t[7:-1] for t in _ONNX_TYPES)
+        raise ModelFileError(f"its {kind} is {tensor_type}; an image classifier's {kind} must "
+                             f"be one of {known}")
+    return np.dtype(_ONNX_TYPES[tensor_type])
 
 
 class OnnxBackend(Backend):
@@ -105,8 +115,8 @@ class OnnxBackend(Backend):
             raise ModelFileError(f"expected one input and one output, found {len(inputs)} "
                                  f"and {len(outputs)}")
         self.input_name, self.output_name = inputs[0].name, outputs[0].name
-        self.input_dtype = np.dtype(_ONNX_TYPES.get(inputs[0].type, np.float32))
-        self.output_dtype = np.dtype(_ONNX_TYPES.get(outputs[0].type, np.float32))
+        self.input_dtype = _onnx_dtype("input", inputs[0].type)
+        self.output_dtype = _onnx_dtype("output", outputs[0].type)
         self.input_shape = tuple(d if isinstance(d, int) else None for d in inputs[0].shape)
         width = outputs[0].shape[-1] if outputs[0].shape else None
         self.output_classes = width if isinstance(width, int) else None

@@ -32,10 +32,18 @@ def sidecar_path(model_path: str | Path) -> Path:
 def read_spec(model_path: str | Path, embedded: str | None) -> ModelSpec:
     """The embedded spec if present, else the sidecar, else a clear error."""
     if embedded:
-        return ModelSpec.from_json(embedded)
+        try:
+            return ModelSpec.from_json(embedded)
+        except SpecError as exc:
+            raise SpecError(f"{model_path}: its embedded spec: {exc}") from None
     sidecar = sidecar_path(model_path)
-    if sidecar.is_file():
-        return ModelSpec.from_json(sidecar.read_bytes())
+    if sidecar.exists():
+        try:
+            return ModelSpec.from_json(sidecar.read_bytes())
+        except SpecError as exc:
+            raise SpecError(f"{sidecar}: {exc}") from None
+        except OSError as exc:  # a folder, or no permission
+            raise SpecError(f"cannot read the spec {sidecar}: {exc.strerror or exc}") from None
     raise SpecError(f"{model_path} carries no edgecnn spec and has no sidecar {sidecar.name}; "
                     "export it with `python -m export`, or write the sidecar by hand")
 

@@ -45,13 +45,22 @@ def decode_image(data: bytes, name: str = "image") -> np.ndarray:
     """Decode image bytes (any format OpenCV reads) into a uint8 grayscale, BGR or BGRA array."""
     if not data:
         raise ImageError(f"cannot decode {name}: the file is empty")
-    image = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_UNCHANGED)
+    image = cv2.imdecode(np.frombuffer(data, np.uint8), _decode_flags(data))
     if image is None or image.size == 0:
         raise ImageError(f"cannot decode {name}: not an image OpenCV can read "
                          "(PNG, JPEG, WebP, GIF, BMP, TIFF, …), or truncated")
     if image.dtype == np.uint16:  # 16-bit PNG: keep the most significant byte
         image = (image >> 8).astype(np.uint8)
     return check_image(image, name)
+
+
+def _decode_flags(data: bytes) -> int:
+    """A JPEG (a phone's photo) is turned upright as its EXIF orientation says, as every
+    viewer shows it: OpenCV applies that tag under any flags but IMREAD_UNCHANGED, which the
+    other formats keep for their alpha channel (a JPEG has none)."""
+    if data[:3] == b"\xff\xd8\xff":
+        return cv2.IMREAD_ANYDEPTH | cv2.IMREAD_ANYCOLOR
+    return cv2.IMREAD_UNCHANGED
 
 
 def read_image(path: str | os.PathLike[str]) -> np.ndarray:

@@ -168,8 +168,16 @@ def _fields(data: dict[str, Any]) -> dict[str, Any]:
     labels = kwargs["labels"]
     kwargs["labels"] = tuple(labels) if isinstance(labels, list | tuple) else ()
     if "value_range" in kwargs:
-        low, high = kwargs["value_range"]
-        kwargs["value_range"] = (float(low), float(high))
+        value_range = kwargs["value_range"]
+        if not (isinstance(value_range, list | tuple) and len(value_range) == 2
+                and all(_is_number(v) for v in value_range)):
+            raise SpecError(f"spec value_range must be [low, high], two numbers; got "
+                            f"{value_range!r}")
+        kwargs["value_range"] = (float(value_range[0]), float(value_range[1]))
+    if "schema_version" in kwargs and not (isinstance(kwargs["schema_version"], int)
+                                           and not isinstance(kwargs["schema_version"], bool)):
+        raise SpecError(f"spec schema_version must be a whole number; got "
+                        f"{kwargs['schema_version']!r}")
     for key in ("input_quant", "output_quant"):
         if kwargs.get(key) is not None:
             kwargs[key] = QuantParams.from_dict(kwargs[key])
@@ -179,6 +187,10 @@ def _fields(data: dict[str, Any]) -> dict[str, Any]:
         if not isinstance(kwargs.get(key, {}), dict):
             raise SpecError(f"spec {key} must be an object")
     return kwargs
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool)
 
 
 def _check_choice(name: str, value: Any, choices: tuple[str, ...]) -> None:

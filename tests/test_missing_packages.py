@@ -23,6 +23,14 @@ def test_a_missing_onnxruntime_is_named_not_called_a_corrupt_file(tiny_digit_mod
     assert "corrupt" not in line
 
 
+def test_a_missing_opencv_is_named(tiny_digit_model: Path) -> None:
+    """OpenCV comes with the runtime extra; without it ``python -m runtime`` still starts,
+    to say so (the package imports its classifier, and OpenCV, on first use)."""
+    assert_clean_failure(run_module("runtime", "predict", "--model", str(tiny_digit_model),
+                                    "x.png", hide=("cv2",)),
+                         "opencv-python-headless is not installed", "edgecnn[runtime]")
+
+
 def test_a_missing_litert_is_named(tmp_path: Path) -> None:
     model = tmp_path / "model.tflite"
     model.write_bytes(b"\x1c\x00\x00\x00TFL3" + bytes(64))

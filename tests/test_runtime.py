@@ -114,6 +114,30 @@ def test_one_preprocessing_for_any_colour_layout_and_size() -> None:
         value_range=(-1.0, 1.0))).tolist() == [-1.0, 1.0]
 
 
+def test_phone_photos_are_read_upright_and_other_formats_keep_alpha() -> None:
+    """A portrait phone photo is stored sideways with an EXIF orientation tag: it is read
+    upright, as every viewer shows it; PNG keeps its alpha channel (composited later)."""
+    import io
+
+    from PIL import Image
+
+    from runtime.preprocess import decode_image
+
+    upright = np.zeros((60, 40), np.uint8)  # an "L": tall bar, foot to the right
+    upright[5:55, 8:16] = 255
+    upright[47:55, 8:34] = 255
+    exif = Image.Exif()
+    exif[0x0112] = 6  # "rotate 90° clockwise to display"
+    stored = io.BytesIO()
+    Image.fromarray(np.rot90(upright)).save(stored, "JPEG", quality=95, exif=exif)
+    read = decode_image(stored.getvalue(), "portrait.jpg")
+    assert read.shape == (60, 40, 1)
+    assert np.abs(read[..., 0].astype(int) - upright).mean() < 8  # JPEG noise only
+    rgba = np.zeros((8, 8, 4), np.uint8)
+    ok, png = cv2.imencode(".png", rgba)
+    assert ok and decode_image(png.tobytes(), "clear.png").shape == (8, 8, 4)
+
+
 @pytest.mark.parametrize(("image", "message"), [
     (np.zeros((28, 28), np.float32), "uint8"),
     (np.zeros((28, 28, 2), np.uint8), "shape"),
@@ -223,7 +247,9 @@ def test_predict_cli_text_json_and_errors(exported_bundle: Path, tmp_path: Path)
 @pytest.mark.parametrize(("change", "message"), [
     ({"labels": ["a", "b", "c"]}, "3 labels but the model has 10 outputs"),
     ({"output_quant": {"scale": 0.004, "zero_point": 0, "dtype": "int8"}}, "output as int8"),
-    ({"value_range": 5}, "invalid spec"),
+    ({"value_range": 5}, r"m\.onnx\.json: spec value_range must be \[low, high\]"),
+    ({"value_range": [0]}, "value_range must be"),
+    ({"schema_version": "2"}, "schema_version must be a whole number"),
     ({"height": "28"}, "height must be a positive integer"),
     ({"min_confidence": 1.5}, "min_confidence must be a probability"),
     ({"min_confidence": "0.4"}, "min_confidence must be a probability"),
@@ -240,3 +266,41 @@ def test_a_spec_that_does_not_fit_the_file_is_a_spec_error(change: dict, message
     (tmp_path / "m.onnx.json").write_text(json.dumps(sidecar))
     with pytest.raises(SpecError, match=message):
         runtime.load(tmp_path / "m.onnx")
+
+
+def test_sidecar_errors_name_the_sidecar_and_odd_onnx_types(exported_bundle: Path,
+                                                            tmp_path: Path) -> None:
+    import onnx
+    from onnx import TensorProto, helper
+
+    bare = onnx.load(str(exported_bundle / "model.onnx"))
+    del bare.metadata_props[:]
+    onnx.save(bare, str(tmp_path / "m.onnx"))
+    (tmp_path / "m.onnx.json").write_text('{"labels": ["0"],')
+    with pytest.raises(SpecError, match=r"m\.onnx\.json: spec is not valid JSON"):
+        runtime.load(tmp_path / "m.onnx")
+    (tmp_path / "m.onnx.json").unlink()
+    (tmp_path / "m.onnx.json").mkdir()
+    with pytest.raises(SpecError, match=r"cannot read the spec .*m\.onnx\.json"):
+        runtime.load(tmp_path / "m.onnx")
+    # A foreign model taking float64 pixels runs; one taking int64 is refused by name.
+    spec = json.loads((exported_bundle / "model.onnx.json").read_text())
+    for elem, name in ((TensorProto.DOUBLE, "f64"), (TensorProto.INT64, "i64")):
+        graph = helper.make_graph(
+            [helper.make_node("Cast", ["x"], ["f"], to=TensorProto.FLOAT),
+             helper.make_node("Flatten", ["f"], ["flat"]),
+             helper.make_node("Slice", ["flat", "start", "end", "axis"], ["y"])],
+            name, [helper.make_tensor_value_info("x", elem, [1, 28, 28, 1])],
+            [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 10])],
+            [helper.make_tensor("start", TensorProto.INT64, [1], [0]),
+             helper.make_tensor("end", TensorProto.INT64, [1], [10]),
+             helper.make_tensor("axis", TensorProto.INT64, [1], [1])])
+        model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)],
+                                  ir_version=8)
+        onnx.save(model, str(tmp_path / f"{name}.onnx"))
+        (tmp_path / f"{name}.onnx.json").write_text(json.dumps(spec | {"output": "logits"}))
+    image = np.zeros((28, 28), np.uint8)
+    image[0, :10] = np.arange(10) * 20  # the first ten pixels are the "logits"
+    assert runtime.load(tmp_path / "f64.onnx").predict(image, framed=True)[0].label == "9"
+    with pytest.raises(ModelFileError, match=r"i64\.onnx: its input is tensor\(int64\)"):
+        runtime.load(tmp_path / "i64.onnx")
