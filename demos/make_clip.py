@@ -14,8 +14,8 @@ import argparse
 import logging
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import cv2
 import numpy as np
 
 from runtime.bundle import (
@@ -29,12 +29,13 @@ from runtime.bundle import (
 from runtime.cli import Parser, run_cli, setup_logging
 from runtime.errors import BundleError
 from runtime.files import atomic_path, read_json, write_json
-from scenes import camera, fonts
+
+if TYPE_CHECKING:  # scenes needs OpenCV, imported where used: without it, one line names it
+    from scenes import fonts
 
 log = logging.getLogger(__name__)
-WIDTH, HEIGHT = camera.WIDTH, camera.HEIGHT
 # --camera: the camera model's full ranges, or kind conditions (the clip before the model)
-SHOTS = {"rough": camera.random_shot, "plain": camera.plain_shot}
+SHOTS = {"rough": "random_shot", "plain": "plain_shot"}  # scenes.camera's functions
 FOURCC = "MJPG"  # writes and reads back everywhere OpenCV has its own codecs
 
 
@@ -44,6 +45,11 @@ def make_clip(images: np.ndarray, labels: np.ndarray, label_names: tuple[str, ..
               eval_index: np.ndarray | None = None, camera_kind: str = "rough") -> dict:
     """Write the clip and its ground truth; ``printed`` is the share of printed digits and
     ``eval_index`` maps ``images`` back to their rows of eval.npz (default: the same)."""
+    import cv2
+
+    from scenes import camera, fonts
+
+    shoot = getattr(camera, SHOTS[camera_kind])
     rng = np.random.default_rng(seed)
     eval_index = np.arange(len(images)) if eval_index is None else eval_index
     n_printed = round(digits * printed) if printed_fonts else 0
@@ -55,7 +61,8 @@ def make_clip(images: np.ndarray, labels: np.ndarray, label_names: tuple[str, ..
     order = rng.permutation(len(items))
     truth, shown = [], []
     with atomic_path(out) as tmp:
-        writer = cv2.VideoWriter(str(tmp), cv2.VideoWriter_fourcc(*FOURCC), fps, (WIDTH, HEIGHT))
+        writer = cv2.VideoWriter(str(tmp), cv2.VideoWriter_fourcc(*FOURCC), fps,
+                                 (camera.WIDTH, camera.HEIGHT))
         if not writer.isOpened():
             raise BundleError(f"OpenCV cannot write {out.suffix} video here; use --out clip.avi")
         try:
@@ -68,7 +75,7 @@ def make_clip(images: np.ndarray, labels: np.ndarray, label_names: tuple[str, ..
                     font = printed_fonts[index]  # type: ignore[index]
                     coverage = fonts.glyph(font, str(label))
                     shown.append({"source": "printed", "font": font.name})
-                shot = SHOTS[camera_kind](rng)
+                shot = shoot(rng)
                 for _ in range(hold):
                     writer.write(camera.photograph(coverage, shot.shaken(rng), rng))
                     truth.append(label_names[label])
@@ -89,6 +96,8 @@ def make_clip(images: np.ndarray, labels: np.ndarray, label_names: tuple[str, ..
 
 def held_out_fonts(bundle: Path) -> tuple[list[fonts.Font], str]:
     """Installed fonts in families the bundle's model never trained on, and why those."""
+    from scenes import fonts
+
     trained: set[str] = set()
     metrics = bundle / METRICS
     if metrics.is_file():
@@ -131,6 +140,8 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
 
     def go() -> int:
+        from scenes import fonts
+
         setup_logging("demos", "scenes")
         bundle = require_bundle(args.bundle)
         spec = load_spec(bundle)

@@ -7,6 +7,9 @@ The window shows the ROI box, the top-3 labels, FPS and per-stage times; ``q`` q
 A frame whose best class is less probable than ``--min-confidence`` shows "?" and is
 logged with ``"label": null``: an honest "not sure" instead of a confident wrong digit.
 Blank paper still shows "no digit".
+
+``--save`` and ``--jsonl`` are checked before the camera opens: an existing file is replaced
+only with ``--overwrite``, and the source, the model or the other output never is.
 """
 
 from __future__ import annotations
@@ -18,24 +21,20 @@ import os
 import sys
 from collections.abc import Iterator
 from pathlib import Path
-from typing import IO
+from typing import IO, TYPE_CHECKING
 
-import cv2
-import numpy as np
-
-import runtime
-from demos.overlay import draw
-from demos.serve import serving
-from demos.tally import Tally
-from runtime.camera import Frame, open_source
-from runtime.classifier import Classifier, FrameResult
 from runtime.cli import Parser, override_framing, run_cli, setup_logging
 from runtime.errors import EdgeCNNError, SelfCheckFailed, SourceError
-from runtime.files import scratch_path
-from runtime.framing import parse_roi
+from runtime.files import check_outputs, place, scratch_path
 from runtime.quiet import native_stderr_logged, opencv_log_level
-from runtime.selfcheck import require_self_check
 from runtime.spec import FRAMINGS
+
+if TYPE_CHECKING:  # they need OpenCV, which run() imports (see there)
+    import numpy as np
+
+    from demos.tally import Tally
+    from runtime.camera import Frame
+    from runtime.classifier import Classifier, FrameResult
 
 WINDOW = "edgecnn"
 
@@ -50,6 +49,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-frames", type=int, default=None, help="stop after this many frames")
     p.add_argument("--save", default=None, help="write the annotated video here (.mp4 or .avi)")
     p.add_argument("--jsonl", default=None, help="write one JSON record per frame here")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing --save or "
+                   "--jsonl file (never the source, the model or the ground truth)")
     p.add_argument("--roi", default=None, help="region to classify, x,y,w,h in pixels "
                    "(default: a centred box for digit models, the whole frame otherwise)")
     p.add_argument("--threads", type=int, default=None, help="inference threads")
@@ -76,6 +77,16 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def run(args: argparse.Namespace) -> int:
+    import cv2  # here, under run_cli, so that a missing OpenCV is one line naming the package
+
+    import runtime
+    from demos.overlay import draw
+    from demos.serve import serving
+    from demos.tally import Tally
+    from runtime.camera import open_source
+    from runtime.framing import parse_roi
+    from runtime.selfcheck import require_self_check
+
     setup_logging("demos")  # reopen attempts and other progress go to stdout; stderr: errors
     # OpenCV warns on stderr for each failed open; our own message names the source instead.
     opencv_log_level("error")
@@ -84,6 +95,9 @@ def run(args: argparse.Namespace) -> int:
     if args.min_confidence is not None and not 0.0 <= args.min_confidence <= 1.0:
         raise EdgeCNNError(f"--min-confidence {args.min_confidence} must be a probability, "
                            "from 0 to 1")
+    # Every output is checked before the camera opens or the model loads: a refused name
+    # costs nothing, and a run is never thrown away at its end for want of a place to write.
+    check_outputs({"--save": args.save, "--jsonl": args.jsonl}, _inputs(args), args.overwrite)
     roi = parse_roi(args.roi) if args.roi else None
     classifier = runtime.load(args.model, threads=args.threads)
     override_framing(classifier, args.framing)
@@ -124,6 +138,13 @@ def run(args: argparse.Namespace) -> int:
         cv2.destroyAllWindows()
     _summary(tally, stats, classifier, args.source)
     return 0
+
+
+def _inputs(args: argparse.Namespace) -> dict[str, str | None]:
+    """The files the run reads, by flag: no output may replace them."""
+    truth = args.truth or f"{args.source}.truth.json"
+    return {"--source": args.source, "--model": args.model,
+            "--truth": truth if args.truth or Path(truth).is_file() else None}
 
 
 @contextlib.contextmanager
@@ -182,7 +203,7 @@ def _status(frame: Frame, result: FrameResult, tally: Tally, label: str | None) 
     print(f"\r{line}", end="", flush=True) if interactive else print(line)
 
 
-def _summary(tally: Tally, stats: object, classifier: runtime.Classifier, source: str) -> None:
+def _summary(tally: Tally, stats: object, classifier: Classifier, source: str) -> None:
     if sys.stdout.isatty():
         print()
     frames = tally.frames
@@ -217,6 +238,8 @@ def _load_truth(path: str | None, source: str) -> list[str] | None:
 def _window_available() -> bool:
     """False on headless OpenCV builds or without a display: fall back to the status line.
     (Without a display, OpenCV's Qt builds abort the process instead of raising.)"""
+    import cv2
+
     available = not sys.platform.startswith("linux") or bool(
         os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY"))
     if available:
@@ -247,7 +270,7 @@ def _writers(save: str | None, jsonl: str | None) -> Iterator[tuple[object, IO[s
             video.finish(Path(save))  # type: ignore[arg-type]
         if log is not None:
             log.close()
-            tmp_log.replace(jsonl)
+            place(tmp_log, jsonl)  # type: ignore[arg-type]
 
 
 class _VideoSink:
@@ -258,6 +281,8 @@ class _VideoSink:
 
     def write(self, frame: np.ndarray) -> None:
         if self.writer is None:
+            import cv2
+
             fourcc = "mp4v" if self.path.suffix.lower() == ".mp4" else "MJPG"
             self.writer = cv2.VideoWriter(str(self.path), cv2.VideoWriter_fourcc(*fourcc), 15.0,
                                           (frame.shape[1], frame.shape[0]))
@@ -273,7 +298,7 @@ class _VideoSink:
     def finish(self, final: Path) -> None:
         if self.writer is not None:
             self.release()
-            self.path.replace(final)
+            place(self.path, final)
 
 
 if __name__ == "__main__":

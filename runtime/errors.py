@@ -31,6 +31,11 @@ class BundleError(EdgeCNNError):
     """A bundle folder is missing, incomplete, or would be overwritten without consent."""
 
 
+class OutputError(EdgeCNNError):
+    """An output file cannot be written where the user asked (a folder, a folder that takes no
+    files), or would destroy an input or an existing file without ``--overwrite``."""
+
+
 class MissingPackageError(EdgeCNNError):
     """An optional package (an engine, the export toolchain, matplotlib…) is not installed;
     the message names it and the pip command. Raised by :func:`runtime.optional.require`."""

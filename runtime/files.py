@@ -1,7 +1,10 @@
 """Atomic file writes: an artifact is either complete under its final name or absent.
 
 Every stage writes through these helpers, so a crash or Ctrl-C never leaves a half-written
-model, report or plot where a user (or the next stage) would load it.
+model, report or plot where a user (or the next stage) would load it. A place that takes no
+file (a folder, ``/proc``, a read-only disk) is an :class:`OutputError` naming the path the
+user gave, never the hidden temporary file; :func:`check_outputs` finds it, and any output
+that would destroy an input or an existing file, before a command does any work.
 """
 
 from __future__ import annotations
@@ -11,9 +14,11 @@ import hashlib
 import json
 import os
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
+
+from runtime.errors import OutputError
 
 
 @contextlib.contextmanager
@@ -24,9 +29,15 @@ def scratch_path(path: str | os.PathLike[str]) -> Iterator[Path]:
     (matplotlib, numpy, Keras, the runtime's backend choice) still work.
     """
     final = Path(path)
-    final.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{final.stem}.", suffix=f".tmp{final.suffix}",
-                                    dir=final.parent)
+    try:
+        final.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise _unwritable(path, f"cannot create the folder {final.parent}", exc) from None
+    try:
+        fd, tmp_name = tempfile.mkstemp(prefix=f".{final.stem}.", suffix=f".tmp{final.suffix}",
+                                        dir=final.parent)
+    except OSError as exc:
+        raise _unwritable(path, f"cannot create a file in {_folder(final)}", exc) from None
     with contextlib.suppress(OSError):  # mkstemp makes 0600; artifacts are shared files
         os.fchmod(fd, FILE_MODE)
     os.close(fd)
@@ -43,8 +54,67 @@ def atomic_path(path: str | os.PathLike[str]) -> Iterator[Path]:
     """Yield a temporary path; it is renamed over ``path`` only if the block succeeds."""
     with scratch_path(path) as tmp:
         yield tmp
-        _fsync(tmp)  # the rename must not reach the disk before the data (power loss on a Pi)
+        place(tmp, path)
+
+
+def place(tmp: Path, path: str | os.PathLike[str]) -> None:
+    """Rename a finished scratch file (from :func:`scratch_path`) over ``path``."""
+    _fsync(tmp)  # the rename must not reach the disk before the data (power loss on a Pi)
+    try:
         os.replace(tmp, path)
+    except OSError as exc:
+        raise _unwritable(path, "cannot put the finished file there", exc) from None
+
+
+def check_outputs(outputs: Mapping[str, str | None], inputs: Mapping[str, str | None],
+                  overwrite: bool = False) -> None:
+    """Before any work, refuse each output (``{flag: path}``; None: not asked for) that is an
+    input or another output (even with ``overwrite``), a folder, an existing file without
+    ``overwrite``, or in a place that takes no new file (a missing folder is made, as the
+    writers would make it). The message names the flag and the path the user gave."""
+    checked: dict[str, str] = {}
+    for flag, path in outputs.items():
+        if not path:
+            continue
+        for source_flag, source in inputs.items():
+            if source and same_file(path, source):
+                raise OutputError(f"{flag} {path} is the same file as {source_flag} {source}; "
+                                  "name another file (--overwrite never replaces an input)")
+        for other_flag, other in checked.items():
+            if same_file(path, other):
+                raise OutputError(f"{flag} {path} and {other_flag} {other} are the same file; "
+                                  "give each output its own name")
+        checked[flag] = path
+        if Path(path).is_dir():
+            raise OutputError(f"{flag} {path} is a folder; name a file inside it")
+        if os.path.lexists(path) and not overwrite:
+            raise OutputError(f"{flag} {path} exists; pass --overwrite to replace it")
+        try:
+            with scratch_path(path):  # the one way to know that the folder takes a new file
+                pass
+        except OutputError as exc:
+            raise OutputError(f"{flag} {exc}") from None
+
+
+def same_file(a: str | os.PathLike[str], b: str | os.PathLike[str]) -> bool:
+    """Whether two paths name one file: the same inode when both exist (hard and symbolic
+    links, ``./x`` and ``x``), else the same resolved path."""
+    try:
+        return os.path.samefile(a, b)
+    except (OSError, ValueError):
+        return os.path.realpath(a) == os.path.realpath(b)
+
+
+def _unwritable(path: str | os.PathLike[str], what: str, exc: OSError) -> OutputError:
+    """One line about the user's ``path``: the OSError names our hidden temporary file."""
+    if Path(path).is_dir():
+        return OutputError(f"{path} is a folder; name a file inside it")
+    return OutputError(f"{path}: {what} ({exc.strerror or type(exc).__name__}); choose a "
+                       "folder you can write to")
+
+
+def _folder(final: Path) -> str:
+    return "the current folder" if str(final.parent) == "." else str(final.parent)
 
 
 def _fsync(path: Path) -> None:
