@@ -2,17 +2,22 @@
 
 ``python -m runtime predict`` runs through here for one file or a hundred thousand. Inputs
 are files, folders (searched recursively for image suffixes; hidden names skipped) and
-glob patterns. Reader threads decode and prepare the next batches while the engine runs
-the current one (file reads and OpenCV's decoding release the GIL). A file that cannot be read or
-decoded is reported and counted, and the run goes on.
+glob patterns; ``**`` and folders follow directory symlinks, each real directory once, so
+a link loop ends. Reader threads decode and prepare the next batches while the engine runs
+the current one (file reads and OpenCV's decoding release the GIL). A file that cannot be
+read, decoded or framed (a FIFO, a corrupt or 1×1 image) is reported and counted, and the
+run goes on.
 """
 
 from __future__ import annotations
 
 import csv
+import fnmatch
 import glob
 import json
+import logging
 import os
+import stat
 import time
 from collections import deque
 from collections.abc import Iterator, Sequence
@@ -22,10 +27,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO
 
+import cv2
 import numpy as np
 
 from runtime.classifier import Classifier, Prediction, check_framed_roi
-from runtime.errors import EdgeCNNError, ImageError
+from runtime.errors import EdgeCNNError, ImageError, first_line
 from runtime.files import atomic_path
 from runtime.preprocess import IMAGE_SUFFIXES, read_image
 
@@ -34,6 +40,8 @@ READERS = min(4, os.cpu_count() or 1)  # threads that read, decode and prepare b
 OUT_SUFFIXES = (".csv", ".jsonl")
 NO_DIGIT = "no digit found"
 SKIPPED = "skipped"
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -60,8 +68,7 @@ def expand(inputs: Sequence[str]) -> list[str]:
         elif path.exists() or path.is_symlink():
             matches = [text]
         elif glob.has_magic(text):
-            matches = sorted(m for m in glob.glob(text, recursive=True)
-                             if _is_image_name(m) and not Path(m).is_dir())
+            matches = sorted(m for m in _glob(text) if _is_image_name(m) and not Path(m).is_dir())
         else:
             raise ImageError(f"cannot read image {text}: no such file or folder")
         if not matches:
@@ -82,13 +89,7 @@ def predict_files(classifier: Classifier, paths: Sequence[str], top_k: int = 3,
     check_framed_roi(framed, roi)  # a contradiction in the call, not in one file
 
     def load(chunk: Sequence[str]) -> list[np.ndarray | str | None]:
-        loaded: list[np.ndarray | str | None] = []
-        for path in chunk:
-            try:
-                loaded.append(classifier.model_pixels(read_image(path), framed=framed, roi=roi))
-            except ImageError as exc:
-                loaded.append(str(exc))  # unreadable: reported in its row, the run goes on
-        return loaded
+        return [_model_pixels(classifier, path, framed, roi) for path in chunk]
 
     chunks = [paths[i:i + batch] for i in range(0, len(paths), batch)]
     ahead = max(1, readers) + 1  # every reader busy while the engine runs a batch
@@ -99,6 +100,42 @@ def predict_files(classifier: Classifier, paths: Sequence[str], top_k: int = 3,
             if index + ahead < len(chunks):
                 pending.append(pool.submit(load, chunks[index + ahead]))
             yield from _classify(classifier, chunk, loaded, top_k)
+
+
+def _model_pixels(classifier: Classifier, path: str, framed: bool | None,
+                  roi: Sequence[int] | None) -> np.ndarray | str | None:
+    """One file's model input, None when a digit model sees no ink, or why it is skipped.
+
+    What a bad file can raise becomes its row's reason and the run goes on: ImageError and
+    decoders' ValueError and cv2.error while reading, ImageError (an image too small to
+    frame) and cv2.error while framing. Anything else is a bug and stops the run.
+    """
+    reason = _not_regular(path)
+    if reason:
+        return reason
+    try:
+        image = read_image(path)
+    except ImageError as exc:
+        return str(exc)
+    except (ValueError, cv2.error) as exc:
+        return f"cannot decode {path}: {first_line(exc)}"
+    try:
+        return classifier.model_pixels(image, framed=framed, roi=roi)
+    except ImageError as exc:
+        return str(exc)
+    except cv2.error as exc:
+        log.debug("framing %s failed", path, exc_info=True)
+        return f"OpenCV failed on {path}: {first_line(exc)}"
+
+
+def _not_regular(path: str) -> str | None:
+    """Why ``path`` (its target, for a link) is not read, or None for a regular file: a
+    FIFO blocks the read until a writer comes, a device never ends."""
+    try:
+        mode = os.stat(path).st_mode
+    except OSError:
+        return None  # read_image says why (missing, a broken link, no permission)
+    return None if stat.S_ISREG(mode) else f"{path} is not a regular file"
 
 
 def _classify(classifier: Classifier, paths: Sequence[str],
@@ -166,12 +203,76 @@ def open_output(path: str, top_k: int, overwrite: bool = False) -> Iterator[RowW
 
 
 def _images_under(folder: Path) -> list[str]:
+    return [path for path in _walk(str(folder))
+            if not os.path.basename(path).startswith(".") and _is_image_name(path)]
+
+
+def _walk(folder: str, hidden: bool = False) -> Iterator[str]:
+    """Every file under ``folder`` (as a path through it), hidden folders left out unless
+    ``hidden``.
+
+    Directory symlinks are followed (a dataset assembled from links is scanned), but each
+    real directory, known by (device, inode), is entered once: a link to a parent ends there
+    instead of nesting forever, and a folder linked twice is listed once. Links are entered
+    after the real tree, so a folder inside it keeps its own path: the real tree's files
+    come first, sorted, then each link's.
+    """
+    entered: set[tuple[int, int]] = set()
+    tops = deque([folder])
+    while tops:
+        for root, dirs, files in os.walk(tops.popleft()):  # links are listed, not entered
+            try:
+                info = os.stat(root)
+            except OSError:
+                dirs[:] = []
+                continue
+            if (info.st_dev, info.st_ino) in entered:
+                dirs[:] = []
+                continue
+            entered.add((info.st_dev, info.st_ino))
+            dirs[:] = sorted(d for d in dirs if hidden or not d.startswith("."))
+            paths = [os.path.join(root, d) for d in dirs]
+            tops.extend(path for path in paths if os.path.islink(path))
+            yield from (os.path.join(root, f) for f in sorted(files))
+
+
+def _glob(pattern: str) -> list[str]:
+    """``glob.glob(pattern, recursive=True)``'s files, with each ``**`` walked by
+    :func:`_walk`: glob's own follows directory symlinks without end. The part before the
+    first ``**`` is globbed as it is; the rest is matched a name at a time, hidden names
+    only by a pattern that starts with a dot, as glob does."""
+    parts = pattern.split(os.sep)
+    if "**" not in parts:
+        return glob.glob(pattern)  # as deep as the pattern: no loop
+    cut = parts.index("**")
+    head, rest = os.sep.join(parts[:cut]), parts[cut:]
+    bases = glob.glob(head) if glob.has_magic(head) else [head or (os.sep if cut else "")]
+    hidden = any(part.startswith(".") for part in rest)  # e.g. **/.thumbnails/*.png
     found = []
-    for root, dirs, files in os.walk(folder):
-        dirs[:] = sorted(d for d in dirs if not d.startswith("."))
-        found += [os.path.join(root, f) for f in sorted(files)
-                  if not f.startswith(".") and _is_image_name(f)]
+    for base in bases:
+        if base and not os.path.isdir(base):
+            continue
+        for path in _walk(base or os.curdir, hidden):
+            relative = os.path.relpath(path, base or os.curdir)
+            if _matches(relative.split(os.sep), rest):
+                found.append(path if base else relative)
     return found
+
+
+def _matches(names: list[str], parts: list[str]) -> bool:
+    """Whether a relative path's names match pattern parts, ``**`` standing for any number
+    of names that are not hidden."""
+    if not parts:
+        return not names
+    if parts[0] == "**":
+        shown = next((i for i, name in enumerate(names) if name.startswith(".")), len(names))
+        return any(_matches(names[i:], parts[1:]) for i in range(shown + 1))
+    return bool(names) and _name_matches(names[0], parts[0]) and _matches(names[1:], parts[1:])
+
+
+def _name_matches(name: str, part: str) -> bool:
+    return fnmatch.fnmatchcase(name, part) and (part.startswith(".") or
+                                                  not name.startswith("."))
 
 
 def _is_image_name(name: str) -> bool:

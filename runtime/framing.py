@@ -35,7 +35,7 @@ FIELD = 28  # MNIST image side
 BOX = 20  # longer side of the digit's bounding box inside the field
 ROI_FRACTION = 0.6  # default box side / the frame's shorter side (288 px on 640×480)
 WHOLE_FRAME_BELOW = 64  # shorter frame side under which the frame is already a crop
-MIN_ROI_SIDE = 8  # smaller boxes cannot hold a paper border and a digit
+MIN_ROI_SIDE = 8  # smaller ROIs, or whole images, cannot hold a paper border and a digit
 WORK_MIN = 120  # ROIs are halved while their shorter side stays above this: 6× the 20 px box
 RING_SAMPLES = 400  # border pixels the lighting fit reads: plenty for six unknowns and a MAD
 SHADOW_SCALE = 44  # work-image px: wider dark regions are shade, narrower ones may be ink
@@ -73,7 +73,8 @@ def default_roi(height: int, width: int) -> Roi:
     On 640×480 that is 288 px: room for a digit written on paper at arm's length with a
     margin of paper around it (the lighting is fitted on that margin), while the frame's
     edges, where the desk, hands and vignetting show, stay out. Frames smaller than
-    ``WHOLE_FRAME_BELOW`` are already crops (a dataset sample, a cut-out file): use them whole.
+    ``WHOLE_FRAME_BELOW`` are already crops (a dataset sample, a cut-out file): use them whole
+    (:func:`frame_digit` holds them to ``MIN_ROI_SIDE`` as it holds a given ROI).
     """
     if min(height, width) < WHOLE_FRAME_BELOW:
         return (0, 0, int(width), int(height))
@@ -122,10 +123,20 @@ def frame_digit(frame: np.ndarray, roi: Sequence[int] | None = None) -> FramedDi
     ``COARSE_ENOUGH`` coarse pixels (twice the 20 px it is shrunk to) is cut from that
     image's ink map, already made; a smaller one from the finer work image, so that the
     20 px digit keeps its anti-aliased detail either way.
+
+    Raises ImageError for a bad frame or ROI, and for an image used whole (shorter side
+    under ``WHOLE_FRAME_BELOW``) narrower or shorter than ``MIN_ROI_SIDE``: too small for a
+    digit, as a given ROI would be.
     """
     image = check_image(frame, "frame")
     height, width = image.shape[:2]
-    box = default_roi(height, width) if roi is None else check_roi(roi, height, width)
+    if roi is not None:
+        box = check_roi(roi, height, width)
+    elif min(height, width) >= MIN_ROI_SIDE:
+        box = default_roi(height, width)
+    else:  # the whole frame would be the ROI, and check_roi refuses one this small
+        raise ImageError(f"the image is {width}x{height} px, too small to hold a digit: width "
+                         f"and height must be at least {MIN_ROI_SIDE} px")
     x, y, w, h = box
     gray, factor = work_image(image[y:y + h, x:x + w])
     coarse = _half(gray)

@@ -18,6 +18,7 @@ import pytest
 
 from runtime.errors import ImageError
 from runtime.framing import (
+    MIN_ROI_SIDE,
     FramedDigit,
     _component_counts,
     _dark_ink_by_tails,
@@ -309,6 +310,58 @@ def test_check_roi_takes_any_four_integers() -> None:
 def test_bad_frame_is_an_image_error(frame: object, needle: str) -> None:
     with pytest.raises(ImageError, match=needle):
         frame_digit(frame)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("shape", [(1, 1), (1, 500), (500, 1), (28, 1), (2, 2), (2, 500),
+                                   (7, 7), (7, 640), (480, 7)])
+@pytest.mark.parametrize("content", ["white", "black", "noise"])
+def test_an_image_too_small_for_a_digit_is_an_image_error(shape: tuple[int, int],
+                                                          content: str) -> None:
+    """Under WHOLE_FRAME_BELOW the image is the ROI, so it is held to MIN_ROI_SIDE as a given
+    ROI is: a clear ImageError naming its size, never an OpenCV assertion or a guess."""
+    image = {"white": np.full(shape, 255, np.uint8), "black": np.zeros(shape, np.uint8),
+             "noise": np.random.default_rng(0).integers(0, 256, shape, dtype=np.uint8)}[content]
+    height, width = shape
+    for frame in (image, cv2.cvtColor(image, cv2.COLOR_GRAY2BGR)):
+        with pytest.raises(ImageError, match=f"the image is {width}x{height} px, too small to "
+                                             f"hold a digit.*at least {MIN_ROI_SIDE} px"):
+            frame_digit(frame)
+    assert MIN_ROI_SIDE == 8
+
+
+@pytest.mark.parametrize("shape", [(8, 8), (8, 500), (500, 8), (9, 13), (12, 12), (16, 300),
+                                   (28, 28), (31, 47), (63, 63), (64, 64), (65, 700),
+                                   (239, 241), (480, 640)])
+def test_a_blank_image_of_any_size_is_no_digit(shape: tuple[int, int]) -> None:
+    """Uniform paper at any exposure, grey or BGR, thin or square: no ink, an empty field."""
+    for level in (0, 1, 128, 200, 254, 255):
+        for channels in (1, 3):
+            framed = frame_digit(np.full((*shape, channels), level, np.uint8))
+            assert not framed.ink_found and framed.ink_box is None, (shape, level, channels)
+            assert not framed.image.any()
+
+
+@pytest.mark.parametrize("shape", [(8, 8), (8, 500), (500, 8), (9, 9), (10, 33), (17, 17),
+                                   (40, 300)])
+def test_small_and_thin_images_frame_without_errors(shape: tuple[int, int]) -> None:
+    """The smallest images the framing takes, with noise, a stroke or scattered dots in
+    them: each gives a FramedDigit of the whole image (OpenCV asserted on some before)."""
+    rng = np.random.default_rng(sum(shape))
+    height, width = shape
+    top, bottom, left, right = height // 4, 3 * height // 4 + 1, width // 2, width // 2 + 2
+    stroke = np.full(shape, 220, np.uint8)
+    stroke[top:bottom, left:right] = 20
+    images = [rng.integers(0, 256, shape, dtype=np.uint8), stroke,
+              ((rng.random(shape) < 0.05) * 255).astype(np.uint8)]
+    for image in images:
+        framed = frame_digit(image)
+        assert framed.roi == (0, 0, shape[1], shape[0])
+        assert framed.image.shape == (28, 28) and framed.image.dtype == np.uint8
+        assert framed.ink_found == (framed.ink_box is not None)
+    framed = frame_digit(stroke)  # a "1" on paper, even 8 px tall, is found where it is
+    assert framed.ink_found and framed.ink_box is not None
+    x, y, w, h = framed.ink_box
+    assert max(abs(x - left), abs(y - top), abs(x + w - right), abs(y + h - bottom)) <= 1
 
 
 @pytest.mark.parametrize("shape", [(200, 100), (40, 160), (200, 2), (7, 5)])
