@@ -104,9 +104,9 @@ def predict(args: argparse.Namespace) -> int:
                 shown = ", ".join(f"{p.label} ({p.probability:.3f})" for p in row.predictions)
                 print(f"{row.path}: {shown or row.status}")
         if skipped == len(paths):
-            raise EdgeCNNError(f"no image could be read ({first_skip.split(': ', 1)[1]})")
+            raise EdgeCNNError(f"no image could be classified ({first_skip.split(': ', 1)[1]})")
     seconds = time.perf_counter() - started
-    summary = (f"{len(paths) - skipped} images classified, {skipped} unreadable files skipped, "
+    summary = (f"{len(paths) - skipped} images classified, {skipped} files skipped, "
                f"in {seconds:.1f} s ({(len(paths) - skipped) / seconds:,.0f} images/s)")
     if out is not None:
         print(f"{summary} → {args.out}")

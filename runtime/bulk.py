@@ -32,7 +32,7 @@ import numpy as np
 
 from runtime.classifier import Classifier, Prediction, check_framed_roi
 from runtime.errors import EdgeCNNError, ImageError, first_line
-from runtime.files import atomic_path
+from runtime.files import atomic_path, check_outputs
 from runtime.preprocess import IMAGE_SUFFIXES, read_image
 
 BATCH = 64                         # images per engine call
@@ -194,10 +194,7 @@ def open_output(path: str, top_k: int, overwrite: bool = False) -> Iterator[RowW
     kind = target.suffix.lower()
     if kind not in OUT_SUFFIXES:
         raise EdgeCNNError(f"--out {path}: use a .csv or .jsonl file name")
-    if target.exists() and not overwrite:
-        raise EdgeCNNError(f"--out {path} exists; pass --overwrite to replace it")
-    if target.is_dir():
-        raise EdgeCNNError(f"--out {path} is a folder; name a .csv or .jsonl file")
+    check_outputs({"--out": path}, {}, overwrite)
     with atomic_path(target) as tmp, open(tmp, "w", encoding="utf-8", newline="") as handle:
         yield RowWriter(handle, kind, top_k)
 

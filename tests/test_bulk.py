@@ -96,7 +96,7 @@ def test_folder_to_csv_gives_the_labels_predict_gives(exported_bundle: Path, fol
     out = tmp_path / "preds.csv"
     result = run_module("runtime", "predict", "--model", model, str(folder), "--out", str(out))
     assert result.returncode == 0, result.stderr
-    assert "120 images classified, 1 unreadable files skipped" in result.stdout
+    assert "120 images classified, 1 files skipped" in result.stdout
     with out.open(newline="") as handle:
         rows = list(csv.DictReader(handle))
     assert list(rows[0]) == ["path", "label", "probability", "label_2", "probability_2",
@@ -130,7 +130,8 @@ def test_jsonl_out_and_clean_failures(exported_bundle: Path, folder: Path,
     assert_clean_failure(run_module("runtime", "predict", "--model", model, str(folder),
                                     "--out", str(tmp_path / "preds.xlsx")), ".csv or .jsonl")
     assert_clean_failure(run_module("runtime", "predict", "--model", model,
-                                    str(folder / "3" / "broken.png")), "no image could be read")
+                                    str(folder / "3" / "broken.png")),
+                         "no image could be classified")
     assert_clean_failure(run_module("runtime", "predict", "--model", model,
                                     f"{folder}/*.gif"), "match")
     assert not (tmp_path / "preds.xlsx").exists()

@@ -207,9 +207,6 @@ def test_without_opencv_the_demo_names_the_package(tiny_digit_model: Path,
 def test_python_m_demos_without_opencv_is_one_line(demo: str, tiny_digit_model: Path,
                                                    tmp_path: Path) -> None:
     """As a user meets it: a fresh interpreter where OpenCV is not installed."""
-    if run_module("runtime.cli", hide=("cv2",)).returncode != 0:
-        pytest.xfail("importing the runtime package itself still needs OpenCV "
-                     "(runtime/__init__.py, fixed on another branch)")
     args = ["--model", str(tiny_digit_model), "--headless"] if demo == "webcam" else \
         ["--bundle", str(tmp_path), "--out", str(tmp_path / "clip.avi")]
     assert_clean_failure(run_module(f"demos.{demo}", *args, hide=("cv2",)),
