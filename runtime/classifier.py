@@ -20,7 +20,13 @@ from runtime.backends import Backend, open_backend
 from runtime.errors import ImageError, SpecError
 from runtime.framing import check_roi, frame_digit
 from runtime.metadata import read_spec
-from runtime.preprocess import check_image, prepare, prepare_batch, to_model_values
+from runtime.preprocess import (
+    check_image,
+    convert_color,
+    prepare,
+    prepare_batch,
+    to_model_values,
+)
 from runtime.spec import ModelSpec, QuantParams
 
 if TYPE_CHECKING:
@@ -87,7 +93,8 @@ class Classifier:
         Digit models (``spec.framing == "digit"``) read a photo the way
         ``python -m runtime predict`` and the camera demo do: the digit is cut out and
         centred like MNIST (:meth:`classify_frame`), and blank paper gives ``[]``. An image
-        already at the model's input size (28×28) is taken as framed and used as it is;
+        already at the model's input size (28×28) with a dark border is taken as framed
+        and used as it is (dark ink on light paper at that size is framed like a photo);
         ``framed=True`` says the same of another size, ``framed=False`` frames any image.
         ``roi`` (x, y, w, h) is where to look in a photo; other models resize the whole image,
         or the ``roi``.
@@ -117,7 +124,9 @@ class Classifier:
     def _needs_framing(self, image: object, framed: bool | None) -> bool:
         if self.spec.framing != "digit" or framed is True:
             return False
-        return framed is False or np.shape(image)[:2] != self._input_shape[:2]
+        if framed is False or np.shape(image)[:2] != self._input_shape[:2]:
+            return True
+        return framed is None and _paper_border(image)
 
     def probabilities(self, pixels: np.ndarray) -> np.ndarray:
         """Class probabilities for prepared model inputs: (N, H, W, C) uint8 → (N, classes)."""
@@ -191,6 +200,14 @@ def load(path: str | os.PathLike[str], threads: int | None = None,
     if framing is not None:
         classifier.use_framing(framing)
     return classifier
+
+
+def _paper_border(image: object) -> bool:
+    """Whether a model-size image is a photo of paper (light border: dark ink on a sheet),
+    not a framed digit, which is light ink on black: the former must be framed too."""
+    gray = convert_color(check_image(image), "grayscale")[:, :, 0]
+    border = np.concatenate([gray[0], gray[-1], gray[1:-1, 0], gray[1:-1, -1]])
+    return float(border.mean()) > 127.0
 
 
 def check_framed_roi(framed: bool | None, roi: Sequence[int] | None) -> None:

@@ -95,6 +95,14 @@ def test_images_at_model_size_or_marked_framed_are_used_as_they_are(
     assert classifier.predict(big) == classifier.classify_frame(big).predictions
     assert classifier.predict(digit, framed=False) == \
         classifier.classify_frame(digit).predictions
+    # The same digit as dark ink on white paper, at 28×28: a scan or a crop of a photo, not a
+    # framed digit. It is framed like a photo: light ink on black, where the digit was.
+    paper = 255 - digit
+    assert classifier.predict(paper) == classifier.classify_frame(paper).predictions
+    seen = classifier.model_pixels(paper)[..., 0].astype(float)
+    assert seen[0].mean() < 10 and np.corrcoef(seen.ravel(), digit.ravel())[0, 1] > 0.8
+    assert classifier.predict(paper, framed=True) == classifier.top(
+        classifier.probabilities(prepare(paper, classifier.spec)[None])[0], 3)
 
 
 def test_predict_batch_is_predict_for_each_image(tiny_digit_model: Path) -> None:
