@@ -51,7 +51,18 @@ def decode_image(data: bytes, name: str = "image") -> np.ndarray:
                          "(PNG, JPEG, WebP, GIF, BMP, TIFF, …), or truncated")
     if image.dtype == np.uint16:  # 16-bit PNG: keep the most significant byte
         image = (image >> 8).astype(np.uint8)
+    elif image.dtype != np.uint8:  # float (HDR, PFM, EXR, TIFF) or 32-bit integer pixels
+        image = _scaled_to_bytes(image)
     return check_image(image, name)
+
+
+def _scaled_to_bytes(image: np.ndarray) -> np.ndarray:
+    """Pixels of another type as 0–255: floats in [0, 1] as they are, anything brighter
+    (HDR radiance, integer counts) relative to the image's brightest pixel."""
+    values = np.nan_to_num(image.astype(np.float64), nan=0.0, posinf=0.0, neginf=0.0)
+    top = float(values.max(initial=0.0))
+    unit = 1.0 if np.issubdtype(image.dtype, np.floating) and top <= 1.0 else max(top, 1.0)
+    return np.clip(values * (255.0 / unit) + 0.5, 0, 255).astype(np.uint8)
 
 
 def _decode_flags(data: bytes) -> int:

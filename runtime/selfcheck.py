@@ -22,7 +22,7 @@ import cv2
 import numpy as np
 
 from runtime.backends import LITERT_KERNELS
-from runtime.errors import SelfCheckFailed, SpecError
+from runtime.errors import EdgeCNNError, SelfCheckFailed, SpecError
 from runtime.spec import ModelSpec
 
 if TYPE_CHECKING:
@@ -158,8 +158,12 @@ class SelfCheckResult:
 
 
 def read_reference(classifier: Classifier) -> ReferenceSet | None:
-    text = classifier.backend.metadata(SELFCHECK_KEY)
-    return None if text is None else ReferenceSet.from_json(text, classifier.spec)
+    """The file's embedded reference set, or None; a damaged one is an error naming the file."""
+    try:
+        text = classifier.backend.metadata(SELFCHECK_KEY)
+        return None if text is None else ReferenceSet.from_json(text, classifier.spec)
+    except EdgeCNNError as exc:
+        raise type(exc)(f"{classifier.path}: {exc}") from None
 
 
 def self_check(classifier: Classifier, fallback: bool = True) -> SelfCheckResult:

@@ -136,6 +136,13 @@ def test_phone_photos_are_read_upright_and_other_formats_keep_alpha() -> None:
     rgba = np.zeros((8, 8, 4), np.uint8)
     ok, png = cv2.imencode(".png", rgba)
     assert ok and decode_image(png.tobytes(), "clear.png").shape == (8, 8, 4)
+    # Float and 32-bit files (HDR, PFM, TIFF) are read as 0–255 pixels, not refused.
+    for suffix, pixels in ((".pfm", upright.astype(np.float32) / 255), (".hdr", np.dstack(
+            [upright.astype(np.float32) * 3] * 3)), (".tiff", upright.astype(np.int32) * 1000)):
+        ok, data = cv2.imencode(suffix, pixels)
+        read = decode_image(data.tobytes(), f"x{suffix}")
+        assert ok and read.dtype == np.uint8, suffix
+        assert np.abs(read[..., 0].astype(int) - upright).max() <= 8, suffix
 
 
 @pytest.mark.parametrize(("image", "message"), [

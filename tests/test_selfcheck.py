@@ -244,3 +244,16 @@ def test_a_missing_engine_is_named_as_missing(name: str, blocked: tuple[str, ...
         monkeypatch.setitem(sys.modules, module, None)  # import raises ImportError
     with pytest.raises(MissingPackageError, match=message):
         runtime.load(exported_bundle / name)
+
+
+def test_a_damaged_reference_set_is_an_error_naming_the_file(tiny_digit_model: Path,
+                                                             monkeypatch: pytest.MonkeyPatch,
+                                                             ) -> None:
+    classifier = runtime.load(tiny_digit_model)
+
+    def damaged(key: str) -> str:
+        raise ModelFileError("corrupt TFLite model: cannot read its metadata (bad byte)")
+
+    monkeypatch.setattr(classifier.backend, "metadata", damaged)
+    with pytest.raises(ModelFileError, match=f"^{tiny_digit_model}: corrupt TFLite model"):
+        read_reference(classifier)
