@@ -51,7 +51,7 @@ def decode_image(data: bytes, name: str = "image") -> np.ndarray:
                          "(PNG, JPEG, WebP, GIF, BMP, TIFF, …), or truncated")
     if image.dtype == np.uint16:  # 16-bit PNG: keep the most significant byte
         image = (image >> 8).astype(np.uint8)
-    elif image.dtype != np.uint8:  # float (HDR, PFM, EXR, TIFF) or 32-bit integer pixels
+    elif image.dtype != np.uint8:  # float (HDR, PFM, TIFF) or 32-bit integer pixels
         image = _scaled_to_bytes(image)
     return check_image(image, name)
 
