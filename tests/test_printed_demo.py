@@ -42,7 +42,7 @@ def _run(clip: Path, tmp_path: Path, *extra: str) -> tuple[str, list[dict]]:
     log = tmp_path / "frames.jsonl"
     result = run_module("demos.webcam", "--model",
                         str(clip.parent.parent / "model.int8.tflite"), "--source", str(clip),
-                        "--headless", "--jsonl", str(log), *extra)
+                        "--headless", "--jsonl", str(log), "--overwrite", *extra)  # reused
     assert result.returncode == 0, result.stderr
     return result.stdout, [json.loads(line) for line in log.read_text().splitlines()]
 
