@@ -155,7 +155,7 @@ def open_source(source: str | int | os.PathLike[str], *,
     """
     if isinstance(source, bool):  # bool is an int: don't open camera 1 for True
         raise SourceError(f"source {source!r} is not a source; {PICK_ANOTHER}")
-    if isinstance(source, int) or (isinstance(source, str) and source.strip().isdecimal()):
+    if isinstance(source, int) or (isinstance(source, str) and _is_index(source)):
         index = int(source)
         if index < 0:
             raise SourceError(f"camera index {index} is negative; use 0 for the first camera "
@@ -366,6 +366,14 @@ def _to_bgr(image: np.ndarray) -> np.ndarray:
     if image.shape[2] == 3:
         return image
     return cv2.cvtColor(convert_color(image, "rgb"), cv2.COLOR_RGB2BGR)
+
+
+def _is_index(text: str) -> bool:
+    """A camera index as typed: "0", or "-1" meant as one (unless a file has that name)."""
+    text = text.strip()
+    if text.isdecimal():
+        return True
+    return text.startswith("-") and text[1:].isdecimal() and not os.path.exists(text)
 
 
 def _is_url(text: str) -> bool:

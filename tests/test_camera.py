@@ -231,6 +231,7 @@ def test_folder_of_only_unreadable_images_fails_clearly(tmp_path: Path) -> None:
     (lambda tmp: tmp / "notes.txt", "cannot open video"),
     (lambda tmp: "ftp://example.com/x.avi", "unsupported stream URL"),
     (lambda tmp: -1, "negative"),
+    (lambda tmp: "-1", "negative"),  # as typed after --source
     (lambda tmp: True, "not a source"),
 ])
 def test_unopenable_sources_fail_at_once_with_the_fix(tmp_path: Path, make, match) -> None:
