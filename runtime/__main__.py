@@ -78,6 +78,8 @@ def predict(args: argparse.Namespace) -> int:
     if args.top_k < 1 or args.batch_size < 1:
         raise EdgeCNNError("--top-k and --batch-size must be at least 1")
     roi = parse_roi(args.roi) if args.roi else None
+    if args.out:
+        bulk.check_output(args.out, args.overwrite)  # before the model loads
     classifier = runtime.load(args.model, threads=args.threads)
     override_framing(classifier, args.framing, announce=not args.json)
     paths = bulk.expand(args.images)  # a typo fails here, before any work

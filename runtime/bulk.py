@@ -187,14 +187,19 @@ def as_record(row: Row) -> dict:
                             for p in row.predictions]}
 
 
-@contextmanager
-def open_output(path: str, top_k: int, overwrite: bool = False) -> Iterator[RowWriter]:
-    """A writer whose file appears under ``path`` only when the run completes."""
-    target = Path(path)
-    kind = target.suffix.lower()
+def check_output(path: str, overwrite: bool = False) -> str:
+    """Refuse a bad ``--out`` before any work; returns its kind (suffix)."""
+    kind = Path(path).suffix.lower()
     if kind not in OUT_SUFFIXES:
         raise EdgeCNNError(f"--out {path}: use a .csv or .jsonl file name")
     check_outputs({"--out": path}, {}, overwrite)
+    return kind
+
+
+@contextmanager
+def open_output(path: str, top_k: int, overwrite: bool = False) -> Iterator[RowWriter]:
+    """A writer whose file appears under ``path`` only when the run completes."""
+    target, kind = Path(path), check_output(path, overwrite)
     with atomic_path(target) as tmp, open(tmp, "w", encoding="utf-8", newline="") as handle:
         yield RowWriter(handle, kind, top_k)
 
@@ -208,14 +213,16 @@ def _walk(folder: str, hidden: bool = False) -> Iterator[str]:
     """Every file under ``folder`` (as a path through it), hidden folders left out unless
     ``hidden``.
 
-    Directory symlinks are followed (a dataset assembled from links is scanned), but each
-    real directory, known by (device, inode), is entered once: a link to a parent ends there
-    instead of nesting forever, and a folder linked twice is listed once. Links are entered
+    Directory symlinks are followed (a dataset assembled from links is scanned), but never
+    one to ``folder`` itself or a folder above it (``up -> ..`` or a link to ``/`` would
+    scan what the user did not name), and each real directory, known by (device, inode), is
+    entered once: a folder linked twice is listed once and no loop nests forever. Links are entered
     after the real tree, so a folder inside it keeps its own path: the real tree's files
     come first, sorted, then each link's.
     """
     entered: set[tuple[int, int]] = set()
     tops = deque([folder])
+    home = os.path.realpath(folder)
     while tops:
         for root, dirs, files in os.walk(tops.popleft()):  # links are listed, not entered
             try:
@@ -229,8 +236,14 @@ def _walk(folder: str, hidden: bool = False) -> Iterator[str]:
             entered.add((info.st_dev, info.st_ino))
             dirs[:] = sorted(d for d in dirs if hidden or not d.startswith("."))
             paths = [os.path.join(root, d) for d in dirs]
-            tops.extend(path for path in paths if os.path.islink(path))
+            tops.extend(path for path in paths if os.path.islink(path)
+                        and not _encloses(os.path.realpath(path), home))
             yield from (os.path.join(root, f) for f in sorted(files))
+
+
+def _encloses(outer: str, inner: str) -> bool:
+    """Whether real path ``outer`` is ``inner`` or one of its parents."""
+    return inner == outer or inner.startswith(outer.rstrip(os.sep) + os.sep)
 
 
 def _glob(pattern: str) -> list[str]:

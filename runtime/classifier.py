@@ -33,6 +33,7 @@ if TYPE_CHECKING:
     from runtime.selfcheck import SelfCheckResult
 
 MAX_BATCH = 256  # larger batches are run in chunks: bounded memory on small devices
+FRAMED_BORDER = 32  # a model-size image whose border is brighter (90th pct) is not framed
 
 
 @dataclass(frozen=True)
@@ -203,11 +204,12 @@ def load(path: str | os.PathLike[str], threads: int | None = None,
 
 
 def _paper_border(image: object) -> bool:
-    """Whether a model-size image is a photo of paper (light border: dark ink on a sheet),
-    not a framed digit, which is light ink on black: the former must be framed too."""
+    """Whether a model-size image is not a framed digit: framed digits (MNIST's and the
+    framing's) have a black margin, so any brighter border (a crop of paper, even grey paper
+    in dim light) means the image must be framed like a photo."""
     gray = convert_color(check_image(image), "grayscale")[:, :, 0]
     border = np.concatenate([gray[0], gray[-1], gray[1:-1, 0], gray[1:-1, -1]])
-    return float(border.mean()) > 127.0
+    return float(np.percentile(border, 90)) > FRAMED_BORDER
 
 
 def check_framed_roi(framed: bool | None, roi: Sequence[int] | None) -> None:

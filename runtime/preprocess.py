@@ -45,7 +45,11 @@ def decode_image(data: bytes, name: str = "image") -> np.ndarray:
     """Decode image bytes (any format OpenCV reads) into a uint8 grayscale, BGR or BGRA array."""
     if not data:
         raise ImageError(f"cannot decode {name}: the file is empty")
-    image = cv2.imdecode(np.frombuffer(data, np.uint8), _decode_flags(data))
+    try:
+        image = cv2.imdecode(np.frombuffer(data, np.uint8), _decode_flags(data))
+    except cv2.error as exc:  # e.g. a header claiming more pixels than OpenCV allows
+        raise ImageError(f"cannot decode {name}: OpenCV refused it "
+                         f"({str(exc).strip().splitlines()[-1]})") from None
     if image is None or image.size == 0:
         raise ImageError(f"cannot decode {name}: not an image OpenCV can read "
                          "(PNG, JPEG, WebP, GIF, BMP, TIFF, …), or truncated")
@@ -59,8 +63,10 @@ def decode_image(data: bytes, name: str = "image") -> np.ndarray:
 def _scaled_to_bytes(image: np.ndarray) -> np.ndarray:
     """Pixels of another type as 0–255: floats in [0, 1] as they are, anything brighter
     (HDR radiance, integer counts) relative to the image's brightest pixel."""
-    values = np.nan_to_num(image.astype(np.float64), nan=0.0, posinf=0.0, neginf=0.0)
-    top = float(values.max(initial=0.0))
+    values = image.astype(np.float64)
+    finite = np.isfinite(values)
+    top = float(values[finite].max(initial=0.0))
+    values = np.where(np.isposinf(values), max(top, 1.0), np.where(finite, values, 0.0))
     unit = 1.0 if np.issubdtype(image.dtype, np.floating) and top <= 1.0 else max(top, 1.0)
     return np.clip(values * (255.0 / unit) + 0.5, 0, 255).astype(np.uint8)
 

@@ -11,7 +11,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
-from conftest import run_module
+from conftest import assert_clean_failure, run_module
 
 import runtime
 from runtime import bulk
@@ -162,9 +162,11 @@ def test_link_loops_end_and_each_file_is_listed_once(tmp_path: Path) -> None:
     expected = [f"{root}/sub/d.png", f"{root}/top.png"]
     assert sorted(bulk.expand([str(root)])) == expected
     assert bulk.expand([f"{root}/**/*.png"]) == expected
-    assert bulk.expand([f"{root}/sub/**/*.png"]) == [f"{root}/sub/d.png", f"{root}/sub/up/top.png"]
-    assert bulk.expand([f"{root}/**/d.png", f"{root}/sub"]) == [f"{root}/sub/d.png",
-                                                                 f"{root}/sub/up/top.png"]
+    # A link up (sub/up -> ..) leads out of the folder named: never followed.
+    assert bulk.expand([f"{root}/sub/**/*.png"]) == [f"{root}/sub/d.png"]
+    assert bulk.expand([f"{root}/**/d.png", f"{root}/sub"]) == [f"{root}/sub/d.png"]
+    (root / "sub" / "everything").symlink_to("/")
+    assert bulk.expand([str(root / "sub")]) == [f"{root}/sub/d.png"]
 
 
 def test_folders_reached_through_links_are_scanned(tmp_path: Path) -> None:
@@ -198,3 +200,11 @@ def test_globs_match_what_glob_matches_without_links(
         expected = sorted({m for m in glob.glob(text, recursive=True)
                            if os.path.isfile(m) and bulk._is_image_name(m)})
         assert expected and bulk.expand([text]) == expected
+
+
+def test_a_bad_out_fails_before_the_model_is_even_read(tmp_path: Path) -> None:
+    (tmp_path / "preds.csv").write_text("yesterday's results")
+    result = run_module("runtime", "predict", "--model", str(tmp_path / "missing.onnx"),
+                        str(tmp_path), "--out", str(tmp_path / "preds.csv"))
+    assert_clean_failure(result, "--out", "preds.csv exists", "--overwrite")
+    assert (tmp_path / "preds.csv").read_text() == "yesterday's results"

@@ -326,7 +326,7 @@ def test_an_image_too_small_for_a_digit_is_an_image_error(shape: tuple[int, int]
         with pytest.raises(ImageError, match=f"the image is {width}x{height} px, too small to "
                                              f"hold a digit.*at least {MIN_ROI_SIDE} px"):
             frame_digit(frame)
-    assert MIN_ROI_SIDE == 8
+    assert min(shape) < MIN_ROI_SIDE  # each case really is under the limit
 
 
 @pytest.mark.parametrize("shape", [(8, 8), (8, 500), (500, 8), (9, 13), (12, 12), (16, 300),

@@ -101,6 +101,8 @@ def test_images_at_model_size_or_marked_framed_are_used_as_they_are(
     assert classifier.predict(paper) == classifier.classify_frame(paper).predictions
     seen = classifier.model_pixels(paper)[..., 0].astype(float)
     assert seen[0].mean() < 10 and np.corrcoef(seen.ravel(), digit.ravel())[0, 1] > 0.8
+    dim = (100 - digit.astype(np.float32) * (80 / 255)).astype(np.uint8)  # grey paper, dim
+    assert classifier.model_pixels(dim)[0].max() < 10  # framed too: a black margin
     assert classifier.predict(paper, framed=True) == classifier.top(
         classifier.probabilities(prepare(paper, classifier.spec)[None])[0], 3)
 

@@ -143,6 +143,15 @@ def test_phone_photos_are_read_upright_and_other_formats_keep_alpha() -> None:
         read = decode_image(data.tobytes(), f"x{suffix}")
         assert ok and read.dtype == np.uint8, suffix
         assert np.abs(read[..., 0].astype(int) - upright).max() <= 8, suffix
+    glare = upright.astype(np.float32) / 255
+    glare[0, 0] = np.inf  # a saturated pixel is white, not black
+    ok, data = cv2.imencode(".pfm", glare)
+    assert ok and decode_image(data.tobytes(), "glare.pfm")[0, 0, 0] == 255
+    # A header claiming more pixels than OpenCV decodes is an ImageError, not a cv2.error.
+    huge = bytearray(cv2.imencode(".png", upright)[1].tobytes())
+    huge[16:24] = (70000).to_bytes(4, "big") * 2  # IHDR width and height
+    with pytest.raises(ImageError, match=r"cannot decode huge\.png"):
+        decode_image(bytes(huge), "huge.png")
 
 
 @pytest.mark.parametrize(("image", "message"), [

@@ -72,6 +72,10 @@ def test_stroke_makes_pens_bolder_or_thinner_and_only_while_training() -> None:
     # The bar stays where it was: the pen changes, not the digit.
     assert (first[:, :, :10] == 0).all() and (first[:, :, 18:] == 0).all()
     np.testing.assert_array_equal(RandomStroke(1.0, seed=3)(images, training=False), images)
+    thin = np.zeros((64, 28, 28, 1), np.float32)
+    thin[:, 4:24, 13:15] = 255.0  # a fine liner's 2-pixel stroke: thinned, never erased
+    assert (RandomStroke(1.0, seed=3)(thin, training=True).numpy().reshape(64, -1).max(1)
+            >= 0.35 * 255 - 1e-3).all()
     stroke = build_augmenter(seed=1, flip=False, fill="constant", stroke=0.5)
     assert type(stroke.layers[0]).__name__ == "RandomStroke"
 
@@ -124,3 +128,25 @@ def test_repeat_weighs_one_part_of_joined_data_more() -> None:
     for bad in ("digits=2", "mnist5k=0", "mnist5k=x"):
         with pytest.raises(EdgeCNNError, match="--repeat"):
             repeated(split, bad)
+
+
+def test_a_run_recorded_before_an_option_existed_resumes(tmp_path) -> None:
+    """A record without an option added later (whose default is what the run did) resumes;
+    a real difference is still refused."""
+    from runtime.errors import BundleError
+    from runtime.files import write_json
+    from train.config import TrainConfig
+    from train.run import prepare_resume
+
+    key = TrainConfig().resume_key()
+    old = {k: v for k, v in key.items() if k not in ("stroke", "photograph", "cutout")}
+    checkpoints = tmp_path / "checkpoints"
+    checkpoints.mkdir()
+    (checkpoints / "ckpt-3.index").write_text("")
+    write_json(tmp_path / "run.json", old)
+    prepare_resume(key, restart=False, record=tmp_path / "run.json",
+                   checkpoint_dir=checkpoints, chief=True)
+    write_json(tmp_path / "run.json", old)
+    with pytest.raises(BundleError, match=r"stroke 0\.0 → 0\.5"):
+        prepare_resume(key | {"stroke": 0.5}, restart=False, record=tmp_path / "run.json",
+                       checkpoint_dir=checkpoints, chief=True)

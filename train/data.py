@@ -90,7 +90,7 @@ class PreparedData:
     skipped: SkipLog
     color: ColorChoice
     held_out: dict[str, HeldOutGroups] = field(default_factory=dict)
-    photographs: int = 0  # camera photographs of training digits in ``train`` (--photograph)
+    photographs: int = 0  # camera photographs added to ``train`` while fitting (--photograph)
 
 
 def plan_data(source: ArraySource | FolderSource, *, arch: str, img_size: int, color: str,

@@ -51,6 +51,9 @@ CONFIDENCE_LEVELS = (0.0, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 0.95)  # tabulated 
 # "?" a third of an error, withheld below 2/3) was tried: camera frames are less sure than
 # the validation images, and on make demo's clip it withheld 7 of 480 frames, all right.
 WRONG_COST = 1.0
+# Options added after runs were recorded, whose default is what those runs did: a record
+# without them resumes. (Not convs_per_block: its default changed from what old runs used.)
+ADDED_OFF = {"cutout": 0.0, "stroke": 0.0, "photograph": ""}
 
 
 @dataclass(frozen=True)
@@ -92,9 +95,6 @@ def run(cfg: TrainConfig) -> dict[str, Any]:
                             batch_size=cfg.batch_size, in_memory=isinstance(source, ArraySource),
                             cache=cfg.cache)
     data = prepare_data(source, plan)
-    before = len(data.train)
-    data.train = with_photographs(data.train, data.spec, cfg.photograph, cfg.seed, source.name)
-    data.photographs = len(data.train) - before
     peaks.mark("data")
 
     strategy = start_tensorflow(cfg.strategy)
@@ -119,7 +119,7 @@ def run(cfg: TrainConfig) -> dict[str, Any]:
         model, result = fit(data, strategy, make_model,
                             optimizer=cfg.optimizer, lr=cfg.lr, epochs=cfg.epochs,
                             ema=cfg.ema, label_smoothing=cfg.label_smoothing, keep=cfg.keep,
-                            repeat=cfg.repeat,
+                            repeat=cfg.repeat, photograph=cfg.photograph,
                             batch_size=cfg.batch_size, patience=cfg.patience,
                             augmenter=make_augmenter(cfg.augment, cfg.flip, cfg.seed,
                                                      data.spec.framing, cfg.shift,
@@ -204,7 +204,7 @@ def fit(data: PreparedData, strategy: Any, make_model: Callable[[], Any], *, opt
         lr: float, epochs: int, batch_size: int, patience: int, augmenter: Any, seed: int,
         cache: str | None, checkpoints: Checkpoints, verbose: bool,
         resume: bool, ema: float = 0.0, label_smoothing: float = 0.0,
-        keep: str = "best", repeat: str = "") -> tuple[Any, Any]:
+        keep: str = "best", repeat: str = "", photograph: str = "") -> tuple[Any, Any]:
     """Build the model under ``strategy`` and train it; returns (model, loop.FitResult)."""
     import keras
     import tensorflow as tf
@@ -212,7 +212,12 @@ def fit(data: PreparedData, strategy: Any, make_model: Callable[[], Any], *, opt
     from train import loop, pipeline
 
     keras.utils.set_random_seed(seed)
-    train = repeated(data.train, repeat, data.spec.dataset["name"])
+    # Photographs join the training images here only: the reported counts, the split and
+    # the calibration sample stay the user's own images.
+    name = data.spec.dataset["name"]
+    train = with_photographs(data.train, data.spec, photograph, seed, name)
+    data.photographs = len(train) - len(data.train)
+    train = repeated(train, repeat, name)
     steps = len(train) // batch_size
     with strategy.scope():
         model = make_model()
@@ -365,6 +370,7 @@ def prepare_resume(key: dict[str, Any], *, restart: bool, record: Path, checkpoi
     has_checkpoint = any(checkpoint_dir.glob("ckpt-*.index")) if checkpoint_dir.is_dir() else False
     if has_checkpoint and record.is_file() and not restart:  # other workers: chief deletes
         before = read_json(record)
+        before = {**ADDED_OFF, **before}  # a run recorded before an option existed
         changed = {k: (before.get(k), v) for k, v in key.items() if before.get(k) != v}
         if changed:
             detail = ", ".join(f"{k} {a!r} → {b!r}" for k, (a, b) in sorted(changed.items()))
