@@ -7,7 +7,7 @@
 
 Digit models frame a photo first (cut out and centre the digit, as MNIST was made), the
 same way ``python -m runtime predict`` and the camera demo do; an image already at the
-model's input size with a dark border (light ink on black), or passed with ``framed=True``,
+model's input size with a black margin (light ink on black), or passed with ``framed=True``,
 is used as it is.
 """
 

@@ -6,7 +6,7 @@ PATHs are image files, folders (searched recursively) and glob patterns; images 
 batches, files that cannot be read are skipped and counted, and ``--out preds.csv`` (or
 ``.jsonl``) writes one row per file. Digit models (spec framing "digit", or ``--framing
 digit``) cut and centre photos of handwritten digits the way MNIST was made, as
-``Classifier.predict`` does; images already at the model's input size with a dark border,
+``Classifier.predict`` does; images already at the model's input size with a black margin,
 or all images with ``--framed``, are used as they are. ``predict`` runs the file's
 self-check once before the first image and refuses to go on if it fails.
 """

@@ -94,7 +94,7 @@ class Classifier:
         Digit models (``spec.framing == "digit"``) read a photo the way
         ``python -m runtime predict`` and the camera demo do: the digit is cut out and
         centred like MNIST (:meth:`classify_frame`), and blank paper gives ``[]``. An image
-        already at the model's input size (28×28) with a dark border is taken as framed
+        already at the model's input size (28×28) with a black margin is taken as framed
         and used as it is (dark ink on light paper at that size is framed like a photo);
         ``framed=True`` says the same of another size, ``framed=False`` frames any image.
         ``roi`` (x, y, w, h) is where to look in a photo; other models resize the whole image,
