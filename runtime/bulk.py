@@ -2,11 +2,11 @@
 
 ``python -m runtime predict`` runs through here for one file or a hundred thousand. Inputs
 are files, folders (searched recursively for image suffixes; hidden names skipped) and
-glob patterns; ``**`` and folders follow directory symlinks, each real directory once, so
-a link loop ends. Reader threads decode and prepare the next batches while the engine runs
-the current one (file reads and OpenCV's decoding release the GIL). A file that cannot be
-read, decoded or framed (a FIFO, a corrupt or 1×1 image) is reported and counted, and the
-run goes on.
+glob patterns; ``**`` and folders follow directory symlinks, each real directory once and
+never one leading back up to the folder named, so a link loop ends. Reader threads decode
+and prepare the next batches while the engine runs the current one (file reads and
+OpenCV's decoding release the GIL). A file that cannot be read, decoded or framed (a FIFO,
+a corrupt or 1×1 image) is reported and counted, and the run goes on.
 """
 
 from __future__ import annotations
@@ -106,9 +106,10 @@ def _model_pixels(classifier: Classifier, path: str, framed: bool | None,
                   roi: Sequence[int] | None) -> np.ndarray | str | None:
     """One file's model input, None when a digit model sees no ink, or why it is skipped.
 
-    What a bad file can raise becomes its row's reason and the run goes on: ImageError and
-    decoders' ValueError and cv2.error while reading, ImageError (an image too small to
-    frame) and cv2.error while framing. Anything else is a bug and stops the run.
+    What a bad file can raise becomes its row's reason and the run goes on: ImageError
+    while reading (``read_image`` turns every read and decode failure into one), ImageError
+    (an image too small to frame) and cv2.error while framing. Anything else is a bug and
+    stops the run.
     """
     reason = _not_regular(path)
     if reason:
@@ -117,8 +118,6 @@ def _model_pixels(classifier: Classifier, path: str, framed: bool | None,
         image = read_image(path)
     except ImageError as exc:
         return str(exc)
-    except (ValueError, cv2.error) as exc:
-        return f"cannot decode {path}: {first_line(exc)}"
     try:
         return classifier.model_pixels(image, framed=framed, roi=roi)
     except ImageError as exc:
@@ -216,9 +215,9 @@ def _walk(folder: str, hidden: bool = False) -> Iterator[str]:
     Directory symlinks are followed (a dataset assembled from links is scanned), but never
     one to ``folder`` itself or a folder above it (``up -> ..`` or a link to ``/`` would
     scan what the user did not name), and each real directory, known by (device, inode), is
-    entered once: a folder linked twice is listed once and no loop nests forever. Links are entered
-    after the real tree, so a folder inside it keeps its own path: the real tree's files
-    come first, sorted, then each link's.
+    entered once: a folder linked twice is listed once and no loop nests forever. Links are
+    entered after the real tree, so a folder inside it keeps its own path: the real tree's
+    files come first, sorted, then each link's.
     """
     entered: set[tuple[int, int]] = set()
     tops = deque([folder])

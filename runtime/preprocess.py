@@ -84,8 +84,9 @@ def read_image(path: str | os.PathLike[str]) -> np.ndarray:
     """Read and decode one image file (unicode paths work, unlike ``cv2.imread``)."""
     try:
         data = Path(path).read_bytes()
-    except OSError as exc:
-        raise ImageError(f"cannot read image {path}: {exc.strerror or exc}") from None
+    except (OSError, ValueError) as exc:  # ValueError: a name with a NUL byte
+        raise ImageError(f"cannot read image {path}: "
+                         f"{getattr(exc, 'strerror', None) or exc}") from None
     return decode_image(data, str(path))
 
 

@@ -54,9 +54,8 @@ def with_photographs(split: Split, spec: ModelSpec, option: str, seed: int,
     photos, shows = photographed(split.images[chosen, :, :, 0], copies, seed)
     log.info("--photograph %s: %d photographs added to %d training images", option,
              len(photos), len(split))
-    extra = Split(labels=split.labels[chosen][shows], images=prepare_batch(photos, spec),
-                  parts=None if split.parts is None else split.parts[chosen][shows])
-    return Split(labels=np.concatenate([split.labels, extra.labels]),
-                 images=np.concatenate([split.images, extra.images]),
+    shown = split.subset(chosen[shows])  # the digit each photograph shows: label and part
+    return Split(labels=np.concatenate([split.labels, shown.labels]),
+                 images=np.concatenate([split.images, prepare_batch(photos, spec)]),
                  parts=None if split.parts is None else np.concatenate([split.parts,
-                                                                        extra.parts]))
+                                                                        shown.parts]))

@@ -369,8 +369,7 @@ def prepare_resume(key: dict[str, Any], *, restart: bool, record: Path, checkpoi
         record.unlink(missing_ok=True)
     has_checkpoint = any(checkpoint_dir.glob("ckpt-*.index")) if checkpoint_dir.is_dir() else False
     if has_checkpoint and record.is_file() and not restart:  # other workers: chief deletes
-        before = read_json(record)
-        before = {**ADDED_OFF, **before}  # a run recorded before an option existed
+        before = {**ADDED_OFF, **read_json(record)}  # recorded before an option existed
         changed = {k: (before.get(k), v) for k, v in key.items() if before.get(k) != v}
         if changed:
             detail = ", ".join(f"{k} {a!r} → {b!r}" for k, (a, b) in sorted(changed.items()))
