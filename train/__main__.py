@@ -38,6 +38,8 @@ def build_parser() -> argparse.ArgumentParser:
     add("--optimizer", choices=["adam", "sgd"], default=DEFAULTS.optimizer)
     add("--activation", choices=["relu", "tanh", "sigmoid"], default=DEFAULTS.activation)
     add("--dropout", type=float, default=DEFAULTS.dropout, help="dropout before the classifier")
+    add("--conv-dropout", type=float, default=DEFAULTS.conv_dropout,
+        help="dropout after each pooling of the convolutions (0: off)")
     add("--hidden", type=int, default=DEFAULTS.hidden,
         help="twoconv: units of a dense layer between the convolutions and the classifier "
         "(0: none; with --convs-per-block 1, the design document's model as first built)")
@@ -49,6 +51,9 @@ def build_parser() -> argparse.ArgumentParser:
         "Conv-Conv-Pool-Conv-Conv-Pool, or 1, the design document's Conv-Pool-Conv-Pool; "
         "None: 2 for twoconv, 1 for dense512)")
     add("--l2", type=float, default=DEFAULTS.l2, help="L2 weight penalty")
+    add("--weight-decay", type=float, default=DEFAULTS.weight_decay,
+        help="decoupled weight decay: each step shrinks every weight by this share of the "
+        "learning rate (AdamW-style, e.g. 0.05; 0: off)")
     add("--label-smoothing", type=float, default=DEFAULTS.label_smoothing,
         help="training targets: this share spread evenly over all classes")
     add("--ema", type=float, default=DEFAULTS.ema,
@@ -108,6 +113,8 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
         (cfg.lr > 0, f"--lr {cfg.lr} must be positive"),
         (0 <= cfg.dropout < 1, f"--dropout {cfg.dropout} must be in [0, 1)"),
         (cfg.l2 >= 0, f"--l2 {cfg.l2} must be zero or positive"),
+        (0 <= cfg.conv_dropout < 1, f"--conv-dropout {cfg.conv_dropout} must be in [0, 1)"),
+        (0 <= cfg.weight_decay < 1, f"--weight-decay {cfg.weight_decay} must be in [0, 1)"),
         (0 <= cfg.label_smoothing < 1,
          f"--label-smoothing {cfg.label_smoothing} must be in [0, 1)"),
         (0 <= cfg.ema < 1, f"--ema {cfg.ema} must be in [0, 1)"),

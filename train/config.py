@@ -43,10 +43,12 @@ class TrainConfig:
     optimizer: str = "adam"        # adam | sgd (SGD uses Nesterov momentum 0.9)
     activation: str = "relu"       # hidden-layer activation: relu | tanh | sigmoid
     dropout: float = 0.25          # dropout before the classifier layer(s); 0 disables
+    conv_dropout: float = 0.0      # dropout after each pooling of the convolutions; 0: off
     hidden: int = HIDDEN_UNITS     # twoconv: dense units before the classifier; 0: none
     filters: str = ",".join(map(str, FILTERS))  # twoconv: "A,B" filters of conv1 and conv2
     convs_per_block: int | None = None  # twoconv: 3×3 convolutions a block; None → 2
     l2: float = 0.0                # L2 weight penalty on conv and dense kernels
+    weight_decay: float = 0.0      # decoupled weight decay (AdamW-style), times the rate
     # The next three were chosen on validation over eight seeds (docs/printed.md, recipe):
     # handwriting +0.28 pp (6 of 8 seeds), printed -0.09 pp, both within a seed's noise.
     label_smoothing: float = 0.1   # share of each training target spread over all classes

@@ -15,20 +15,23 @@ from train.stroke import RandomStroke
 
 
 def build_model(arch: str, input_shape: tuple[int, int, int], num_classes: int, *,
-                activation: str = "relu", dropout: float = 0.0, l2: float = 0.0,
+                activation: str = "relu", dropout: float = 0.0, conv_dropout: float = 0.0,
+                l2: float = 0.0,
                 hidden: int = HIDDEN_UNITS, filters: tuple[int, int] = FILTERS,
                 batchnorm: bool = False, convs_per_block: int | None = None) -> keras.Model:
     """Build ``arch`` for ``input_shape`` (H, W, C) with a softmax over ``num_classes``.
 
     ``hidden`` (twoconv only) puts a dense layer of that many units between the convolutions
-    and the classifier; 0 with ``convs_per_block`` 1 leaves the design document's model,
-    whose classifier alone reads the 1,600 conv features and which underfits handwriting and
-    print together. ``filters`` are twoconv's two blocks' widths (dense512's one convolution
-    keeps 32). ``batchnorm`` normalizes each convolution's output before its activation
-    (export folds it away). ``convs_per_block`` 2 (twoconv's default) stacks two 3×3
-    convolutions of the same width before each pooling, "VGG-style":
-    Conv-Conv-Pool-Conv-Conv-Pool, a 4×4 feature map at 28×28 input instead of 5×5; the
-    extra layers are named ``conv1b`` and ``conv2b``. None: the architecture's default.
+    and the classifier; 0 with ``convs_per_block`` 1 leaves the design document's model, whose
+    classifier alone reads the 1,600 conv features and which underfits handwriting and print
+    together. ``filters`` are twoconv's two blocks' widths (dense512's one convolution keeps
+    32). ``conv_dropout`` > 0 drops that share of the pooled features after each pooling,
+    ``dropout`` of the features before the classifier. ``batchnorm`` normalizes each
+    convolution's output before its activation (export folds it away). ``convs_per_block`` 2
+    (twoconv's default) stacks two 3×3 convolutions of the same width before each pooling,
+    "VGG-style": Conv-Conv-Pool-Conv-Conv-Pool, a 4×4 feature map at 28×28 input instead of
+    5×5; the extra layers are named ``conv1b`` and ``conv2b``. None: the architecture's
+    default.
     """
     if arch not in MIN_SIZE:
         raise EdgeCNNError(f"--arch {arch!r}: choose from {', '.join(MIN_SIZE)}")
@@ -59,11 +62,15 @@ def build_model(arch: str, input_shape: tuple[int, int, int], num_classes: int, 
     if convs_per_block == 2:
         x = conv(filters[0], "conv1b")(x)
     x = layers.MaxPooling2D(2, name="pool1")(x)
+    if conv_dropout > 0:
+        x = layers.Dropout(conv_dropout, name="pool1_dropout")(x)
     if arch == "twoconv":
         x = conv(filters[1], "conv2")(x)
         if convs_per_block == 2:
             x = conv(filters[1], "conv2b")(x)
         x = layers.MaxPooling2D(2, name="pool2")(x)
+        if conv_dropout > 0:
+            x = layers.Dropout(conv_dropout, name="pool2_dropout")(x)
         x = layers.Flatten(name="flatten")(x)
         if hidden:
             x = layers.Dense(hidden, activation=activation, kernel_regularizer=reg,

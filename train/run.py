@@ -53,7 +53,8 @@ CONFIDENCE_LEVELS = (0.0, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 0.95)  # tabulated 
 WRONG_COST = 1.0
 # Options added after runs were recorded, whose default is what those runs did: a record
 # without them resumes. (Not convs_per_block: its default changed from what old runs used.)
-ADDED_OFF = {"cutout": 0.0, "stroke": 0.0, "photograph": ""}
+ADDED_OFF = {"cutout": 0.0, "stroke": 0.0, "photograph": "", "conv_dropout": 0.0,
+             "weight_decay": 0.0}
 
 
 @dataclass(frozen=True)
@@ -112,12 +113,14 @@ def run(cfg: TrainConfig) -> dict[str, Any]:
 
     make_model = functools.partial(build_model, cfg.arch, data.spec.input_shape,
                                    data.spec.num_classes, activation=cfg.activation,
-                                   dropout=cfg.dropout, l2=cfg.l2, hidden=cfg.hidden,
+                                   dropout=cfg.dropout, conv_dropout=cfg.conv_dropout,
+                                   l2=cfg.l2, hidden=cfg.hidden,
                                    filters=cfg.conv_filters, batchnorm=cfg.batchnorm,
                                    convs_per_block=cfg.convs_per_block)
     try:
         model, result = fit(data, strategy, make_model,
                             optimizer=cfg.optimizer, lr=cfg.lr, epochs=cfg.epochs,
+                            weight_decay=cfg.weight_decay,
                             ema=cfg.ema, label_smoothing=cfg.label_smoothing, keep=cfg.keep,
                             repeat=cfg.repeat, photograph=cfg.photograph,
                             batch_size=cfg.batch_size, patience=cfg.patience,
@@ -204,7 +207,8 @@ def fit(data: PreparedData, strategy: Any, make_model: Callable[[], Any], *, opt
         lr: float, epochs: int, batch_size: int, patience: int, augmenter: Any, seed: int,
         cache: str | None, checkpoints: Checkpoints, verbose: bool,
         resume: bool, ema: float = 0.0, label_smoothing: float = 0.0,
-        keep: str = "best", repeat: str = "", photograph: str = "") -> tuple[Any, Any]:
+        keep: str = "best", repeat: str = "", photograph: str = "",
+        weight_decay: float = 0.0) -> tuple[Any, Any]:
     """Build the model under ``strategy`` and train it; returns (model, loop.FitResult)."""
     import keras
     import tensorflow as tf
@@ -221,7 +225,7 @@ def fit(data: PreparedData, strategy: Any, make_model: Callable[[], Any], *, opt
     steps = len(train) // batch_size
     with strategy.scope():
         model = make_model()
-        opt = make_optimizer(optimizer, lr, epochs * steps, ema=ema)
+        opt = make_optimizer(optimizer, lr, epochs * steps, ema=ema, weight_decay=weight_decay)
     # Built once, so that a --cache filled in the first epoch serves the later ones.
     train_batches = pipeline.training_epochs(train, data.spec, data.skipped,
                                              batch_size=batch_size, seed=seed * 1000,
@@ -334,8 +338,12 @@ def check_batch(batch_size: int, n_train: int, replicas: int) -> None:
                            f"{batch_size}; lower --batch-size or add images")
 
 
-def make_optimizer(name: str, lr: float, total_steps: int, ema: float = 0.0) -> Any:
+def make_optimizer(name: str, lr: float, total_steps: int, ema: float = 0.0,
+                   weight_decay: float = 0.0) -> Any:
     """Adam (default) or Nesterov SGD, with the learning rate cosine-decayed to 0.
+
+    ``weight_decay`` > 0 shrinks every weight by that share of the current rate each step,
+    apart from the gradient (decoupled, as AdamW; Keras 3 optimizers all take it).
 
     ``ema`` > 0 keeps a moving average of the weights with that momentum (the loop validates
     and keeps the average, see :func:`train.loop.fit`), lowered for short runs so that the
@@ -344,10 +352,11 @@ def make_optimizer(name: str, lr: float, total_steps: int, ema: float = 0.0) -> 
 
     schedule = keras.optimizers.schedules.CosineDecay(lr, total_steps)
     momentum = min(ema, max(0.0, 1 - 5 / max(total_steps, 1)))
-    average = {"use_ema": ema > 0, "ema_momentum": momentum}
+    options = {"use_ema": ema > 0, "ema_momentum": momentum,
+               "weight_decay": weight_decay or None}
     if name == "sgd":
-        return keras.optimizers.SGD(schedule, momentum=0.9, nesterov=True, **average)
-    return keras.optimizers.Adam(schedule, **average)
+        return keras.optimizers.SGD(schedule, momentum=0.9, nesterov=True, **options)
+    return keras.optimizers.Adam(schedule, **options)
 
 
 def cache_path(cache: str | None, work: Path, worker: str) -> str | None:
