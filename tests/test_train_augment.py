@@ -92,6 +92,37 @@ def test_weight_average_momentum(ema: float, steps: int, momentum: float) -> Non
     assert not make_optimizer("sgd", 1e-3, steps).use_ema
 
 
+def test_weight_decay_shrinks_weights_apart_from_the_gradient() -> None:
+    """Decoupled: with a zero gradient Adam moves nothing, so all the change is the decay,
+    a share ``weight_decay`` of the current rate each step."""
+    import keras
+
+    from train.run import make_optimizer
+
+    model = keras.Sequential([keras.Input((3,)), keras.layers.Dense(2)])
+    kernel = model.trainable_variables[0]
+    kernel.assign(np.ones(kernel.shape, np.float32))
+    optimizer = make_optimizer("adam", 0.1, 10_000, weight_decay=0.5)
+    zeros = [np.zeros(v.shape, np.float32) for v in model.trainable_variables]
+    optimizer.apply_gradients(zip(zeros, model.trainable_variables, strict=True))
+    np.testing.assert_allclose(kernel.numpy(), 1 - 0.1 * 0.5, rtol=1e-5)
+    assert make_optimizer("adam", 0.1, 10_000).weight_decay is None
+
+
+def test_conv_dropout_follows_each_pooling_and_only_while_training() -> None:
+    from train.models import build_model
+
+    model = build_model("twoconv", (28, 28, 1), 10, conv_dropout=0.5)
+    names = [layer.name for layer in model.layers]
+    assert names.index("pool1_dropout") == names.index("pool1") + 1
+    assert names.index("pool2_dropout") == names.index("pool2") + 1
+    plain = build_model("twoconv", (28, 28, 1), 10)
+    assert not any(layer.name == "pool1_dropout" for layer in plain.layers)
+    assert plain.count_params() == model.count_params()  # no weights of its own
+    images = np.random.default_rng(0).uniform(0, 255, (2, 28, 28, 1)).astype(np.float32)
+    np.testing.assert_array_equal(model(images, training=False), model(images, training=False))
+
+
 def test_validation_sees_the_average_and_training_resumes_from_the_raw_weights() -> None:
     import keras
 

@@ -70,6 +70,8 @@ def test_saved_model_reproduces_reported_accuracy(trained_bundle: Path) -> None:
     (["--arch", "vgg16"], ["--arch", "twoconv"]),
     (["--img-size", "2"], ["--img-size"]),
     (["--dropout", "1.5"], ["--dropout"]),
+    (["--conv-dropout", "1"], ["--conv-dropout"]),
+    (["--weight-decay", "-0.1"], ["--weight-decay"]),
     (["--hidden", "-1"], ["--hidden"]),
     (["--filters", "48"], ["--filters", "two positive"]),
     (["--filters", "0,64"], ["--filters", "two positive"]),
