@@ -10,7 +10,9 @@ Live sources (webcams, URLs) are read by a capture thread that keeps only the ne
 so a slow model always sees the present instead of a growing backlog; the frames it skips
 are counted in ``source.stats.dropped``. A live source that fails is reopened with back-off
 a few times, then iteration ends with a :class:`SourceError` saying which source failed.
-Files (videos, folders) are read in order and nothing is dropped.
+Files (videos, folders) are read in order and nothing is dropped; a folder's images are
+listed as ``runtime predict`` lists them (:mod:`runtime.walk`: subfolders too, hidden names
+left out).
 
 The capture is released on every path out: end of the loop, ``close()``, leaving the
 ``with`` block (also on exceptions), an error, or the source being garbage-collected.
@@ -35,6 +37,7 @@ import numpy as np
 
 from runtime.errors import ImageError, SourceError
 from runtime.preprocess import IMAGE_SUFFIXES, convert_color, read_image
+from runtime.walk import images_under
 
 log = logging.getLogger(__name__)
 
@@ -173,10 +176,10 @@ def open_source(source: str | int | os.PathLike[str], *,
                           f"{', '.join(URL_SCHEMES)}, or {PICK_ANOTHER}")
     path = Path(text).expanduser()
     if path.is_dir():
-        images = sorted(p for p in path.iterdir()
-                        if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
+        images = [Path(p) for p in images_under(path) if os.path.isfile(p)]
         if not images:
-            raise SourceError(f"folder {path} has no images ({', '.join(IMAGE_SUFFIXES)}); "
+            raise SourceError(f"folder {path} has no images ({', '.join(IMAGE_SUFFIXES)}) "
+                              "in it or its subfolders; "
                               f"add some or {PICK_ANOTHER}")
         name = f"folder {path}"
         return FrameSource(name, "folder", _FolderReader(name, images))

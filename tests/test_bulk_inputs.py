@@ -15,6 +15,7 @@ from conftest import assert_clean_failure, run_module
 
 import runtime
 from runtime import bulk
+from runtime.walk import is_image_name
 
 PAPER = 210
 HANG_GUARD = 120  # seconds: a regression (an endless walk, a blocked read) fails, not hangs
@@ -198,7 +199,7 @@ def test_globs_match_what_glob_matches_without_links(
     monkeypatch.chdir(tmp_path)
     for text in (pattern, f"{tmp_path}/{pattern}"):
         expected = sorted({m for m in glob.glob(text, recursive=True)
-                           if os.path.isfile(m) and bulk._is_image_name(m)})
+                           if os.path.isfile(m) and is_image_name(m)})
         assert expected and bulk.expand([text]) == expected
 
 

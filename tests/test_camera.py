@@ -211,6 +211,22 @@ def test_folder_is_sorted_by_name_and_skips_unreadable_images(image_folder: Path
     assert (source.stats.delivered, source.stats.skipped, source.stats.dropped) == (4, 1, 0)
 
 
+def test_folder_reads_subfolders_like_predict_and_skips_hidden_names(image_folder: Path) -> None:
+    """Frames in subfolders play after the folder's own, each folder sorted; hidden files
+    (macOS ``._a.png``) and folders are left out, and a link back up ends the walk."""
+    day = image_folder / "day2"
+    day.mkdir()
+    cv2.imwrite(str(day / "a.png"), np.full((8, 10, 3), 6 * GRAY_STEP, np.uint8))
+    (image_folder / "._a.png").write_bytes(b"AppleDouble, not an image")
+    (image_folder / ".thumbs").mkdir()
+    cv2.imwrite(str(image_folder / ".thumbs" / "a.png"), np.zeros((8, 10, 3), np.uint8))
+    (day / "up").symlink_to(image_folder)
+    with open_source(str(image_folder)) as source:
+        frames = list(source)
+    assert [gray_level(f.image) for f in frames] == [1, 2, 3, 4, 6]
+    assert source.stats.skipped == 1  # bad.png only
+
+
 def test_single_image_file_is_one_frame(image_folder: Path) -> None:
     with open_source(image_folder / "b.png") as source:
         frames = list(source)
