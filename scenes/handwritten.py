@@ -20,9 +20,9 @@ from pathlib import Path
 
 import numpy as np
 
-from runtime.files import atomic_path
 from runtime.framing import default_roi
 from scenes import camera, printed
+from scenes.cache import cache_dir, load_set, store_set
 
 log = logging.getLogger(__name__)
 VERSION = 1  # bump when the rendering changes in a way the code digests cannot see
@@ -34,18 +34,15 @@ def photographed(digits: np.ndarray, copies: int, seed: int,
     uint8). Returns the photographs ((M, 28, 28) uint8) and, for each, the index of the digit
     it shows. A digit whose every retake reads "no digit" is left out, as in the printed set.
     """
-    folder = printed.cache_dir() if cache is None else cache
+    folder = cache_dir() if cache is None else cache
     key = printed.digest({"version": VERSION, "copies": copies, "seed": seed,
                           "digits": hashlib.sha256(digits.tobytes()).hexdigest(),
                           "shape": list(digits.shape), "code": printed.code_digests(
                               "handwritten.py")})
     path = folder / f"handwritten-{key}.npz"
-    if path.is_file():
-        try:
-            with np.load(path, allow_pickle=False) as npz:
-                return npz["images"], npz["sources"]
-        except (OSError, KeyError, ValueError) as exc:  # a damaged cache: render it again
-            log.warning("ignoring damaged cache %s (%s)", path, exc)
+    cached = load_set(path, "images", "sources")
+    if cached is not None:
+        return cached[0], cached[1]
     roi = default_roi(camera.HEIGHT, camera.WIDTH)
     images = np.zeros((len(digits) * copies, 28, 28), np.uint8)
     sources = np.zeros(len(digits) * copies, np.int64)
@@ -65,7 +62,5 @@ def photographed(digits: np.ndarray, copies: int, seed: int,
             log.info("handwritten photographs: %d/%d digits (%.0f s)", index + 1, len(digits),
                      time.perf_counter() - started)
     images, sources = images[:kept], sources[:kept]
-    folder.mkdir(parents=True, exist_ok=True)
-    with atomic_path(path) as tmp, open(tmp, "wb") as handle:
-        np.savez(handle, images=images, sources=sources)
+    store_set(path, images=images, sources=sources)
     return images, sources

@@ -21,16 +21,15 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from runtime.files import atomic_path
 from runtime.framing import default_roi, frame_digit
 from scenes import camera, fonts
+from scenes.cache import cache_dir, load_set, store_set
 
 log = logging.getLogger(__name__)
 PER_DIGIT = 16  # photographs of each digit in each font (default)
 # The printed source's photographs do not change with --seed (which still picks the split,
 # the order and the weights): one cached set serves every run.
 RENDER_SEED = 0
-CACHE_ENV = "EDGECNN_CACHE"  # where rendered sets are kept (default ~/.cache/edgecnn)
 RETAKES = 5  # photographs of one digit tried until the framing finds its ink
 VERSION = 1  # bump when the rendering changes in a way the code hash below cannot see
 
@@ -53,14 +52,10 @@ def printed_set(font_list: list[fonts.Font], per_digit: int = PER_DIGIT, seed: i
     """Every digit of every font, ``per_digit`` times, photographed and framed; cached."""
     fonts.require_fonts(font_list)
     folder = cache_dir() if cache is None else cache
-    key = cache_key(font_list, per_digit, seed)
-    path = folder / f"printed-{key}.npz"
-    if path.is_file():
-        try:
-            with np.load(path, allow_pickle=False) as npz:
-                return PrintedSet(npz["images"], npz["labels"], npz["families"], npz["fonts"])
-        except (OSError, KeyError, ValueError) as exc:  # a damaged cache: render it again
-            log.warning("ignoring damaged cache %s (%s)", path, exc)
+    path = folder / f"printed-{cache_key(font_list, per_digit, seed)}.npz"
+    cached = load_set(path, "images", "labels", "families", "fonts")
+    if cached is not None:
+        return PrintedSet(*cached)
     jobs = [(font, digit, per_digit, seed) for font in font_list for digit in range(10)]
     log.info("rendering %d printed digits (%d fonts x 10 digits x %d photographs) into %s",
              len(jobs) * per_digit, len(font_list), per_digit, path)
@@ -76,10 +71,8 @@ def printed_set(font_list: list[fonts.Font], per_digit: int = PER_DIGIT, seed: i
     families = np.repeat([font.family for font, _, _, _ in jobs], counts)
     names = np.repeat([font.name for font, _, _, _ in jobs], counts)
     result = PrintedSet(images, labels, families.astype(str), names.astype(str))
-    folder.mkdir(parents=True, exist_ok=True)
-    with atomic_path(path) as tmp, open(tmp, "wb") as handle:
-        np.savez(handle, images=result.images, labels=result.labels,
-                 families=result.families, fonts=result.fonts)
+    store_set(path, images=result.images, labels=result.labels, families=result.families,
+                fonts=result.fonts)
     return result
 
 
@@ -118,12 +111,6 @@ def framed_photo(coverage: np.ndarray, rng: np.random.Generator,
         if framed.ink_found:  # else the demo says "no digit": no picture to learn from
             return framed.image
     return None
-
-
-def cache_dir() -> Path:
-    root = os.environ.get(CACHE_ENV) or Path(os.environ.get("XDG_CACHE_HOME",
-                                                            Path.home() / ".cache")) / "edgecnn"
-    return Path(root)
 
 
 def cache_key(font_list: list[fonts.Font], per_digit: int, seed: int) -> str:

@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 
 from scenes import fonts, printed
+from scenes.cache import CACHE_ENV
 from train.errors import DataError
 from train.joined import join_sources
 from train.run import choose_min_confidence
@@ -106,11 +107,12 @@ def test_join_refuses_mixed_kinds() -> None:
 def small_printed(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Path:
     """The printed source at one photograph per digit and font, cached under tmp_path."""
     monkeypatch.setattr(printed, "PER_DIGIT", 1)
-    monkeypatch.setenv(printed.CACHE_ENV, str(tmp_path))
+    monkeypatch.setenv(CACHE_ENV, str(tmp_path))
     return tmp_path
 
 
-def test_printed_source_is_grouped_by_family_and_cached(small_printed: Path) -> None:
+def test_printed_source_is_grouped_by_family_and_cached(small_printed: Path,
+                                                        monkeypatch: pytest.MonkeyPatch) -> None:
     source = load_source("printed")
     found = fonts.installed_fonts()
     assert len(source.labels) == 10 * len(found) and source.framing == "digit"
@@ -118,9 +120,12 @@ def test_printed_source_is_grouped_by_family_and_cached(small_printed: Path) -> 
     assert source.images.shape[1:] == (28, 28) and source.images.max() == 255
     cached = list(small_printed.glob("printed-*.npz"))
     assert len(cached) == 1
-    stamp = cached[0].stat().st_mtime_ns
+
+    def no_rendering(*args: object) -> None:
+        raise AssertionError("rendered again instead of read from the cache")
+
+    monkeypatch.setattr(printed, "render_digit", no_rendering)
     again = load_source("printed")  # read back, not rendered again
-    assert cached[0].stat().st_mtime_ns == stamp
     assert np.array_equal(again.images, source.images)
 
 
@@ -214,3 +219,27 @@ def test_min_confidence_is_chosen_net_of_right_answers(rows: list[tuple], chosen
     table = [{"min_confidence": level, "withheld_wrong": wrong, "withheld_right": right}
              for level, wrong, right in rows]
     assert choose_min_confidence(table) == chosen
+
+
+def test_cache_keeps_the_recently_used_sets_of_each_kind(tmp_path: Path) -> None:
+    """Writing a set prunes its kind to the KEEP most recently used; reading one marks it
+    used; other kinds and other files are never touched."""
+    import os
+
+    from scenes.cache import KEEP, load_set, store_set
+
+    images = np.zeros((2, 28, 28), np.uint8)
+    paths = [tmp_path / f"printed-{n}.npz" for n in range(KEEP + 2)]
+    for age, path in enumerate(paths):
+        store_set(path, images=images)
+        os.utime(path, (1000 + age, 1000 + age))  # printed-0 the oldest
+    # Every write prunes to KEEP: printed-0 and -1 went when -4 and -5 were written.
+    assert sorted(tmp_path.glob("printed-*.npz")) == paths[2:]
+    (tmp_path / "handwritten-0.npz").write_bytes(b"another kind")
+    (tmp_path / "notes.txt").write_text("mine")
+    assert load_set(paths[2], "images")[0].shape == images.shape  # used now: kept longest
+    store_set(tmp_path / "printed-new.npz", images=images)
+    left = {p.name for p in tmp_path.iterdir()}
+    assert left == {"printed-2.npz", "printed-4.npz", "printed-5.npz", "printed-new.npz",
+                    "handwritten-0.npz", "notes.txt"}
+    assert load_set(tmp_path / "handwritten-0.npz", "images") is None  # damaged: render again
