@@ -27,6 +27,7 @@ from export.errors import CalibrationError
 from runtime.errors import EdgeCNNError
 from runtime.preprocess import is_image_file, prepare, read_image
 from runtime.spec import ModelSpec
+from runtime.walk import walk_files
 
 log = logging.getLogger(__name__)
 NPZ_LAYOUTS = (("x_train", "y_train"), ("images", "labels"), ("x", "y"), ("x_test", "y_test"),
@@ -267,10 +268,7 @@ def _from_folder(data: Path, spec: ModelSpec) -> Samples:
 
 
 def _plain_images(folder: Path) -> list[str]:
-    """Images under ``folder`` (links to folders not followed: no loops, no file twice)."""
-    found = []
-    for parent, dirs, files in os.walk(folder):
-        dirs[:] = sorted(d for d in dirs if not d.startswith("."))
-        found.extend(os.path.join(parent, name) for name in sorted(files)
-                     if not name.startswith(".") and is_image_file(os.path.join(parent, name)))
-    return found
+    """Images under ``folder``, known by content, listed as ``runtime predict`` lists a
+    folder (:func:`runtime.walk.walk_files`: linked folders once, never back up)."""
+    return [path for path in walk_files(str(folder))
+            if not os.path.basename(path).startswith(".") and is_image_file(path)]

@@ -107,6 +107,14 @@ def test_class_folders_in_sorted_order_and_a_plain_folder(tmp_path: Path) -> Non
     cv2.imwrite(str(tmp_path / "plain" / "a.png"), images[0])
     plain = read_samples(tmp_path / "plain", DIGITS)
     assert plain.class_names is None and plain.images.labels is None
+    # A linked folder is read once, a link back up never: as runtime predict lists it.
+    (tmp_path / "more").mkdir()
+    cv2.imwrite(str(tmp_path / "more" / "b.png"), images[1])
+    (tmp_path / "more" / "b.png").rename(tmp_path / "more" / "b")  # known by content
+    (tmp_path / "plain" / "sub").mkdir()  # one subfolder: still a plain folder
+    for name, target in (("more", "more"), ("again", "more"), ("up", "")):
+        (tmp_path / "plain" / "sub" / name).symlink_to(tmp_path / target)
+    assert len(read_samples(tmp_path / "plain", DIGITS).images) == 2
 
 
 @pytest.mark.parametrize(("arrays", "needles"), [
