@@ -36,6 +36,9 @@ def test_augmenter_has_elastic_only_on_request() -> None:
         return [type(layer).__name__ for layer in augmenter.layers]
 
     assert names(0.0) == ["RandomRotation", "RandomTranslation", "RandomZoom"]
+    unzoomed = build_augmenter(seed=1, flip=False, fill="constant", zoom=0.0)
+    assert [type(layer).__name__ for layer in unzoomed.layers] == ["RandomRotation",
+                                                                  "RandomTranslation"]
     assert names(34.0)[0] == "RandomElastic"
     cutout = build_augmenter(seed=1, flip=False, fill="constant", cutout=0.25)
     assert type(cutout.layers[-1]).__name__ == "RandomCutout"

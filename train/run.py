@@ -27,7 +27,7 @@ from runtime.errors import BundleError, EdgeCNNError, first_line
 from runtime.files import atomic_path, read_json, write_json
 from runtime.quiet import native_stderr_silenced
 from train import budget
-from train.config import TrainConfig
+from train.config import ZOOM, TrainConfig
 from train.data import (
     DataPlan,
     PreparedData,
@@ -54,7 +54,7 @@ WRONG_COST = 1.0
 # Options added after runs were recorded, whose default is what those runs did: a record
 # without them resumes. (Not convs_per_block: its default changed from what old runs used.)
 ADDED_OFF = {"cutout": 0.0, "stroke": 0.0, "photograph": "", "conv_dropout": 0.0,
-             "weight_decay": 0.0}
+             "weight_decay": 0.0, "zoom": 0.1}
 
 
 @dataclass(frozen=True)
@@ -126,7 +126,8 @@ def run(cfg: TrainConfig) -> dict[str, Any]:
                             batch_size=cfg.batch_size, patience=cfg.patience,
                             augmenter=make_augmenter(cfg.augment, cfg.flip, cfg.seed,
                                                      data.spec.framing, cfg.shift,
-                                                     cfg.elastic, cfg.cutout, cfg.stroke),
+                                                     cfg.elastic, cfg.cutout, cfg.stroke,
+                                                     zoom=cfg.zoom),
                             seed=cfg.seed, cache=cache_path(cfg.cache, work,
                                                             distribute.worker_name(strategy)),
                             checkpoints=checkpoints, verbose=chief, resume=not cfg.restart)
@@ -192,14 +193,15 @@ def log_data(data: PreparedData) -> None:
 
 
 def make_augmenter(augment: bool, flip: bool, seed: int, framing: str, shift: float,
-                   elastic: float, cutout: float = 0.0, stroke: float = 0.0) -> Any:
+                   elastic: float, cutout: float = 0.0, stroke: float = 0.0,
+                   zoom: float = ZOOM) -> Any:
     """The training-only augmentation, or None; digits are padded black, photos reflected."""
     if not augment:
         return None
     from train.models import build_augmenter
 
     return build_augmenter(seed=seed, flip=flip, shift=shift, elastic=elastic, cutout=cutout,
-                           stroke=stroke,
+                           stroke=stroke, zoom=zoom,
                            fill="constant" if framing == "digit" else "reflect")
 
 
