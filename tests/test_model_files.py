@@ -268,3 +268,34 @@ def test_one_unit_binary_classifiers_become_two_classes(activation: str | None, 
     unit = model.predict(images.astype(np.float32), verbose=0)[:, 0]
     p = unit if activation else 1 / (1 + np.exp(-unit))
     assert np.allclose(classifier.probabilities(images), np.stack([1 - p, p], 1), atol=1e-5)
+
+
+def test_names_tensorflow_refuses_are_renamed_and_the_tflite_file_is_made(
+        tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    """Keras takes any name; TensorFlow's scopes and signatures do not ("my input:0", "conv 1"),
+    and TFLite's converter then failed with "'NoneType' object is not callable"."""
+    import keras
+
+    keras.utils.set_random_seed(2)
+    image = keras.Input((12, 12, 1), name="my input:0")
+    inner = keras.Sequential([keras.layers.Conv2D(2, 3, name="conv 1")], name="inner block")
+    x = keras.layers.Flatten()(inner(keras.layers.Rescaling(1 / 255)(image)))
+    model = keras.Model(image, keras.layers.Dense(3, activation="softmax", name="classes (3)")(x),
+                        name="My Net")
+    model.save(tmp_path / "odd.keras")
+    out = tmp_path / "out"
+    code, stdout, err = _export(["--model", str(tmp_path / "odd.keras"), "--calib-data",
+                                 str(_samples(tmp_path / "s.npz", (12, 12))), "--formats",
+                                 "tflite", "--bundle", str(out)], capsys)
+    assert code == 0, err
+    assert ("'conv 1' as 'conv_1'" in stdout and "input 'my input:0' as 'image'" in stdout
+            and "'My Net' as 'My_Net'" in stdout), stdout
+    images = np.load(tmp_path / "s.npz")["images"][:6]
+    weights = model.get_weights()  # the same weights under names TensorFlow takes
+    same = keras.Sequential([keras.Input((12, 12, 1)), keras.layers.Rescaling(1 / 255),
+                             keras.layers.Conv2D(2, 3), keras.layers.Flatten(),
+                             keras.layers.Dense(3, activation="softmax")])
+    same.set_weights(weights)
+    expected = same.predict(images[..., None].astype(np.float32), verbose=0)
+    probs = runtime.load(out / "model.tflite").probabilities(images[..., None])
+    assert np.abs(probs - expected).max() < 1e-5
