@@ -46,7 +46,7 @@ def image_model(model: Any, path: Path,
         raise UnsupportedModelError(f"{path.name} output shape {out} is not (batch, classes)")
     if len(shape) == 3 and shape[2] in IMAGE_CHANNELS:
         target = (*_size(shape[:2], input_size, path), shape[2])
-        if target == shape and TF_NAME.match(model.inputs[0].name):
+        if target == shape and TF_NAME.match(model.inputs[0].name) and _float_input(model, path):
             return model, target  # already what export needs: the model itself
         return _rebuilt(model, target, reshape=None), target
     if len(shape) == 2:
@@ -60,6 +60,18 @@ def image_model(model: Any, path: Path,
     raise UnsupportedModelError(f"{path.name} input shape {(None, *shape)} is not an image: "
                                 "export needs (batch, height, width, 1 or 3 channels), "
                                 "(batch, height, width) or flat pixels (batch, features)")
+
+
+def _float_input(model: Any, path: Path) -> bool:
+    """Whether the model takes float32; one that takes uint8 (or another type) is rebuilt
+    behind a float32 input of the same values, which every exported file and the runtime's
+    integer input handling expect (a uint8 float file reads as quantized without a scale)."""
+    dtype = str(model.inputs[0].dtype)
+    if dtype == "float32":
+        return True
+    log.info("%s takes %s input; exported files take the same values as float32", path.name,
+             dtype)
+    return False
 
 
 def tf_safe_names(model: Any, path: Path) -> Any:

@@ -299,3 +299,34 @@ def test_names_tensorflow_refuses_are_renamed_and_the_tflite_file_is_made(
     expected = same.predict(images[..., None].astype(np.float32), verbose=0)
     probs = runtime.load(out / "model.tflite").probabilities(images[..., None])
     assert np.abs(probs - expected).max() < 1e-5
+
+
+@pytest.mark.parametrize("kind", ["uint8", "mixed_float16"])
+def test_uint8_input_and_mixed_precision_models_export(kind: str, tmp_path: Path,
+                                                       capsys: pytest.CaptureFixture) -> None:
+    """A model taking uint8 pixels made a float ONNX file with a uint8 input, which the
+    runtime refused ("uint8 but neither the file nor its spec gives a scale"); a
+    mixed_float16 model failed TFLite conversion ("Could not translate MLIR to FlatBuffer")."""
+    import keras
+
+    keras.utils.set_random_seed(3)
+    policy = kind if kind == "mixed_float16" else None  # per layer: no global policy to undo
+    image = keras.Input((10, 10, 3), dtype="uint8" if kind == "uint8" else "float32")
+    x = keras.layers.Rescaling(1 / 255, dtype=policy)(image)
+    x = keras.layers.Conv2D(4, 3, activation="relu", dtype=policy)(x)
+    x = keras.layers.GlobalAveragePooling2D(dtype=policy)(x)
+    model = keras.Model(image, keras.layers.Dense(3, activation="softmax", dtype="float32")(x))
+    model.save(tmp_path / "m.keras")
+    out = tmp_path / "out"
+    code, stdout, err = _export(["--model", str(tmp_path / "m.keras"), "--calib-data",
+                                 str(_samples(tmp_path / "s.npz", (10, 10, 3))), "--bundle",
+                                 str(out)], capsys)
+    assert code == 0, err
+    said = {"uint8": "value range: 0,255 for m.keras, which takes uint8 pixels",
+            "mixed_float16": "computes in mixed_float16: exported as float32"}[kind]
+    assert said in stdout, stdout
+    images = np.load(tmp_path / "s.npz")["images"][:8]
+    expected = model.predict(images if kind == "uint8" else images.astype(np.float32), verbose=0)
+    for name in ("model.onnx", "model.tflite"):
+        probs = runtime.load(out / name).probabilities(images)
+        assert np.abs(probs - expected).max() < (1e-5 if kind == "uint8" else 1e-2), name
