@@ -101,7 +101,7 @@ def _export(args: argparse.Namespace) -> int:
 
     checks = [Check(**c) for c in report["files"]]
     print(table(checks, report["reference"]["size_bytes"], report["reference"]["accuracy"],
-                report.get("quantization")))
+                report.get("quantization"), report["reference"]["file"]))
     print(f"report: {bundle / EXPORT_REPORT}")
     if not report["all_passed"]:
         failed = ", ".join(c.file for c in checks if not c.passed)

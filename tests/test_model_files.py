@@ -290,6 +290,8 @@ def test_names_tensorflow_refuses_are_renamed_and_the_tflite_file_is_made(
     assert code == 0, err
     assert ("'conv 1' as 'conv_1'" in stdout and "input 'my input:0' as 'image'" in stdout
             and "'My Net' as 'My_Net'" in stdout), stdout
+    assert any(line.startswith("odd.keras ") and line.endswith("reference")
+               for line in stdout.splitlines()), stdout  # the table names the user's file
     images = np.load(tmp_path / "s.npz")["images"][:6]
     weights = model.get_weights()  # the same weights under names TensorFlow takes
     same = keras.Sequential([keras.Input((12, 12, 1)), keras.layers.Rescaling(1 / 255),
@@ -330,3 +332,21 @@ def test_uint8_input_and_mixed_precision_models_export(kind: str, tmp_path: Path
     for name in ("model.onnx", "model.tflite"):
         probs = runtime.load(out / name).probabilities(images)
         assert np.abs(probs - expected).max() < (1e-5 if kind == "uint8" else 1e-2), name
+
+
+def test_a_failed_export_into_a_new_folder_leaves_no_folder(tmp_path: Path,
+                                                            capsys: pytest.CaptureFixture) -> None:
+    """Discretization is TensorFlow's Bucketize, which has no ONNX op: one line, and the
+    folder export made for its files is gone again (it was left empty)."""
+    import keras
+
+    image = keras.Input((10, 10, 3))
+    x = keras.layers.Discretization(bin_boundaries=[50.0, 100.0])(
+        keras.layers.GlobalAveragePooling2D()(image))
+    keras.Model(image, keras.layers.Dense(3, activation="softmax")(x)).save(tmp_path / "b.keras")
+    out = tmp_path / "new" / "out"
+    code, _, err = _export(["--model", str(tmp_path / "b.keras"), "--calib-data",
+                            str(_samples(tmp_path / "s.npz", (10, 10, 3))), "--bundle", str(out)],
+                           capsys)
+    assert code == 2 and len(err) == 1 and "Bucketize" in err[0], err
+    assert not (tmp_path / "new").exists()
