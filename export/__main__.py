@@ -150,8 +150,14 @@ def _labels(value: str | None) -> list[str] | None:
         return None
     path = Path(value)
     if path.is_file():
-        return [line.strip() for line in path.read_text().splitlines() if line.strip()]
-    return [item.strip() for item in value.split(",") if item.strip()]
+        labels = [line.strip() for line in path.read_text().splitlines() if line.strip()]
+    else:
+        labels = [item.strip() for item in value.split(",") if item.strip()]
+    twice = sorted({label for label in labels if labels.count(label) > 1})
+    if twice:  # two outputs of one name: no reader could tell them apart
+        raise EdgeCNNError(f"--labels names {', '.join(repr(t) for t in twice)} more than once; "
+                           "each class needs its own name")
+    return labels
 
 
 def _value_range(text: str) -> tuple[float, float]:

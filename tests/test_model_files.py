@@ -193,6 +193,14 @@ def test_messages_name_the_model_the_user_named(tmp_path: Path,
         assert name in err[0] and needle in err[0], err[0]
 
 
+def test_labels_named_twice_are_refused_before_any_work(tmp_path: Path,
+                                                        capsys: pytest.CaptureFixture) -> None:
+    code, _, err = _export(["--model", str(tmp_path / "none.keras"), "--calib-data",
+                            str(tmp_path), "--labels", "a,a,b, c ,c"], capsys)
+    assert code == 2 and err == ["export: error: --labels names 'a', 'c' more than once; each "
+                                 "class needs its own name"], err
+
+
 def test_bundle_exports_refuse_flags_for_foreign_models(trained_bundle: Path, tmp_path: Path,
                                                         capsys: pytest.CaptureFixture) -> None:
     bundle = tmp_path / "bundle"
