@@ -358,3 +358,17 @@ def test_a_failed_export_into_a_new_folder_leaves_no_folder(tmp_path: Path,
                            capsys)
     assert code == 2 and len(err) == 1 and "Bucketize" in err[0], err
     assert not (tmp_path / "new").exists()
+
+
+def test_a_failed_int8_file_says_what_is_left_to_try() -> None:
+    from types import SimpleNamespace
+
+    from export.__main__ import _int8_advice, build_parser
+
+    int8 = SimpleNamespace(precision="int8", passed=False)
+    floats = SimpleNamespace(precision="float32", passed=False)
+    args = build_parser().parse_args(["--int8"])
+    assert "--qat 4" in _int8_advice(args, [int8]) and "--dynamic" in _int8_advice(args, [int8])
+    assert "--qat" not in _int8_advice(build_parser().parse_args(["--qat", "4"]), [int8])
+    assert "--repair auto" in _int8_advice(build_parser().parse_args(["--repair", "off"]), [int8])
+    assert _int8_advice(args, [floats]) == ""
