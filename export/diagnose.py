@@ -185,8 +185,12 @@ def diagnose_tflite(name: str, float_model: bytes, int8_model: bytes, values: np
             continue
         quantized = (tensor["value"].astype(np.float64) - zero_point) * scale
         own = fake_quant(reference["value"], scale, zero_point, tensor["value"].dtype.name)
+        # The converter names the graph's output tensor after no layer
+        # ("StatefulPartitionedCall_1:0"): it is the last layer's.
+        last = known[-1] if known and tensor["output"] else None
         errors.append(LayerError(
-            layer=layer_of(tensor["name"], known) or layer_of(tensor["name"]) or tensor["name"],
+            layer=layer_of(tensor["name"], known) or layer_of(tensor["name"]) or last
+            or tensor["name"],
             op=tensor["op"], tensor=tensor["name"],
             sqnr_db=sqnr_db(reference["value"], quantized),
             local_sqnr_db=channel_sqnr_db(reference["value"], own, axis=-1),  # NHWC
@@ -214,6 +218,7 @@ def _tflite_tensors(model: bytes, values: np.ndarray) -> list[dict[str, Any]]:
                            / scale + zero_point).round()
     interpreter.set_tensor(detail["index"], batch.astype(detail["dtype"]))
     interpreter.invoke()
+    outputs = {detail["index"] for detail in interpreter.get_output_details()}
     tensors = []
     for op in interpreter._get_ops_details():  # the public API has no per-op listing
         for index in op["outputs"]:
@@ -221,6 +226,7 @@ def _tflite_tensors(model: bytes, values: np.ndarray) -> list[dict[str, Any]]:
                 continue
             info = interpreter._get_tensor_details(index, 0)
             tensors.append({"name": info["name"], "op": op["op_name"],
+                            "output": int(index) in outputs,
                             "quantization": info["quantization"],
                             "value": interpreter.get_tensor(index)})
     return tensors

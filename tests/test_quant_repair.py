@@ -326,3 +326,29 @@ def test_float_fallback_never_starts_from_bias_corrected_weights() -> None:
     corrected = variant("equalized+bias", 0.13)
     assert fallback_base([plain, equalized, corrected]) is equalized
     assert fallback_base([plain, corrected]) is plain
+
+
+def test_tflite_diagnosis_names_the_output_after_the_last_layer() -> None:
+    """The converter names a softmax output "StatefulPartitionedCall_1:0", which the worst
+    layers line showed as if it were a layer."""
+    import keras
+
+    from export.diagnose import diagnose_tflite
+    from export.tflite import convert
+    from runtime.preprocess import to_model_values
+    from runtime.spec import ModelSpec
+
+    keras.utils.set_random_seed(4)
+    inputs = keras.Input((8, 8, 1))
+    x = keras.layers.Flatten()(keras.layers.Conv2D(4, 3, activation="relu", name="conv")(inputs))
+    model = keras.Model(inputs, keras.layers.Dense(3, activation="softmax", name="classes")(x))
+    spec = ModelSpec(labels=("a", "b", "c"), height=8, width=8, color="grayscale",
+                     value_range=(0.0, 1.0))
+    images = RNG.integers(0, 256, (32, 8, 8, 1)).astype(np.uint8)
+    names = [layer.name for layer in model.layers]
+    diagnosis = diagnose_tflite("m.int8.tflite", convert(model, spec, "float32")[0],
+                                convert(model, spec, "int8", images)[0],
+                                to_model_values(images, spec), names)
+    layers = [e.layer for e in diagnosis.layers]
+    assert layers[-1] == "classes" and not any("StatefulPartitionedCall" in n for n in layers), \
+        layers
