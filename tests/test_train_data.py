@@ -108,6 +108,17 @@ def test_folder_needs_two_classes_and_images(tmp_path: Path) -> None:
         load_source(str(tmp_path / "nowhere"))
 
 
+def test_a_folder_whose_name_holds_a_plus_is_one_source(tmp_path: Path) -> None:
+    """`--data cats+dogs` was split into `cats` and `dogs` even when cats+dogs is the folder."""
+    for name in ("cats", "dogs"):
+        (tmp_path / "cats+dogs" / name).mkdir(parents=True)
+        cv2.imwrite(str(tmp_path / "cats+dogs" / name / "a.png"), np.zeros((5, 5), np.uint8))
+    source = load_source(str(tmp_path / "cats+dogs"))
+    assert source.label_names == ("cats", "dogs") and source.parts is None
+    with pytest.raises(DataError, match="no such folder"):  # no such folder: still a join
+        load_source(str(tmp_path / "cats") + "+mnist5k")
+
+
 def test_split_is_disjoint_complete_stratified_and_seeded() -> None:
     labels = np.repeat(np.arange(10), 500)
     split = stratified_split(labels, 0.1, 0.15, seed=3)

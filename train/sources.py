@@ -55,7 +55,7 @@ class FolderSource:
 def load_source(data: str) -> ArraySource | FolderSource:
     """Resolve ``--data``: a built-in name, a ``.npz`` file, a folder of class subfolders, or
     several of these joined by ``+``."""
-    if "+" in data:
+    if "+" in data and not Path(data).exists():  # a folder named cats+dogs is one source
         from train.joined import join_sources
 
         names = [part.strip() for part in data.split("+")]
