@@ -101,14 +101,26 @@ def _export(args: argparse.Namespace) -> int:
 
     checks = [Check(**c) for c in report["files"]]
     print(table(checks, report["reference"]["size_bytes"], report["reference"]["accuracy"],
-                report.get("quantization")))
+                report.get("quantization"), report["reference"]["file"]))
     print(f"report: {bundle / EXPORT_REPORT}")
     if not report["all_passed"]:
         failed = ", ".join(c.file for c in checks if not c.passed)
-        print(f"export: failed validation, kept only as {failed} (see the table)",
-              file=sys.stderr)
+        print(f"export: failed validation, kept only as {failed} (see the table)"
+              f"{_int8_advice(args, checks)}", file=sys.stderr)
         return EXIT_FAILED
     return EXIT_OK
+
+
+def _int8_advice(args: argparse.Namespace, checks: list[Any]) -> str:
+    """What is left to try when an int8 file failed, said on the failure's one line."""
+    if not any(c.precision == "int8" and not c.passed for c in checks):
+        return ""
+    if args.repair == "off":
+        return "; --repair auto tries other calibrations, equalization and float fallback"
+    left = [] if args.qat else ["--qat 4 fine-tunes with fake quantization (the last resort)"]
+    left.append("--dynamic (int8 weights, float activations) and --fp16 shrink the model "
+                "without quantizing activations")
+    return "; int8 repair found no passing variant: " + "; ".join(left)
 
 
 def _options(args: argparse.Namespace):
@@ -150,8 +162,14 @@ def _labels(value: str | None) -> list[str] | None:
         return None
     path = Path(value)
     if path.is_file():
-        return [line.strip() for line in path.read_text().splitlines() if line.strip()]
-    return [item.strip() for item in value.split(",") if item.strip()]
+        labels = [line.strip() for line in path.read_text().splitlines() if line.strip()]
+    else:
+        labels = [item.strip() for item in value.split(",") if item.strip()]
+    twice = sorted({label for label in labels if labels.count(label) > 1})
+    if twice:  # two outputs of one name: no reader could tell them apart
+        raise EdgeCNNError(f"--labels names {', '.join(repr(t) for t in twice)} more than once; "
+                           "each class needs its own name")
+    return labels
 
 
 def _value_range(text: str) -> tuple[float, float]:

@@ -30,6 +30,7 @@ from export.layers import layer_of, node_layer
 from runtime.quiet import native_stderr_silenced
 
 MAX_DB = 99.0          # an exact tensor (pixels, a max-pool of exact values) has no noise
+DEAD_CHANNEL = 1e-6    # a channel with this share of the median channel's power carries nothing
 DIAGNOSIS_IMAGES = 32  # × thousands of activations each: stable figures, a fraction of a second
 
 
@@ -82,7 +83,9 @@ def channel_sqnr_db(reference: np.ndarray, approximation: np.ndarray, axis: int)
     """SQNR with every channel weighted alike: −10·log10(mean over channels of noise/signal).
 
     A channel's ratio is capped at 1 (it cannot lose more than all of itself), and channels
-    with almost no signal (dead ReLUs) are left out.
+    with almost no signal (dead ReLUs) are left out: "almost none" is measured against the
+    median channel, not the loudest, which may be the very outlier (a thousand times the
+    others' amplitude) that rounds every other channel to zero.
     """
     reference = np.asarray(reference, np.float64)
     if reference.ndim < 2:
@@ -91,7 +94,7 @@ def channel_sqnr_db(reference: np.ndarray, approximation: np.ndarray, axis: int)
     noise = np.moveaxis(np.asarray(approximation, np.float64), axis, -1).reshape(
         reference.shape) - reference
     signal = (reference ** 2).mean(0)
-    alive = signal > signal.max() * 1e-6
+    alive = signal > max(float(np.median(signal)) * DEAD_CHANNEL, float(signal.max()) * 1e-12)
     if not alive.any():
         return MAX_DB
     ratio = np.minimum((noise[:, alive] ** 2).mean(0) / signal[alive], 1.0).mean()
@@ -182,8 +185,12 @@ def diagnose_tflite(name: str, float_model: bytes, int8_model: bytes, values: np
             continue
         quantized = (tensor["value"].astype(np.float64) - zero_point) * scale
         own = fake_quant(reference["value"], scale, zero_point, tensor["value"].dtype.name)
+        # The converter names the graph's output tensor after no layer
+        # ("StatefulPartitionedCall_1:0"): it is the last layer's.
+        last = known[-1] if known and tensor["output"] else None
         errors.append(LayerError(
-            layer=layer_of(tensor["name"], known) or layer_of(tensor["name"]) or tensor["name"],
+            layer=layer_of(tensor["name"], known) or layer_of(tensor["name"]) or last
+            or tensor["name"],
             op=tensor["op"], tensor=tensor["name"],
             sqnr_db=sqnr_db(reference["value"], quantized),
             local_sqnr_db=channel_sqnr_db(reference["value"], own, axis=-1),  # NHWC
@@ -211,6 +218,7 @@ def _tflite_tensors(model: bytes, values: np.ndarray) -> list[dict[str, Any]]:
                            / scale + zero_point).round()
     interpreter.set_tensor(detail["index"], batch.astype(detail["dtype"]))
     interpreter.invoke()
+    outputs = {detail["index"] for detail in interpreter.get_output_details()}
     tensors = []
     for op in interpreter._get_ops_details():  # the public API has no per-op listing
         for index in op["outputs"]:
@@ -218,6 +226,7 @@ def _tflite_tensors(model: bytes, values: np.ndarray) -> list[dict[str, Any]]:
                 continue
             info = interpreter._get_tensor_details(index, 0)
             tensors.append({"name": info["name"], "op": op["op_name"],
+                            "output": int(index) in outputs,
                             "quantization": info["quantization"],
                             "value": interpreter.get_tensor(index)})
     return tensors

@@ -48,6 +48,29 @@ def without_augmentation(model: Any, path: Path) -> Any:
     return copy
 
 
+def in_float32(model: Any, path: Path) -> Any:
+    """``model`` computing in float32 throughout (weights shared in value): a mixed-precision
+    model (``mixed_float16``/``mixed_bfloat16``) casts to 16 bits inside, which the TFLite
+    converter cannot lower ("Could not translate MLIR to FlatBuffer") and int8 would quantize
+    from rounded values anyway."""
+    mixed = sorted({layer.dtype_policy.name for layer in _layers(model)
+                    if getattr(layer, "dtype_policy", None) is not None
+                    and layer.dtype_policy.compute_dtype in ("float16", "bfloat16")})
+    if not mixed:
+        return model
+
+    def clone(layer: Any) -> Any:
+        if isinstance(layer, keras.Model):
+            return keras.models.clone_model(layer, clone_function=clone)
+        return layer.__class__.from_config({**layer.get_config(), "dtype": "float32"})
+
+    copy = keras.models.clone_model(model, clone_function=clone)
+    copy.set_weights(model.get_weights())
+    log.info("%s computes in %s: exported as float32 (the same weights)", path.name,
+             ", ".join(mixed))
+    return copy
+
+
 def _layers(model: Any) -> list[Any]:
     """Every layer, nested models' included."""
     found = []

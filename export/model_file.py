@@ -74,9 +74,12 @@ def load_model(path: Path, trust: bool = False) -> Any:
     if kind == "h5":
         require_installed("h5py", f"to read legacy .h5 models such as {path}")
     try:
-        return keras.models.load_model(path, compile=False, safe_mode=not trust)
+        model = keras.models.load_model(path, compile=False, safe_mode=not trust)
     except Exception as exc:  # Keras raises ValueError, TypeError, OSError, KeyError, …
         raise _load_error(path, kind, exc) from None
+    from export.model_input import tf_safe_names
+
+    return tf_safe_names(model, path)
 
 
 def _load_error(path: Path, kind: str, exc: Exception) -> ExportError:

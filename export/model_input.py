@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import logging
 import math
+import re
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +27,10 @@ from export.errors import ExportError, UnsupportedModelError
 
 log = logging.getLogger(__name__)
 IMAGE_CHANNELS = (1, 3)
+# TensorFlow's scope and SavedModel argument names: a model, layer or input named otherwise
+# ("my input:0", "conv 1": Keras lets the user pick, JAX and PyTorch run them) makes the TFLite
+# converter fail with "'NoneType' object is not callable"
+TF_NAME = re.compile(r"^[A-Za-z0-9.][A-Za-z0-9_.\\/>-]*$")
 
 
 def image_model(model: Any, path: Path,
@@ -41,7 +46,7 @@ def image_model(model: Any, path: Path,
         raise UnsupportedModelError(f"{path.name} output shape {out} is not (batch, classes)")
     if len(shape) == 3 and shape[2] in IMAGE_CHANNELS:
         target = (*_size(shape[:2], input_size, path), shape[2])
-        if target == shape:
+        if target == shape and TF_NAME.match(model.inputs[0].name) and _float_input(model, path):
             return model, target  # already what export needs: the model itself
         return _rebuilt(model, target, reshape=None), target
     if len(shape) == 2:
@@ -55,6 +60,50 @@ def image_model(model: Any, path: Path,
     raise UnsupportedModelError(f"{path.name} input shape {(None, *shape)} is not an image: "
                                 "export needs (batch, height, width, 1 or 3 channels), "
                                 "(batch, height, width) or flat pixels (batch, features)")
+
+
+def _float_input(model: Any, path: Path) -> bool:
+    """Whether the model takes float32; one that takes uint8 (or another type) is rebuilt
+    behind a float32 input of the same values, which every exported file and the runtime's
+    integer input handling expect (a uint8 float file reads as quantized without a scale)."""
+    dtype = str(model.inputs[0].dtype)
+    if dtype == "float32":
+        return True
+    log.info("%s takes %s input; exported files take the same values as float32", path.name,
+             dtype)
+    return False
+
+
+def tf_safe_names(model: Any, path: Path) -> Any:
+    """``model`` with itself and its layers (nested ones too) renamed where TensorFlow refuses
+    the name; what was renamed is said in one line.
+
+    Renaming in place keeps every weight; the input tensor's own name cannot change, so
+    :func:`image_model` rebuilds a model whose input is so named behind an ``image`` input.
+    """
+    renamed = []
+
+    def visit(layer: Any) -> None:
+        if not TF_NAME.match(layer.name):
+            safe = re.sub(r"[^A-Za-z0-9_.>-]", "_", layer.name)
+            safe = safe if TF_NAME.match(safe) else f"layer{safe}"
+            if not isinstance(layer, keras.layers.InputLayer):  # said below, as the input
+                renamed.append(f"{layer.name!r} as {safe!r}")
+            layer.name = safe
+        for inner in getattr(layer, "layers", []):
+            visit(inner)
+
+    visit(model)
+    try:
+        inputs = list(model.inputs or [])
+    except (AttributeError, ValueError):  # a subclassed model never built: no input tensors
+        inputs = []
+    if len(inputs) == 1 and not TF_NAME.match(inputs[0].name):
+        renamed.append(f"input {inputs[0].name!r} as 'image'")
+    if renamed:
+        log.info("%s: names TensorFlow's converters refuse, exported as: %s", path.name,
+                 ", ".join(renamed))
+    return model
 
 
 def _size(spatial: tuple, input_size: tuple[int, int] | None, path: Path) -> tuple[int, int]:

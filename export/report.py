@@ -12,12 +12,12 @@ WORST_SHOWN = 3  # layers listed under a failing int8 file
 
 
 def table(checks: list[Check], keras_size: int, keras_accuracy: float | None,
-          quantization: dict[str, Any] | None = None) -> str:
+          quantization: dict[str, Any] | None = None, keras_file: str = "model.keras") -> str:
     header = (f"{'file':<22} {'backend':<11} {'precision':<9} {'size':>9} {'accuracy':>9} "
               f"{'Δ pp':>6} {'agree':>7} {'max|Δp|':>9} {'mean|Δp|':>9}  result")
     rows = [header, "-" * len(header)]
     ref_acc = keras_accuracy
-    rows.append(f"{'model.keras':<22} {'keras':<11} {'float32':<9} {_kb(keras_size):>9} "
+    rows.append(f"{keras_file:<22} {'keras':<11} {'float32':<9} {_kb(keras_size):>9} "
                 f"{_pct(ref_acc):>9} {'':>6} {'':>7} {'':>9} {'':>9}  reference")
     for c in checks:
         change = "" if c.accuracy_change_pp is None else f"{c.accuracy_change_pp:+.2f}"

@@ -7,6 +7,7 @@ export that stops with an error leaves the folder exactly as it was.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import shutil
@@ -89,8 +90,20 @@ def check_output_folder(out: Path, model_path: Path) -> None:
 
 
 def export_all(source: ExportSource, out: Path, options: ExportOptions) -> dict[str, Any]:
-    """Build, validate and place every target; returns the report (also written to disk)."""
+    """Build, validate and place every target; returns the report (also written to disk).
+    An export that stops with an error in a folder it made leaves no folder behind."""
+    created = [folder for folder in (out, *out.parents) if not folder.exists()]
     out.mkdir(parents=True, exist_ok=True)
+    try:
+        return _export_into(source, out, options)
+    except BaseException:
+        for folder in created:  # innermost first; each only while empty
+            with contextlib.suppress(OSError):
+                folder.rmdir()
+        raise
+
+
+def _export_into(source: ExportSource, out: Path, options: ExportOptions) -> dict[str, Any]:
     plan = targets(options)
     calibration = None
     if any(p == "int8" for _, p in plan):
@@ -239,7 +252,7 @@ def _report(source: ExportSource, options: ExportOptions, reference: Reference,
         "check_images": len(source.check),
         "calibration_images": min(len(source.calibration), options.calib_samples),
         "options": vars(options),
-        "reference": {"accuracy": reference.accuracy,
+        "reference": {"file": source.model_path.name, "accuracy": reference.accuracy,
                       "size_bytes": size_bytes(source.model_path)},
         "files": [c.to_dict() for c in checks],
         "all_passed": all(c.passed for c in checks),

@@ -306,8 +306,7 @@ def test_unsupported_op_is_a_clear_error_with_nothing_left(formats: str, tmp_pat
                  "--bundle", str(out), "--formats", formats])
     err = [line for line in capsys.readouterr().err.splitlines() if line.strip()]
     assert code == 2 and len(err) == 1 and ("Erfinv" in err[0] or "builtin" in err[0]), err
-    assert not any(p.suffix in (".onnx", ".tflite") for p in out.iterdir())
-    assert not any(p.name.startswith(".") for p in out.iterdir())
+    assert not out.exists()  # export made it, and took it away again, empty
 
 
 def test_foreign_model_never_writes_into_a_trained_bundle(trained_bundle: Path,

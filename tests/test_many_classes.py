@@ -49,6 +49,21 @@ def test_plots_of_200_classes_stay_within_the_maximum_size(tmp_path: Path) -> No
     assert png_size(tmp_path / "small.png")[0] < png_size(tmp_path / "cm.png")[0]
 
 
+def test_class_names_in_scripts_the_fonts_lack_plot_without_warnings(tmp_path: Path) -> None:
+    """A class folder named 狗 printed four "Glyph … missing from font(s)" warnings, with
+    source lines, on the stderr that a failure reads as one line on."""
+    import warnings
+
+    names = ("狗", "chat noir", "Ünïcödé ☃")
+    labels, predicted = np.array([0, 1, 2, 0]), np.array([0, 2, 1, 1])
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        plot_confusion(labels, predicted, names, tmp_path / "cm.png")
+        plot_confused_pairs(labels, predicted, names, tmp_path / "pairs.png")
+    assert not [str(w.message) for w in caught if "missing from font" in str(w.message)]
+    assert cv2.imread(str(tmp_path / "cm.png")) is not None
+
+
 def test_confusion_plot_bins_classes_beyond_the_cell_limit(tmp_path: Path) -> None:
     """5,000 classes: cells are shared, so memory and pixels stay bounded."""
     labels = np.arange(5000)

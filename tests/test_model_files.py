@@ -193,6 +193,14 @@ def test_messages_name_the_model_the_user_named(tmp_path: Path,
         assert name in err[0] and needle in err[0], err[0]
 
 
+def test_labels_named_twice_are_refused_before_any_work(tmp_path: Path,
+                                                        capsys: pytest.CaptureFixture) -> None:
+    code, _, err = _export(["--model", str(tmp_path / "none.keras"), "--calib-data",
+                            str(tmp_path), "--labels", "a,a,b, c ,c"], capsys)
+    assert code == 2 and err == ["export: error: --labels names 'a', 'c' more than once; each "
+                                 "class needs its own name"], err
+
+
 def test_bundle_exports_refuse_flags_for_foreign_models(trained_bundle: Path, tmp_path: Path,
                                                         capsys: pytest.CaptureFixture) -> None:
     bundle = tmp_path / "bundle"
@@ -268,3 +276,99 @@ def test_one_unit_binary_classifiers_become_two_classes(activation: str | None, 
     unit = model.predict(images.astype(np.float32), verbose=0)[:, 0]
     p = unit if activation else 1 / (1 + np.exp(-unit))
     assert np.allclose(classifier.probabilities(images), np.stack([1 - p, p], 1), atol=1e-5)
+
+
+def test_names_tensorflow_refuses_are_renamed_and_the_tflite_file_is_made(
+        tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    """Keras takes any name; TensorFlow's scopes and signatures do not ("my input:0", "conv 1"),
+    and TFLite's converter then failed with "'NoneType' object is not callable"."""
+    import keras
+
+    keras.utils.set_random_seed(2)
+    image = keras.Input((12, 12, 1), name="my input:0")
+    inner = keras.Sequential([keras.layers.Conv2D(2, 3, name="conv 1")], name="inner block")
+    x = keras.layers.Flatten()(inner(keras.layers.Rescaling(1 / 255)(image)))
+    model = keras.Model(image, keras.layers.Dense(3, activation="softmax", name="classes (3)")(x),
+                        name="My Net")
+    model.save(tmp_path / "odd.keras")
+    out = tmp_path / "out"
+    code, stdout, err = _export(["--model", str(tmp_path / "odd.keras"), "--calib-data",
+                                 str(_samples(tmp_path / "s.npz", (12, 12))), "--formats",
+                                 "tflite", "--bundle", str(out)], capsys)
+    assert code == 0, err
+    assert ("'conv 1' as 'conv_1'" in stdout and "input 'my input:0' as 'image'" in stdout
+            and "'My Net' as 'My_Net'" in stdout), stdout
+    assert any(line.startswith("odd.keras ") and line.endswith("reference")
+               for line in stdout.splitlines()), stdout  # the table names the user's file
+    images = np.load(tmp_path / "s.npz")["images"][:6]
+    weights = model.get_weights()  # the same weights under names TensorFlow takes
+    same = keras.Sequential([keras.Input((12, 12, 1)), keras.layers.Rescaling(1 / 255),
+                             keras.layers.Conv2D(2, 3), keras.layers.Flatten(),
+                             keras.layers.Dense(3, activation="softmax")])
+    same.set_weights(weights)
+    expected = same.predict(images[..., None].astype(np.float32), verbose=0)
+    probs = runtime.load(out / "model.tflite").probabilities(images[..., None])
+    assert np.abs(probs - expected).max() < 1e-5
+
+
+@pytest.mark.parametrize("kind", ["uint8", "mixed_float16"])
+def test_uint8_input_and_mixed_precision_models_export(kind: str, tmp_path: Path,
+                                                       capsys: pytest.CaptureFixture) -> None:
+    """A model taking uint8 pixels made a float ONNX file with a uint8 input, which the
+    runtime refused ("uint8 but neither the file nor its spec gives a scale"); a
+    mixed_float16 model failed TFLite conversion ("Could not translate MLIR to FlatBuffer")."""
+    import keras
+
+    keras.utils.set_random_seed(3)
+    policy = kind if kind == "mixed_float16" else None  # per layer: no global policy to undo
+    image = keras.Input((10, 10, 3), dtype="uint8" if kind == "uint8" else "float32")
+    x = keras.layers.Rescaling(1 / 255, dtype=policy)(image)
+    x = keras.layers.Conv2D(4, 3, activation="relu", dtype=policy)(x)
+    x = keras.layers.GlobalAveragePooling2D(dtype=policy)(x)
+    model = keras.Model(image, keras.layers.Dense(3, activation="softmax", dtype="float32")(x))
+    model.save(tmp_path / "m.keras")
+    out = tmp_path / "out"
+    code, stdout, err = _export(["--model", str(tmp_path / "m.keras"), "--calib-data",
+                                 str(_samples(tmp_path / "s.npz", (10, 10, 3))), "--bundle",
+                                 str(out)], capsys)
+    assert code == 0, err
+    said = {"uint8": "value range: 0,255 for m.keras, which takes uint8 pixels",
+            "mixed_float16": "computes in mixed_float16: exported as float32"}[kind]
+    assert said in stdout, stdout
+    images = np.load(tmp_path / "s.npz")["images"][:8]
+    expected = model.predict(images if kind == "uint8" else images.astype(np.float32), verbose=0)
+    for name in ("model.onnx", "model.tflite"):
+        probs = runtime.load(out / name).probabilities(images)
+        assert np.abs(probs - expected).max() < (1e-5 if kind == "uint8" else 1e-2), name
+
+
+def test_a_failed_export_into_a_new_folder_leaves_no_folder(tmp_path: Path,
+                                                            capsys: pytest.CaptureFixture) -> None:
+    """Discretization is TensorFlow's Bucketize, which has no ONNX op: one line, and the
+    folder export made for its files is gone again (it was left empty)."""
+    import keras
+
+    image = keras.Input((10, 10, 3))
+    x = keras.layers.Discretization(bin_boundaries=[50.0, 100.0])(
+        keras.layers.GlobalAveragePooling2D()(image))
+    keras.Model(image, keras.layers.Dense(3, activation="softmax")(x)).save(tmp_path / "b.keras")
+    out = tmp_path / "new" / "out"
+    code, _, err = _export(["--model", str(tmp_path / "b.keras"), "--calib-data",
+                            str(_samples(tmp_path / "s.npz", (10, 10, 3))), "--bundle", str(out)],
+                           capsys)
+    assert code == 2 and len(err) == 1 and "Bucketize" in err[0], err
+    assert not (tmp_path / "new").exists()
+
+
+def test_a_failed_int8_file_says_what_is_left_to_try() -> None:
+    from types import SimpleNamespace
+
+    from export.__main__ import _int8_advice, build_parser
+
+    int8 = SimpleNamespace(precision="int8", passed=False)
+    floats = SimpleNamespace(precision="float32", passed=False)
+    args = build_parser().parse_args(["--int8"])
+    assert "--qat 4" in _int8_advice(args, [int8]) and "--dynamic" in _int8_advice(args, [int8])
+    assert "--qat" not in _int8_advice(build_parser().parse_args(["--qat", "4"]), [int8])
+    assert "--repair auto" in _int8_advice(build_parser().parse_args(["--repair", "off"]), [int8])
+    assert _int8_advice(args, [floats]) == ""

@@ -94,17 +94,25 @@ def test_bias_correction_removes_the_expected_int8_weight_error() -> None:
 
 
 def test_sqnr_figures() -> None:
-    from export.diagnose import MAX_DB, channel_sqnr_db, sqnr_db
+    from export.diagnose import MAX_DB, channel_sqnr_db, fake_quant, sqnr_db
 
     rng = np.random.default_rng(0)  # its own: a shared generator's state depends on test order
     x = rng.normal(size=(64, 8))
     assert sqnr_db(x, x) == MAX_DB
     assert sqnr_db(x, x * 1.1) == pytest.approx(20.0, abs=0.01)
-    # An outlier channel hides the others' noise from the tensor SQNR. ×300, not ×1000: at
-    # 1e6 times the others' power they would count as dead channels, and be left out.
+    # An outlier channel hides the others' noise from the tensor SQNR.
     x[:, 0] *= 300
     noisy = x + np.r_[0.0, [0.5] * 7] * rng.normal(size=x.shape)
     assert sqnr_db(x, noisy) > 40 and channel_sqnr_db(x, noisy, axis=-1) < 10
+    # One channel 10,000 times the others (a huge constant activation): its int8 grid rounds
+    # every other channel to zero. Those channels once counted as dead (under 1e-6 of the
+    # loudest channel's power), so the layer that collapsed scored 99 dB and was never kept
+    # float. A nearly dead channel (1e-9 where the others are about 1) is still left out.
+    relu = np.abs(rng.normal(size=(64, 8)))
+    relu[:, 1] = 1e-9
+    assert channel_sqnr_db(relu, fake_quant(relu, relu.max() / 255, -128, "int8"), axis=-1) > 30
+    relu[:, 0] = 1e4
+    assert channel_sqnr_db(relu, fake_quant(relu, relu.max() / 255, -128, "int8"), axis=-1) < 1
 
 
 def test_int8_onnx_declares_only_used_domains() -> None:
@@ -299,3 +307,48 @@ def test_onnx_ladder_tries_signed_activations() -> None:
     assert "int8 activations" in Recipe(activations="int8").describe({})
     job.activations = "int8"
     assert all(r.activations is None for r in _calibrations(job, "onnx"))  # type: ignore
+
+
+def test_float_fallback_never_starts_from_bias_corrected_weights() -> None:
+    """Bias correction offsets each layer's int8 weight error; a layer then kept float has
+    none, so the offset is pure error: a one-sigmoid model's ONNX file with every layer float
+    lost 1 pp, a model with one huge activation's TFLite file 5 pp. Float islands are cut
+    from the best variant whose float function is the model's."""
+    from types import SimpleNamespace
+
+    from export.repair import Recipe, fallback_base
+
+    def variant(model: str, agreement: float):
+        return SimpleNamespace(recipe=Recipe(model=model),
+                               check=SimpleNamespace(agreement=agreement, accuracy=0.5))
+
+    plain, equalized = variant("original", 0.09), variant("equalized", 0.10)
+    corrected = variant("equalized+bias", 0.13)
+    assert fallback_base([plain, equalized, corrected]) is equalized
+    assert fallback_base([plain, corrected]) is plain
+
+
+def test_tflite_diagnosis_names_the_output_after_the_last_layer() -> None:
+    """The converter names a softmax output "StatefulPartitionedCall_1:0", which the worst
+    layers line showed as if it were a layer."""
+    import keras
+
+    from export.diagnose import diagnose_tflite
+    from export.tflite import convert
+    from runtime.preprocess import to_model_values
+    from runtime.spec import ModelSpec
+
+    keras.utils.set_random_seed(4)
+    inputs = keras.Input((8, 8, 1))
+    x = keras.layers.Flatten()(keras.layers.Conv2D(4, 3, activation="relu", name="conv")(inputs))
+    model = keras.Model(inputs, keras.layers.Dense(3, activation="softmax", name="classes")(x))
+    spec = ModelSpec(labels=("a", "b", "c"), height=8, width=8, color="grayscale",
+                     value_range=(0.0, 1.0))
+    images = RNG.integers(0, 256, (32, 8, 8, 1)).astype(np.uint8)
+    names = [layer.name for layer in model.layers]
+    diagnosis = diagnose_tflite("m.int8.tflite", convert(model, spec, "float32")[0],
+                                convert(model, spec, "int8", images)[0],
+                                to_model_values(images, spec), names)
+    layers = [e.layer for e in diagnosis.layers]
+    assert layers[-1] == "classes" and not any("StatefulPartitionedCall" in n for n in layers), \
+        layers

@@ -52,6 +52,32 @@ def test_npz_in_mnist_layout_and_plain_layout(tmp_path: Path) -> None:
         load_npz(tmp_path / "bad.npz")
 
 
+def test_npz_labels_one_hot_or_column_and_channels_first_images(tmp_path: Path) -> None:
+    """Keras's to_categorical labels were flattened into two classes, 0.0 and 1.0, and failed
+    as "class '0.0' has 1 image(s)"; channels-first colour failed in the preprocessing with a
+    message that named no file."""
+    rng = np.random.default_rng(0)
+    y = np.arange(30) % 3
+    x = rng.integers(0, 256, (30, 3, 12, 12), dtype=np.uint8)
+    np.savez(tmp_path / "hot.npz", x=x[:, 0], y=np.eye(3)[y])
+    np.savez(tmp_path / "column.npz", x=x[:, 0], y=y[:, None])
+    for name in ("hot.npz", "column.npz"):
+        source = load_npz(tmp_path / name)
+        assert source.label_names == ("0", "1", "2") and np.array_equal(source.labels, y), name
+    np.savez(tmp_path / "first.npz", x=x, y=y)
+    colour = load_npz(tmp_path / "first.npz")
+    assert colour.images.shape == (30, 12, 12, 3)
+    assert np.array_equal(colour.images[4, ..., 1], x[4, 1])
+    for name, labels, images, match in (
+            ("soft.npz", np.full((30, 3), 1 / 3), x[:, 0], r"labels of shape \(30, 3\)"),
+            ("nan.npz", np.r_[y[:-1], np.nan], x[:, 0], "NaN"),
+            ("two.npz", y, x[:, :2].transpose(0, 2, 3, 1), "neither 1, 3 nor 4 channels")):
+        np.savez(tmp_path / name, x=images, y=labels)
+        with pytest.raises(DataError, match=match) as error:
+            load_npz(tmp_path / name)
+        assert name in str(error.value)
+
+
 def test_full_mnist_offline_without_cache_names_both_options(monkeypatch: pytest.MonkeyPatch,
                                                              tmp_path: Path) -> None:
     monkeypatch.setattr("train.sources.KERAS_MNIST_CACHE", tmp_path / "missing.npz")
@@ -80,6 +106,17 @@ def test_folder_needs_two_classes_and_images(tmp_path: Path) -> None:
         scan_folder(tmp_path / "one")
     with pytest.raises(DataError, match="no such folder"):
         load_source(str(tmp_path / "nowhere"))
+
+
+def test_a_folder_whose_name_holds_a_plus_is_one_source(tmp_path: Path) -> None:
+    """`--data cats+dogs` was split into `cats` and `dogs` even when cats+dogs is the folder."""
+    for name in ("cats", "dogs"):
+        (tmp_path / "cats+dogs" / name).mkdir(parents=True)
+        cv2.imwrite(str(tmp_path / "cats+dogs" / name / "a.png"), np.zeros((5, 5), np.uint8))
+    source = load_source(str(tmp_path / "cats+dogs"))
+    assert source.label_names == ("cats", "dogs") and source.parts is None
+    with pytest.raises(DataError, match="no such folder"):  # no such folder: still a join
+        load_source(str(tmp_path / "cats") + "+mnist5k")
 
 
 def test_split_is_disjoint_complete_stratified_and_seeded() -> None:

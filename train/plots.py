@@ -7,6 +7,7 @@ Each function takes plain arrays, so it can be called once per data source.
 from __future__ import annotations
 
 import math
+import warnings
 from pathlib import Path
 
 import matplotlib
@@ -26,6 +27,7 @@ TICK_MAX_CLASSES = 60       # class names label the axes up to this many
 MAX_CELLS = 1000            # above this many classes, neighbouring classes share a cell
 PAIRS_SHOWN = 25            # bars in the most-confused-pairs chart
 PAIR_NAME_WIDTH = 24        # characters of each class name in that chart
+MISSING_GLYPH = r"Glyph \d+ .* missing from font"
 
 
 def plot_confusion(labels: np.ndarray, predicted: np.ndarray, label_names: tuple[str, ...],
@@ -69,7 +71,6 @@ def plot_confusion(labels: np.ndarray, predicted: np.ndarray, label_names: tuple
         ax.set_yticklabels([f"{int(t * group)}" for t in ax.get_yticks()])
     ax.set_title(title if n <= CELL_TEXT_MAX_CLASSES else
                  f"{title}: {n} classes; names in confused_pairs.png and metrics.json")
-    fig.tight_layout()
     _save(fig, path)
 
 
@@ -97,7 +98,6 @@ def plot_confused_pairs(labels: np.ndarray, predicted: np.ndarray,
         ax.axis("off")
         ax.text(0.5, 0.5, "no test image was misclassified", ha="center", va="center")
         ax.set_title(title)
-    fig.tight_layout()
     _save(fig, path)
 
 
@@ -113,11 +113,16 @@ def plot_history(history: dict[str, list[float]], path: Path, best_epoch: int) -
         ax.grid(alpha=0.3)
         ax.legend()
     fig.suptitle("Training curves (train split is augmented)")
-    fig.tight_layout()
     _save(fig, path)
 
 
 def _save(fig: plt.Figure, path: Path) -> None:
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, dpi=DPI)  # no bbox="tight": the pixel size is the figure size
+    """Lay out and write ``fig``. A class name in a script the installed fonts lack (狗 with
+    DejaVu Sans only) is drawn as boxes, without matplotlib's warning per glyph and call on
+    stderr, which is kept for errors."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=MISSING_GLYPH, category=UserWarning)
+        fig.tight_layout()
+        with atomic_path(path) as tmp:
+            fig.savefig(tmp, dpi=DPI)  # no bbox="tight": the pixel size is the figure size
     plt.close(fig)

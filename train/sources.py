@@ -8,6 +8,7 @@ part each image came from, so that each part is split on its own and scored on i
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -17,6 +18,8 @@ from train.errors import DataError
 from train.scan import Unused, list_class_folders
 
 __all__ = ["ArraySource", "DataError", "FolderSource", "load_source"]
+log = logging.getLogger(__name__)
+IMAGE_CHANNELS = (1, 3, 4)  # grey, RGB, RGBA
 DIGIT_LABELS = tuple(str(d) for d in range(10))
 KERAS_MNIST_CACHE = Path.home() / ".keras" / "datasets" / "mnist.npz"
 
@@ -52,7 +55,7 @@ class FolderSource:
 def load_source(data: str) -> ArraySource | FolderSource:
     """Resolve ``--data``: a built-in name, a ``.npz`` file, a folder of class subfolders, or
     several of these joined by ``+``."""
-    if "+" in data:
+    if "+" in data and not Path(data).exists():  # a folder named cats+dogs is one source
         from train.joined import join_sources
 
         names = [part.strip() for part in data.split("+")]
@@ -137,14 +140,41 @@ def load_npz(path: Path, name: str | None = None) -> ArraySource:
         if isinstance(exc, DataError):
             raise
         raise DataError(f"{path}: not a readable .npz file ({exc})") from None
+    labels = _one_label_each(path, labels, len(images))
     if images.dtype != np.uint8 or images.ndim not in (3, 4) or len(images) != len(labels):
         raise DataError(f"{path}: images must be uint8 (N, H, W[, C]) with one label each; got "
                         f"{images.dtype} {images.shape} and {len(labels)} labels")
+    if images.ndim == 4 and images.shape[-1] not in IMAGE_CHANNELS:
+        if images.shape[1] not in IMAGE_CHANNELS:
+            raise DataError(f"{path}: images of shape {images.shape} have neither 1, 3 nor 4 "
+                            "channels, last (N, H, W, C) or first (N, C, H, W)")
+        log.info("%s: images %s read as channels-first (N, C, H, W)", path.name, images.shape)
+        images = np.ascontiguousarray(images.transpose(0, 2, 3, 1))
     classes, labels = np.unique(labels, return_inverse=True)
     label_names = tuple(str(c) for c in classes)
     digit_like = label_names == DIGIT_LABELS and images.ndim == 3
     return ArraySource(name or path.stem, images, labels.astype(np.int64), label_names,
                        framing="digit" if digit_like else "none")
+
+
+def _one_label_each(path: Path, labels: np.ndarray, count: int) -> np.ndarray:
+    """Labels as one value per image: (N,) as they are, (N, 1) flattened, one-hot rows
+    (Keras's ``to_categorical``) as their class indices; anything else a one-line error."""
+    labels = np.asarray(labels)
+    if labels.ndim == 2 and labels.shape[1] == 1:
+        labels = labels[:, 0]
+    elif labels.ndim == 2 and labels.shape[1] > 1 and len(labels) == count \
+            and labels.dtype.kind in "biuf" and np.isin(labels, (0, 1)).all() \
+            and (labels.sum(axis=1) == 1).all():
+        log.info("%s: one-hot labels %s read as class indices 0-%d", path.name, labels.shape,
+                 labels.shape[1] - 1)
+        labels = labels.argmax(axis=1)
+    if labels.ndim != 1:
+        raise DataError(f"{path}: labels of shape {labels.shape} for {count} images; expected one "
+                        "label per image (N,), or one-hot rows (N, classes)")
+    if labels.dtype.kind == "f" and not np.isfinite(labels).all():
+        raise DataError(f"{path}: labels hold NaN or infinite values")
+    return labels
 
 
 def scan_folder(root: Path) -> FolderSource:
