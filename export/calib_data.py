@@ -24,8 +24,8 @@ from pathlib import Path
 import numpy as np
 
 from export.errors import CalibrationError
-from runtime.errors import EdgeCNNError
-from runtime.preprocess import is_image_file, prepare, read_image
+from runtime.errors import EdgeCNNError, ImageError
+from runtime.preprocess import array_pixels, is_image_file, prepare, read_image
 from runtime.spec import ModelSpec
 from runtime.walk import walk_files
 
@@ -166,33 +166,13 @@ def _nhwc(array: np.ndarray, spec: ModelSpec, name: str) -> np.ndarray:
 
 def _uint8(images: np.ndarray, name: str) -> np.ndarray:
     """Pixels as uint8 0–255, whatever scale they were saved in (and say which one)."""
-    if images.dtype == np.uint8:
-        return images
-    if images.size == 0:
-        raise CalibrationError(f"--calib-data {name} holds no images")
-    if images.dtype == bool:
-        return images.astype(np.uint8) * np.uint8(255)
-    low, high = float(images.min()), float(images.max())
-    if images.dtype.kind in "iu":
-        if low < 0 or high > 255:
-            raise CalibrationError(f"--calib-data {name} holds integers from {low:g} to "
-                                   f"{high:g}; expected pixels 0–255")
-        return images.astype(np.uint8)
-    if not (np.isfinite(low) and np.isfinite(high)):
-        raise CalibrationError(f"--calib-data {name} holds NaN or infinite values")
-    if low >= 0 and high <= 1:
-        scale, offset, what = 255.0, 0.0, "0–1: read as pixel/255"
-    elif low >= -1 and high <= 1:
-        scale, offset, what = 127.5, 1.0, "-1–1: read as pixel/127.5 - 1"
-    elif low >= 0 and high <= 255:
-        scale, offset, what = 1.0, 0.0, "0–255: read as pixels"
-    else:
-        raise CalibrationError(f"--calib-data {name} holds floats from {low:g} to {high:g}, not "
-                               "pixels in 0–1 or 0–255 (normalized by a mean and std?); save "
-                               "the images as uint8 0–255")
-    log.info("--calib-data %s: float values from %g to %g, taken as %s", name, low, high, what)
-    pixels = (images.astype(np.float32) + np.float32(offset)) * np.float32(scale)
-    return np.clip(np.rint(pixels), 0, 255).astype(np.uint8)
+    try:
+        pixels, how = array_pixels(images)
+    except ImageError as exc:
+        raise CalibrationError(f"--calib-data {name} {exc}") from None
+    if how is not None:
+        log.info("--calib-data %s: %s", name, how)
+    return pixels
 
 
 def class_indices(labels: np.ndarray, count: int, spec: ModelSpec, name: str) -> np.ndarray | None:

@@ -149,3 +149,39 @@ def to_model_values(pixels: np.ndarray, spec: ModelSpec) -> np.ndarray:
     if (low, high) != (0.0, 255.0):
         values = values * np.float32((high - low) / 255.0) + np.float32(low)
     return values
+
+
+def array_pixels(images: np.ndarray) -> tuple[np.ndarray, str | None]:
+    """An image array saved in any usual scale → uint8 0–255, and how it was read (None for
+    uint8). Floats in 0–1 are pixel/255, in −1–1 pixel/127.5 − 1, in 0–255 pixels; booleans
+    are black or white. Anything else (a mean/std normalization, NaN) is an ImageError: a
+    guess there would train or calibrate on the wrong pixels. Shared by ``train --data
+    x.npz`` and ``export --calib-data x.npz``, which each name the file."""
+    if images.dtype == np.uint8:
+        return images, None
+    if images.dtype.kind not in "biuf":
+        raise ImageError(f"holds {images.dtype} values, not pixels")
+    if images.size == 0:
+        raise ImageError("holds no images")
+    if images.dtype == bool:
+        return images.astype(np.uint8) * np.uint8(255), "booleans: read as black and white"
+    low, high = float(images.min()), float(images.max())
+    if images.dtype.kind in "iu":
+        if low < 0 or high > 255:
+            raise ImageError(f"holds integers from {low:g} to {high:g}; expected pixels 0–255")
+        return images.astype(np.uint8), f"{images.dtype} 0–255: read as pixels"
+    if not (np.isfinite(low) and np.isfinite(high)):
+        raise ImageError("holds NaN or infinite values")
+    if low >= 0 and high <= 1:
+        scale, offset, what = 255.0, 0.0, "0–1: read as pixel/255"
+    elif low >= -1 and high <= 1:
+        scale, offset, what = 127.5, 1.0, "-1–1: read as pixel/127.5 - 1"
+    elif low >= 0 and high <= 255:
+        scale, offset, what = 1.0, 0.0, "0–255: read as pixels"
+    else:
+        raise ImageError(f"holds floats from {low:g} to {high:g}, not pixels in 0–1 or 0–255 "
+                         "(normalized by a mean and std?); save the images as uint8 0–255")
+    pixels = (images.astype(np.float32) + np.float32(offset)) * np.float32(scale)
+    return (np.clip(np.rint(pixels), 0, 255).astype(np.uint8),
+            f"float values from {low:g} to {high:g}, taken as {what}")
+

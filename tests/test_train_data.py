@@ -78,6 +78,25 @@ def test_npz_labels_one_hot_or_column_and_channels_first_images(tmp_path: Path) 
         assert name in str(error.value)
 
 
+def test_npz_images_in_the_scales_export_reads(tmp_path: Path) -> None:
+    """Float 0–1 (x / 255.0, the usual save), −1–1 and int16 images train as the pixels
+    export's --calib-data reads them as; a mean/std normalization or NaN is one line."""
+    rng = np.random.default_rng(0)
+    x = rng.integers(0, 256, (30, 12, 12), dtype=np.uint8)
+    y = np.arange(30) % 3
+    for name, images in (("unit.npz", x / 255.0), ("signed.npz", x / 127.5 - 1),
+                         ("wide.npz", x.astype(np.int16))):
+        np.savez(tmp_path / name, x=images, y=y)
+        assert np.array_equal(load_npz(tmp_path / name).images, x), name
+    for name, images, match in (("normal.npz", (x - 128.0) / 40, "mean and std"),
+                                ("nan.npz", np.where(x > 250, np.nan, x / 255.0), "NaN"),
+                                ("text.npz", x.astype(str), "not pixels")):
+        np.savez(tmp_path / name, x=images, y=y)
+        with pytest.raises(DataError, match=match) as error:
+            load_npz(tmp_path / name)
+        assert name in str(error.value)
+
+
 def test_full_mnist_offline_without_cache_names_both_options(monkeypatch: pytest.MonkeyPatch,
                                                              tmp_path: Path) -> None:
     monkeypatch.setattr("train.sources.KERAS_MNIST_CACHE", tmp_path / "missing.npz")

@@ -14,6 +14,8 @@ from pathlib import Path
 
 import numpy as np
 
+from runtime.errors import ImageError
+from runtime.preprocess import array_pixels
 from train.errors import DataError
 from train.scan import Unused, list_class_folders
 
@@ -141,9 +143,15 @@ def load_npz(path: Path, name: str | None = None) -> ArraySource:
             raise
         raise DataError(f"{path}: not a readable .npz file ({exc})") from None
     labels = _one_label_each(path, labels, len(images))
-    if images.dtype != np.uint8 or images.ndim not in (3, 4) or len(images) != len(labels):
-        raise DataError(f"{path}: images must be uint8 (N, H, W[, C]) with one label each; got "
+    if images.ndim not in (3, 4) or len(images) != len(labels):
+        raise DataError(f"{path}: images must be (N, H, W[, C]) with one label each; got "
                         f"{images.dtype} {images.shape} and {len(labels)} labels")
+    try:
+        images, how = array_pixels(images)  # the scale export's --calib-data reads too
+    except ImageError as exc:
+        raise DataError(f"{path}: the images {exc}") from None
+    if how is not None:
+        log.info("%s: %s", path.name, how)
     if images.ndim == 4 and images.shape[-1] not in IMAGE_CHANNELS:
         if images.shape[1] not in IMAGE_CHANNELS:
             raise DataError(f"{path}: images of shape {images.shape} have neither 1, 3 nor 4 "
