@@ -22,6 +22,8 @@ from typing import Any
 import keras
 import numpy as np
 
+from export.errors import ExportError
+
 log = logging.getLogger(__name__)
 AUGMENTATION_PREFIX = "Random"  # RandomFlip, RandomRotation, RandomZoom, RandomContrast, …
 AUGMENTATION_CLASSES = ("AugMix", "CutMix", "MixUp", "RandAugment", "Solarization",
@@ -115,6 +117,11 @@ class TwoClass(keras.layers.Layer):
 def two_classes(model: Any, values: np.ndarray, path: Path) -> Any:
     """A one-unit binary classifier as a two-class one; sigmoid or logit read from outputs."""
     raw = np.asarray(model.predict(values, batch_size=256, verbose=0))
+    if len(raw) > 1 and np.ptp(raw) == 0:  # Dense(1, activation="softmax") is always 1.0
+        raise ExportError(f"{path.name} has one output unit and it gives {float(raw.flat[0]):g} "
+                          f"for every one of {len(raw)} sample images, so it cannot tell two "
+                          "classes apart (a softmax over one unit is always 1): train it with "
+                          "a sigmoid on one unit or a softmax on two")
     from_sigmoid = bool(raw.min() >= 0.0 and raw.max() <= 1.0)
     log.info("%s has one output unit: read as %s for class 1 of two (class 0 is its "
              "complement)", path.name, "a sigmoid probability" if from_sigmoid else "a logit")

@@ -247,7 +247,7 @@ def test_augmentation_layers_inside_the_model_are_left_out(tmp_path: Path,
         assert np.abs(probs - keras_probs).max() < 1e-4, name
 
 
-@pytest.mark.parametrize("activation", [None, "sigmoid"])
+@pytest.mark.parametrize("activation", [None, "sigmoid", "softmax"])
 def test_one_unit_binary_classifiers_become_two_classes(activation: str | None, tmp_path: Path,
                                                         capsys: pytest.CaptureFixture) -> None:
     import keras
@@ -268,6 +268,10 @@ def test_one_unit_binary_classifiers_become_two_classes(activation: str | None, 
     code, stdout, err = _export(["--model", str(tmp_path / "binary.keras"), "--calib-data",
                                  str(tmp_path / "data"), "--formats", "tflite", "--bundle",
                                  str(out)], capsys)
+    if activation == "softmax":  # always 1.0: an always-"dogs" file would pass every gate
+        assert code != 0 and len(err) == 1 and not out.exists()
+        assert "softmax over one unit" in err[0] and "binary.keras" in err[0]
+        return
     assert code == 0, err
     assert "one output unit" in stdout
     classifier = runtime.load(out / "model.tflite")
