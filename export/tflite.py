@@ -98,6 +98,10 @@ def selective_int8(model: object, spec: ModelSpec, calibration: np.ndarray,
                 converter=converter, debug_dataset=dataset, debug_options=options)
             flatbuffer = bytes(debugger.get_nondebug_quantized_model())
     except Exception as exc:
+        if "debug mode" in str(exc):  # the debugger's words when nothing is left to quantize
+            raise UnsupportedModelError("TFLite selective int8: with these layers kept float, "
+                                        "none is left in int8; use the float file or "
+                                        "--fp16") from None
         raise UnsupportedModelError(f"TFLite selective int8 conversion failed: "
                                     f"{first_line(exc)}") from None
     _reject_custom_ops(flatbuffer, "int8")
