@@ -199,3 +199,21 @@ def test_training_pipeline_and_runtime_see_identical_pixels(tmp_path: Path) -> N
         at_runtime = prepare(cv2.imread(str(path), cv2.IMREAD_UNCHANGED), spec)
         assert trained_on.dtype == np.uint8 and np.array_equal(trained_on, at_runtime)
         assert np.array_equal(trained_on, prepare(read_image(path), spec))
+
+
+def test_a_split_smaller_than_the_batch_trains_in_one_batch(caplog: pytest.LogCaptureFixture
+                                                           ) -> None:
+    """A 40-image folder (30 to train) stopped with "fewer than --batch-size 32"; it now
+    trains in batches of what there is, said once, still divisible over the replicas."""
+    from runtime.errors import EdgeCNNError
+    from train.run import fitted_batch
+
+    assert fitted_batch(32, 1000, 1) == 32
+    with caplog.at_level("WARNING", logger="train.run"):
+        assert fitted_batch(32, 30, 1) == 30
+    assert "30 images, fewer than --batch-size 32" in caplog.text
+    assert fitted_batch(32, 31, 2) == 30
+    for batch, images, replicas, needle in ((33, 1000, 2, "divide evenly"),
+                                            (32, 1, 2, "fewer than the 2 replicas")):
+        with pytest.raises(EdgeCNNError, match=needle):
+            fitted_batch(batch, images, replicas)

@@ -102,7 +102,7 @@ def run(cfg: TrainConfig) -> dict[str, Any]:
     from train import distribute
 
     chief = distribute.is_chief(strategy)
-    check_batch(cfg.batch_size, len(data.train), strategy.num_replicas_in_sync)
+    cfg.batch_size = fitted_batch(cfg.batch_size, len(data.train), strategy.num_replicas_in_sync)
     work = work_folder(out)
     checkpoints = Checkpoints.for_run(work, cfg.checkpoint_dir, chief)
     prepare_resume(cfg.resume_key(), restart=cfg.restart, record=work / "run.json",
@@ -331,13 +331,22 @@ def _skipped_note(skipped: list[dict[str, str]]) -> str:
             f"{skipped[0]['reason']})")
 
 
-def check_batch(batch_size: int, n_train: int, replicas: int) -> None:
+def fitted_batch(batch_size: int, n_train: int, replicas: int) -> int:
+    """``batch_size``, or all the training images in one batch when there are fewer (a
+    small folder still trains, said in one line); it must divide over the replicas."""
     if batch_size % replicas:
         raise EdgeCNNError(f"--batch-size {batch_size} is global and must divide evenly over "
                            f"{replicas} replicas; use a multiple of {replicas}")
-    if n_train < batch_size:
-        raise EdgeCNNError(f"the training split has {n_train} images, fewer than --batch-size "
-                           f"{batch_size}; lower --batch-size or add images")
+    if n_train >= batch_size:
+        return batch_size
+    fitted = n_train - n_train % replicas
+    if fitted == 0:
+        raise EdgeCNNError(f"the training split has {n_train} images, fewer than the "
+                           f"{replicas} replicas; add images")
+    log.warning("the training split has %d images, fewer than --batch-size %d: training in "
+                "batches of %d (one step an epoch); more images would train better", n_train,
+                batch_size, fitted)
+    return fitted
 
 
 def make_optimizer(name: str, lr: float, total_steps: int, ema: float = 0.0,
