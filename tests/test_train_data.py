@@ -71,7 +71,8 @@ def test_npz_labels_one_hot_or_column_and_channels_first_images(tmp_path: Path) 
     for name, labels, images, match in (
             ("soft.npz", np.full((30, 3), 1 / 3), x[:, 0], r"labels of shape \(30, 3\)"),
             ("nan.npz", np.r_[y[:-1], np.nan], x[:, 0], "NaN"),
-            ("two.npz", y, x[:, :2].transpose(0, 2, 3, 1), "neither 1, 3 nor 4 channels")):
+            ("two.npz", y, x[:, :2].transpose(0, 2, 3, 1), "neither 1, 3 nor 4 channels"),
+            ("scalar.npz", y, np.uint8(7), r"must be \(N, H, W\[, C\]\)")):  # was a TypeError
         np.savez(tmp_path / name, x=images, y=labels)
         with pytest.raises(DataError, match=match) as error:
             load_npz(tmp_path / name)
