@@ -114,10 +114,22 @@ class TwoClass(keras.layers.Layer):
         return {**super().get_config(), "from_sigmoid": self.from_sigmoid}
 
 
+def _softmax_output(model: Any) -> bool:
+    """Whether the model's last layer (a nested model's last, too) is a softmax."""
+    last = model
+    while isinstance(last, keras.Model) and last.layers:
+        last = last.layers[-1]
+    if isinstance(last, keras.layers.Softmax):
+        return True
+    return getattr(getattr(last, "activation", None), "__name__", "") == "softmax"
+
+
 def two_classes(model: Any, values: np.ndarray, path: Path) -> Any:
     """A one-unit binary classifier as a two-class one; sigmoid or logit read from outputs."""
     raw = np.asarray(model.predict(values, batch_size=256, verbose=0))
-    if len(raw) > 1 and np.ptp(raw) == 0:  # Dense(1, activation="softmax") is always 1.0
+    # Dense(1, activation="softmax") is always 1.0; a sigmoid may saturate on every sample
+    # (a folder of one class) and still tell the classes apart, so it is judged by its layer.
+    if len(raw) > 1 and np.ptp(raw) == 0 and _softmax_output(model):
         raise ExportError(f"{path.name} has one output unit and it gives {float(raw.flat[0]):g} "
                           f"for every one of {len(raw)} sample images, so it cannot tell two "
                           "classes apart (a softmax over one unit is always 1): train it with "

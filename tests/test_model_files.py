@@ -379,3 +379,31 @@ def test_a_failed_int8_file_says_what_is_left_to_try() -> None:
     assert "--qat" not in _int8_advice(build_parser().parse_args(["--qat", "4"]), [int8])
     assert "--repair auto" in _int8_advice(build_parser().parse_args(["--repair", "off"]), [int8])
     assert _int8_advice(args, [floats]) == ""
+
+
+def test_a_sigmoid_saturated_on_every_sample_still_exports(tmp_path: Path,
+                                                           capsys: pytest.CaptureFixture) -> None:
+    """Only a softmax over one unit is always 1 and refused: a sigmoid that gives 0 (or 1)
+    on every sample of a one-class folder (dark frames) still tells dark from bright."""
+    import keras
+
+    image = keras.Input((10, 10, 3))
+    unit = keras.layers.Dense(1, activation="sigmoid")
+    model = keras.Model(image, unit(keras.layers.GlobalAveragePooling2D()(image)))
+    unit.set_weights([np.full((3, 1), -100.0, np.float32), np.array([30.0], np.float32)])
+    model.save(tmp_path / "night.keras")
+    (tmp_path / "dark").mkdir()
+    rng = np.random.default_rng(0)
+    for n in range(40):
+        cv2.imwrite(str(tmp_path / "dark" / f"{n}.png"),
+                    rng.integers(0, 3, (10, 10, 3), dtype=np.uint8))
+    out = tmp_path / "out"
+    code, stdout, err = _export(["--model", str(tmp_path / "night.keras"), "--calib-data",
+                                 str(tmp_path / "dark"), "--formats", "tflite", "--bundle",
+                                 str(out)], capsys)
+    assert code == 0, err
+    assert "one output unit" in stdout
+    classifier = runtime.load(out / "model.tflite")
+    bright = np.full((1, 10, 10, 3), 255, np.uint8)
+    dark = np.zeros((1, 10, 10, 3), np.uint8)
+    assert classifier.probabilities(bright).argmax() != classifier.probabilities(dark).argmax()
