@@ -84,8 +84,8 @@ def channel_sqnr_db(reference: np.ndarray, approximation: np.ndarray, axis: int)
 
     A channel's ratio is capped at 1 (it cannot lose more than all of itself), and channels
     with almost no signal (dead ReLUs) are left out: "almost none" is measured against the
-    median channel, not the loudest, which may be the very outlier (a thousand times the
-    others' amplitude) that rounds every other channel to zero.
+    median channel that has any signal, not the loudest, which may be the very outlier (a
+    thousand times the others' amplitude) that rounds every other channel to zero.
     """
     reference = np.asarray(reference, np.float64)
     if reference.ndim < 2:
@@ -94,9 +94,12 @@ def channel_sqnr_db(reference: np.ndarray, approximation: np.ndarray, axis: int)
     noise = np.moveaxis(np.asarray(approximation, np.float64), axis, -1).reshape(
         reference.shape) - reference
     signal = (reference ** 2).mean(0)
-    alive = signal > max(float(np.median(signal)) * DEAD_CHANNEL, float(signal.max()) * 1e-12)
-    if not alive.any():
+    if not (signal > 0).any():
         return MAX_DB
+    # The median of the channels with any signal: a ReLU layer with most channels exactly
+    # dead has a median of 0, which once counted every nearly dead channel as alive.
+    typical = float(np.median(signal[signal > 0]))
+    alive = signal > max(typical * DEAD_CHANNEL, float(signal.max()) * 1e-12)  # the loudest
     ratio = np.minimum((noise[:, alive] ** 2).mean(0) / signal[alive], 1.0).mean()
     return MAX_DB if ratio <= 10 ** (-MAX_DB / 10) else round(float(-10 * np.log10(ratio)), 2)
 

@@ -32,7 +32,7 @@ AUGMENTATION_CLASSES = ("AugMix", "CutMix", "MixUp", "RandAugment", "Solarizatio
 
 def without_augmentation(model: Any, path: Path) -> Any:
     """``model`` with its training-only augmentation layers as ``Identity`` (weights shared)."""
-    found = [layer.name for layer in _layers(model) if _training_only(layer)]
+    found = [layer.name for layer in all_layers(model) if _training_only(layer)]
     if not found:
         return model
 
@@ -40,7 +40,7 @@ def without_augmentation(model: Any, path: Path) -> Any:
         if _training_only(layer):
             return keras.layers.Identity(name=layer.name)
         if isinstance(layer, keras.Model) and any(_training_only(inner)
-                                                  for inner in _layers(layer)):
+                                                  for inner in all_layers(layer)):
             return keras.models.clone_model(layer, clone_function=clone)
         return layer  # the same layer object: its weights are shared, not copied
 
@@ -55,7 +55,7 @@ def in_float32(model: Any, path: Path) -> Any:
     model (``mixed_float16``/``mixed_bfloat16``) casts to 16 bits inside, which the TFLite
     converter cannot lower ("Could not translate MLIR to FlatBuffer") and int8 would quantize
     from rounded values anyway."""
-    mixed = sorted({layer.dtype_policy.name for layer in _layers(model)
+    mixed = sorted({layer.dtype_policy.name for layer in all_layers(model)
                     if getattr(layer, "dtype_policy", None) is not None
                     and layer.dtype_policy.compute_dtype in ("float16", "bfloat16")})
     if not mixed:
@@ -73,13 +73,13 @@ def in_float32(model: Any, path: Path) -> Any:
     return copy
 
 
-def _layers(model: Any) -> list[Any]:
+def all_layers(model: Any) -> list[Any]:
     """Every layer, nested models' included."""
     found = []
     for layer in getattr(model, "layers", []):
         found.append(layer)
         if isinstance(layer, keras.Model):
-            found.extend(_layers(layer))
+            found.extend(all_layers(layer))
     return found
 
 
@@ -114,10 +114,22 @@ class TwoClass(keras.layers.Layer):
         return {**super().get_config(), "from_sigmoid": self.from_sigmoid}
 
 
+def _softmax_output(model: Any) -> bool:
+    """Whether the model's last layer (a nested model's last, too) is a softmax."""
+    last = model
+    while isinstance(last, keras.Model) and last.layers:
+        last = last.layers[-1]
+    if isinstance(last, keras.layers.Softmax):
+        return True
+    return getattr(getattr(last, "activation", None), "__name__", "") == "softmax"
+
+
 def two_classes(model: Any, values: np.ndarray, path: Path) -> Any:
     """A one-unit binary classifier as a two-class one; sigmoid or logit read from outputs."""
     raw = np.asarray(model.predict(values, batch_size=256, verbose=0))
-    if len(raw) > 1 and np.ptp(raw) == 0:  # Dense(1, activation="softmax") is always 1.0
+    # Dense(1, activation="softmax") is always 1.0; a sigmoid may saturate on every sample
+    # (a folder of one class) and still tell the classes apart, so it is judged by its layer.
+    if len(raw) > 1 and np.ptp(raw) == 0 and _softmax_output(model):
         raise ExportError(f"{path.name} has one output unit and it gives {float(raw.flat[0]):g} "
                           f"for every one of {len(raw)} sample images, so it cannot tell two "
                           "classes apart (a softmax over one unit is always 1): train it with "

@@ -24,6 +24,7 @@ from typing import Any
 import keras
 
 from export.errors import ExportError, UnsupportedModelError
+from export.inference_model import all_layers
 
 log = logging.getLogger(__name__)
 IMAGE_CHANNELS = (1, 3)
@@ -81,19 +82,22 @@ def tf_safe_names(model: Any, path: Path) -> Any:
     Renaming in place keeps every weight; the input tensor's own name cannot change, so
     :func:`image_model` rebuilds a model whose input is so named behind an ``image`` input.
     """
+    layers = [model, *all_layers(model)]
+    taken = {layer.name for layer in layers}
     renamed = []
-
-    def visit(layer: Any) -> None:
-        if not TF_NAME.match(layer.name):
-            safe = re.sub(r"[^A-Za-z0-9_.>-]", "_", layer.name)
-            safe = safe if TF_NAME.match(safe) else f"layer{safe}"
-            if not isinstance(layer, keras.layers.InputLayer):  # said below, as the input
-                renamed.append(f"{layer.name!r} as {safe!r}")
-            layer.name = safe
-        for inner in getattr(layer, "layers", []):
-            visit(inner)
-
-    visit(model)
+    for layer in layers:
+        if TF_NAME.match(layer.name):
+            continue
+        base = re.sub(r"[^A-Za-z0-9_.>-]", "_", layer.name)
+        base = base if TF_NAME.match(base) else f"layer{base}"
+        safe, number = base, 1
+        while safe in taken:  # 'conv 1' beside a 'conv_1': two scopes of one name fail alike
+            number += 1
+            safe = f"{base}_{number}"
+        taken.add(safe)
+        if not isinstance(layer, keras.layers.InputLayer):  # said below, as the input
+            renamed.append(f"{layer.name!r} as {safe!r}")
+        layer.name = safe
     try:
         inputs = list(model.inputs or [])
     except (AttributeError, ValueError):  # a subclassed model never built: no input tensors

@@ -291,7 +291,9 @@ def test_names_tensorflow_refuses_are_renamed_and_the_tflite_file_is_made(
     keras.utils.set_random_seed(2)
     image = keras.Input((12, 12, 1), name="my input:0")
     inner = keras.Sequential([keras.layers.Conv2D(2, 3, name="conv 1")], name="inner block")
-    x = keras.layers.Flatten()(inner(keras.layers.Rescaling(1 / 255)(image)))
+    # A layer already named as 'scale 1' would be renamed: two scopes of one name failed alike.
+    x = keras.layers.Flatten(name="scale_1")(
+        inner(keras.layers.Rescaling(1 / 255, name="scale 1")(image)))
     model = keras.Model(image, keras.layers.Dense(3, activation="softmax", name="classes (3)")(x),
                         name="My Net")
     model.save(tmp_path / "odd.keras")
@@ -300,8 +302,9 @@ def test_names_tensorflow_refuses_are_renamed_and_the_tflite_file_is_made(
                                  str(_samples(tmp_path / "s.npz", (12, 12))), "--formats",
                                  "tflite", "--bundle", str(out)], capsys)
     assert code == 0, err
-    assert ("'conv 1' as 'conv_1'" in stdout and "input 'my input:0' as 'image'" in stdout
-            and "'My Net' as 'My_Net'" in stdout), stdout
+    assert all(said in stdout for said in ("'conv 1' as 'conv_1'", "'scale 1' as 'scale_1_2'",
+                                           "input 'my input:0' as 'image'",
+                                           "'My Net' as 'My_Net'")), stdout
     assert any(line.startswith("odd.keras ") and line.endswith("reference")
                for line in stdout.splitlines()), stdout  # the table names the user's file
     images = np.load(tmp_path / "s.npz")["images"][:6]
@@ -376,3 +379,31 @@ def test_a_failed_int8_file_says_what_is_left_to_try() -> None:
     assert "--qat" not in _int8_advice(build_parser().parse_args(["--qat", "4"]), [int8])
     assert "--repair auto" in _int8_advice(build_parser().parse_args(["--repair", "off"]), [int8])
     assert _int8_advice(args, [floats]) == ""
+
+
+def test_a_sigmoid_saturated_on_every_sample_still_exports(tmp_path: Path,
+                                                           capsys: pytest.CaptureFixture) -> None:
+    """Only a softmax over one unit is always 1 and refused: a sigmoid that gives 0 (or 1)
+    on every sample of a one-class folder (dark frames) still tells dark from bright."""
+    import keras
+
+    image = keras.Input((10, 10, 3))
+    unit = keras.layers.Dense(1, activation="sigmoid")
+    model = keras.Model(image, unit(keras.layers.GlobalAveragePooling2D()(image)))
+    unit.set_weights([np.full((3, 1), -100.0, np.float32), np.array([30.0], np.float32)])
+    model.save(tmp_path / "night.keras")
+    (tmp_path / "dark").mkdir()
+    rng = np.random.default_rng(0)
+    for n in range(40):
+        cv2.imwrite(str(tmp_path / "dark" / f"{n}.png"),
+                    rng.integers(0, 3, (10, 10, 3), dtype=np.uint8))
+    out = tmp_path / "out"
+    code, stdout, err = _export(["--model", str(tmp_path / "night.keras"), "--calib-data",
+                                 str(tmp_path / "dark"), "--formats", "tflite", "--bundle",
+                                 str(out)], capsys)
+    assert code == 0, err
+    assert "one output unit" in stdout
+    classifier = runtime.load(out / "model.tflite")
+    bright = np.full((1, 10, 10, 3), 255, np.uint8)
+    dark = np.zeros((1, 10, 10, 3), np.uint8)
+    assert classifier.probabilities(bright).argmax() != classifier.probabilities(dark).argmax()

@@ -221,6 +221,10 @@ def test_min_confidence_is_chosen_net_of_right_answers(rows: list[tuple], chosen
     assert choose_min_confidence(table) == chosen
 
 
+def _set_name(kind: str, n: int | str) -> str:
+    return f"{kind}-{printed.digest({'n': n})}.npz"  # named as the renderers name sets
+
+
 def test_cache_keeps_the_recently_used_sets_of_each_kind(tmp_path: Path) -> None:
     """Writing a set prunes its kind to the KEEP most recently used; reading one marks it
     used; other kinds and other files are never touched."""
@@ -229,17 +233,67 @@ def test_cache_keeps_the_recently_used_sets_of_each_kind(tmp_path: Path) -> None
     from scenes.cache import KEEP, load_set, store_set
 
     images = np.zeros((2, 28, 28), np.uint8)
-    paths = [tmp_path / f"printed-{n}.npz" for n in range(KEEP + 2)]
+    paths = [tmp_path / _set_name("printed", n) for n in range(KEEP + 2)]
     for age, path in enumerate(paths):
         store_set(path, images=images)
-        os.utime(path, (1000 + age, 1000 + age))  # printed-0 the oldest
-    # Every write prunes to KEEP: printed-0 and -1 went when -4 and -5 were written.
-    assert sorted(tmp_path.glob("printed-*.npz")) == paths[2:]
-    (tmp_path / "handwritten-0.npz").write_bytes(b"another kind")
+        os.utime(path, (1000 + age, 1000 + age))  # paths[0] the oldest
+    # Every write prunes to KEEP: paths[0] and [1] went when [4] and [5] were written.
+    assert sorted(tmp_path.glob("printed-*.npz")) == sorted(paths[2:])
+    (tmp_path / _set_name("handwritten", 0)).write_bytes(b"another kind")
     (tmp_path / "notes.txt").write_text("mine")
     assert load_set(paths[2], "images")[0].shape == images.shape  # used now: kept longest
-    store_set(tmp_path / "printed-new.npz", images=images)
+    new = tmp_path / _set_name("printed", "new")
+    store_set(new, images=images)
     left = {p.name for p in tmp_path.iterdir()}
-    assert left == {"printed-2.npz", "printed-4.npz", "printed-5.npz", "printed-new.npz",
-                    "handwritten-0.npz", "notes.txt"}
-    assert load_set(tmp_path / "handwritten-0.npz", "images") is None  # damaged: render again
+    assert left == {paths[2].name, paths[4].name, paths[5].name, new.name,
+                    _set_name("handwritten", 0), "notes.txt"}
+    assert load_set(tmp_path / _set_name("handwritten", 0), "images") is None  # damaged
+
+
+def test_cache_prunes_only_its_own_sets_and_never_fails_a_run(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """$EDGECNN_CACHE may name a folder of the user's own files: a printed-results.npz, a
+    folder named like a set, are never deleted (the folder crashed pruning). A set another
+    run removes, or one that cannot be removed or written, costs a warning at most."""
+    import os
+
+    from scenes.cache import KEEP, load_set, store_set
+
+    images = np.arange(4000, dtype=np.uint8).reshape(5, 800)
+    mine = [tmp_path / "printed-results.npz", tmp_path / "handwritten-v2.npz",
+            tmp_path / f"printed-{'0' * 20}.npz.bak"]
+    for path in mine:
+        with open(path, "wb") as handle:  # np.savez would add .npz to the .bak
+            np.savez(handle, images=images)
+    (tmp_path / _set_name("printed", "folder")).mkdir()
+    for path in (*mine, tmp_path / _set_name("printed", "folder")):
+        os.utime(path, (1, 1))  # older than every set
+    for n in range(KEEP + 2):
+        store_set(tmp_path / _set_name("printed", n), images=images)
+    assert all(path.is_file() for path in mine)
+    assert (tmp_path / _set_name("printed", "folder")).is_dir()
+    assert len(list(tmp_path.glob("printed-*.npz"))) == KEEP + 2  # KEEP sets, and two others
+
+    truncated = tmp_path / _set_name("handwritten", "cut")
+    store_set(truncated, images=images)
+    truncated.write_bytes(truncated.read_bytes()[:300])
+    assert load_set(truncated, "images") is None  # BadZipFile: a traceback once
+    assert load_set(tmp_path / _set_name("handwritten", "gone"), "images") is None
+
+    real_unlink = Path.unlink
+
+    def refused(path: Path, missing_ok: bool = False) -> None:
+        if path.name.startswith("printed-"):
+            raise PermissionError(13, "Operation not permitted")  # a sticky shared folder
+        real_unlink(path, missing_ok)
+
+    monkeypatch.setattr(Path, "unlink", refused)
+    store_set(tmp_path / _set_name("printed", "shared"), images=images)  # no traceback
+    assert "cannot remove" in caplog.text
+    monkeypatch.undo()
+
+    unwritable = tmp_path / "a file, not a folder"
+    unwritable.write_text("")
+    store_set(unwritable / _set_name("printed", 0), images=images)  # a warning, no error
+    assert "not kept" in caplog.text

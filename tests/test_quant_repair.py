@@ -113,6 +113,15 @@ def test_sqnr_figures() -> None:
     assert channel_sqnr_db(relu, fake_quant(relu, relu.max() / 255, -128, "int8"), axis=-1) > 30
     relu[:, 0] = 1e4
     assert channel_sqnr_db(relu, fake_quant(relu, relu.max() / 255, -128, "int8"), axis=-1) < 1
+    # Most channels exactly dead (a sparse ReLU layer): the median is of the channels with
+    # signal, so a nearly dead one (1e-4 of the others' amplitude) is still left out (the
+    # median of all channels, 0, made it count, and a sound layer scored 4.8 dB).
+    sparse = np.abs(rng.normal(size=(64, 8)))
+    sparse[:, 3:] = 0.0
+    sparse[:, 2] *= 1e-4
+    quantized = fake_quant(sparse, sparse.max() / 255, -128, "int8")
+    assert channel_sqnr_db(sparse, quantized, axis=-1) > 30
+    assert channel_sqnr_db(np.zeros((4, 3)), np.zeros((4, 3)), axis=-1) == MAX_DB
 
 
 def test_int8_onnx_declares_only_used_domains() -> None:

@@ -71,7 +71,8 @@ def test_npz_labels_one_hot_or_column_and_channels_first_images(tmp_path: Path) 
     for name, labels, images, match in (
             ("soft.npz", np.full((30, 3), 1 / 3), x[:, 0], r"labels of shape \(30, 3\)"),
             ("nan.npz", np.r_[y[:-1], np.nan], x[:, 0], "NaN"),
-            ("two.npz", y, x[:, :2].transpose(0, 2, 3, 1), "neither 1, 3 nor 4 channels")):
+            ("two.npz", y, x[:, :2].transpose(0, 2, 3, 1), "neither 1, 3 nor 4 channels"),
+            ("scalar.npz", y, np.uint8(7), r"must be \(N, H, W\[, C\]\)")):  # was a TypeError
         np.savez(tmp_path / name, x=images, y=labels)
         with pytest.raises(DataError, match=match) as error:
             load_npz(tmp_path / name)
@@ -217,3 +218,26 @@ def test_a_split_smaller_than_the_batch_trains_in_one_batch(caplog: pytest.LogCa
                                             (32, 1, 2, "fewer than the 2 replicas")):
         with pytest.raises(EdgeCNNError, match=needle):
             fitted_batch(batch, images, replicas)
+
+
+def test_a_split_in_one_batch_trains_on_what_decodes(tmp_path: Path) -> None:
+    """A fitted batch holds the whole split; a truncated file in it left no full batch, so
+    a 40-image folder with one bad download stopped with "produced no batch"."""
+    from train.data import SkipLog, Split
+    from train.pipeline import training_epochs
+
+    paths = []
+    for n in range(3):
+        paths.append(tmp_path / f"{n}.png")
+        cv2.imwrite(str(paths[-1]), np.full((9, 9), 40 * n, np.uint8))
+    paths[1].write_bytes(paths[1].read_bytes()[:60])  # a header, then nothing
+    spec = ModelSpec(labels=("a", "b"), height=12, width=12, color="grayscale")
+    split = Split(labels=np.array([0, 1, 0]), paths=np.array([str(p) for p in paths]))
+
+    def batch_sizes(keep_remainder: bool) -> list[int]:
+        epochs = training_epochs(split, spec, SkipLog(), batch_size=3, seed=0, augmenter=None,
+                                 cache=None, keep_remainder=keep_remainder)
+        return [len(labels) for _, labels in epochs(0).as_numpy_iterator()]
+
+    assert batch_sizes(True) == [2]
+    assert batch_sizes(False) == []  # a larger split's last, smaller batch: dropped as before

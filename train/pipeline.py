@@ -75,16 +75,19 @@ def _shuffled(ds: tf.data.Dataset, size: int, seed: int | None) -> tf.data.Datas
 
 
 def training_batches(split: Split, spec: ModelSpec, skipped: SkipLog, *, batch_size: int,
-                     seed: int, augmenter: object | None, cache: str | None) -> tf.data.Dataset:
-    """Shuffled, augmented float32 batches of one epoch; ``seed`` differs per epoch."""
+                     seed: int, augmenter: object | None, cache: str | None,
+                     keep_remainder: bool = False) -> tf.data.Dataset:
+    """Shuffled, augmented float32 batches of one epoch; ``seed`` differs per epoch. The
+    last, smaller batch is dropped unless ``keep_remainder``."""
     return _batched(examples(split, spec, skipped, shuffle_seed=seed, cache=cache), batch_size,
-                    augmenter)
+                    augmenter, keep_remainder)
 
 
 def training_epochs(split: Split, spec: ModelSpec, skipped: SkipLog, *, batch_size: int,
-                    seed: int, augmenter: object | None,
-                    cache: str | None) -> Callable[[int], tf.data.Dataset]:
-    """``epoch -> that epoch's batches``, shuffled with seed ``seed + epoch``.
+                    seed: int, augmenter: object | None, cache: str | None,
+                    keep_remainder: bool = False) -> Callable[[int], tf.data.Dataset]:
+    """``epoch -> that epoch's batches``, shuffled with seed ``seed + epoch``; the last,
+    smaller batch dropped unless ``keep_remainder``.
 
     A streamed split's cache is built here once, so later epochs read what the first decoded.
     """
@@ -93,14 +96,17 @@ def training_epochs(split: Split, spec: ModelSpec, skipped: SkipLog, *, batch_si
     def batches(epoch: int) -> tf.data.Dataset:
         if cached is None:
             return training_batches(split, spec, skipped, batch_size=batch_size,
-                                    seed=seed + epoch, augmenter=augmenter, cache=None)
-        return _batched(_shuffled(cached, len(split), seed + epoch), batch_size, augmenter)
+                                    seed=seed + epoch, augmenter=augmenter, cache=None,
+                                    keep_remainder=keep_remainder)
+        return _batched(_shuffled(cached, len(split), seed + epoch), batch_size, augmenter,
+                        keep_remainder)
 
     return batches
 
 
-def _batched(ds: tf.data.Dataset, batch_size: int, augmenter: object | None) -> tf.data.Dataset:
-    ds = ds.batch(batch_size, drop_remainder=True)
+def _batched(ds: tf.data.Dataset, batch_size: int, augmenter: object | None,
+             keep_remainder: bool = False) -> tf.data.Dataset:
+    ds = ds.batch(batch_size, drop_remainder=not keep_remainder)
     ds = ds.map(lambda x, y: (tf.cast(x, tf.float32), y), num_parallel_calls=AUTOTUNE)
     if augmenter is not None:
         # One batch at a time: parallel calls would draw from the layers' random state in

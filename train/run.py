@@ -229,9 +229,12 @@ def fit(data: PreparedData, strategy: Any, make_model: Callable[[], Any], *, opt
         model = make_model()
         opt = make_optimizer(optimizer, lr, epochs * steps, ema=ema, weight_decay=weight_decay)
     # Built once, so that a --cache filled in the first epoch serves the later ones.
+    # One batch that holds the whole split (a small folder, see fitted_batch) trains on what
+    # decodes: dropping it as a remainder left no batch at all when one file was truncated.
     train_batches = pipeline.training_epochs(train, data.spec, data.skipped,
                                              batch_size=batch_size, seed=seed * 1000,
-                                             augmenter=augmenter, cache=cache)
+                                             augmenter=augmenter, cache=cache,
+                                             keep_remainder=len(train) <= batch_size)
     val_batches = pipeline.eval_batches(data.val, data.spec, data.skipped, batch_size)
     try:
         result = loop.fit(model=model, optimizer=opt, strategy=strategy,

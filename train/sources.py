@@ -142,7 +142,7 @@ def load_npz(path: Path, name: str | None = None) -> ArraySource:
         if isinstance(exc, DataError):
             raise
         raise DataError(f"{path}: not a readable .npz file ({exc})") from None
-    labels = _one_label_each(path, labels, len(images))
+    labels = _one_label_each(path, labels, len(images) if images.ndim else 0)
     if images.ndim not in (3, 4) or len(images) != len(labels):
         raise DataError(f"{path}: images must be (N, H, W[, C]) with one label each; got "
                         f"{images.dtype} {images.shape} and {len(labels)} labels")
