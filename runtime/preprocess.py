@@ -154,17 +154,20 @@ def to_model_values(pixels: np.ndarray, spec: ModelSpec) -> np.ndarray:
 def array_pixels(images: np.ndarray) -> tuple[np.ndarray, str | None]:
     """An image array saved in any usual scale → uint8 0–255, and how it was read (None for
     uint8). Floats in 0–1 are pixel/255, in −1–1 pixel/127.5 − 1, in 0–255 pixels; booleans
-    are black or white. Anything else (a mean/std normalization, NaN) is an ImageError: a
-    guess there would train or calibrate on the wrong pixels. Shared by ``train --data
-    x.npz`` and ``export --calib-data x.npz``, which each name the file."""
-    if images.dtype == np.uint8:
-        return images, None
+    and integers that are all 0 or 1 are black or white. Anything else (a mean/std
+    normalization, NaN) is an ImageError: a guess there would train or calibrate on the
+    wrong pixels. Shared by ``train --data x.npz`` and ``export --calib-data x.npz``, which
+    each name the file."""
     if images.dtype.kind not in "biuf":
         raise ImageError(f"holds {images.dtype} values, not pixels")
     if images.size == 0:
         raise ImageError("holds no images")
-    if images.dtype == bool:
-        return images.astype(np.uint8) * np.uint8(255), "booleans: read as black and white"
+    if images.dtype.kind in "biu" and images.min() >= 0 and images.max() <= 1:
+        # A binarized set (MNIST thresholded and saved as 0/1): read as pixels it would be
+        # black on black, and no real photo set tops out at grey level 1.
+        return images.astype(np.uint8) * np.uint8(255), "0/1 values: read as black and white"
+    if images.dtype == np.uint8:
+        return images, None
     low, high = float(images.min()), float(images.max())
     if images.dtype.kind in "iu":
         if low < 0 or high > 255:
@@ -184,4 +187,3 @@ def array_pixels(images: np.ndarray) -> tuple[np.ndarray, str | None]:
     pixels = (images.astype(np.float32) + np.float32(offset)) * np.float32(scale)
     return (np.clip(np.rint(pixels), 0, 255).astype(np.uint8),
             f"float values from {low:g} to {high:g}, taken as {what}")
-

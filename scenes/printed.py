@@ -72,7 +72,7 @@ def printed_set(font_list: list[fonts.Font], per_digit: int = PER_DIGIT, seed: i
     names = np.repeat([font.name for font, _, _, _ in jobs], counts)
     result = PrintedSet(images, labels, families.astype(str), names.astype(str))
     store_set(path, images=result.images, labels=result.labels, families=result.families,
-                fonts=result.fonts)
+              fonts=result.fonts)
     return result
 
 

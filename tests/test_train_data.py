@@ -89,6 +89,8 @@ def test_npz_images_in_the_scales_export_reads(tmp_path: Path) -> None:
                          ("wide.npz", x.astype(np.int16))):
         np.savez(tmp_path / name, x=images, y=y)
         assert np.array_equal(load_npz(tmp_path / name).images, x), name
+    np.savez(tmp_path / "binary.npz", x=(x > 127).astype(np.uint8), y=y)  # thresholded 0/1
+    assert np.array_equal(load_npz(tmp_path / "binary.npz").images, (x > 127) * 255)
     for name, images, match in (("normal.npz", (x - 128.0) / 40, "mean and std"),
                                 ("nan.npz", np.where(x > 250, np.nan, x / 255.0), "NaN"),
                                 ("text.npz", x.astype(str), "not pixels")):

@@ -102,7 +102,9 @@ def run(cfg: TrainConfig) -> dict[str, Any]:
     from train import distribute
 
     chief = distribute.is_chief(strategy)
-    cfg.batch_size = fitted_batch(cfg.batch_size, len(data.train), strategy.num_replicas_in_sync)
+    # The option stays as given (the resume key, train_config.json); a small split trains in
+    # one batch of what it has.
+    batch_size = fitted_batch(cfg.batch_size, len(data.train), strategy.num_replicas_in_sync)
     work = work_folder(out)
     checkpoints = Checkpoints.for_run(work, cfg.checkpoint_dir, chief)
     prepare_resume(cfg.resume_key(), restart=cfg.restart, record=work / "run.json",
@@ -123,7 +125,7 @@ def run(cfg: TrainConfig) -> dict[str, Any]:
                             weight_decay=cfg.weight_decay,
                             ema=cfg.ema, label_smoothing=cfg.label_smoothing, keep=cfg.keep,
                             repeat=cfg.repeat, photograph=cfg.photograph,
-                            batch_size=cfg.batch_size, patience=cfg.patience,
+                            batch_size=batch_size, patience=cfg.patience,
                             augmenter=make_augmenter(cfg.augment, cfg.flip, cfg.seed,
                                                      data.spec.framing, cfg.shift,
                                                      cfg.elastic, cfg.cutout, cfg.stroke,
@@ -347,8 +349,7 @@ def fitted_batch(batch_size: int, n_train: int, replicas: int) -> int:
         raise EdgeCNNError(f"the training split has {n_train} images, fewer than the "
                            f"{replicas} replicas; add images")
     log.warning("the training split has %d images, fewer than --batch-size %d: training in "
-                "batches of %d (one step an epoch); more images would train better", n_train,
-                batch_size, fitted)
+                "batches of %d; more images would train better", n_train, batch_size, fitted)
     return fitted
 
 

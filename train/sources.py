@@ -149,7 +149,7 @@ def load_npz(path: Path, name: str | None = None) -> ArraySource:
     try:
         images, how = array_pixels(images)  # the scale export's --calib-data reads too
     except ImageError as exc:
-        raise DataError(f"{path}: the images {exc}") from None
+        raise DataError(f"{path}: its image array {exc}") from None
     if how is not None:
         log.info("%s: %s", path.name, how)
     if images.ndim == 4 and images.shape[-1] not in IMAGE_CHANNELS:
