@@ -27,7 +27,7 @@ from export.errors import CalibrationError
 from runtime.errors import EdgeCNNError, ImageError
 from runtime.preprocess import array_pixels, is_image_file, prepare, read_image
 from runtime.spec import ModelSpec
-from runtime.walk import walk_files
+from runtime.walk import images_under
 
 log = logging.getLogger(__name__)
 NPZ_LAYOUTS = (("x_train", "y_train"), ("images", "labels"), ("x", "y"), ("x_test", "y_test"),
@@ -249,6 +249,5 @@ def _from_folder(data: Path, spec: ModelSpec) -> Samples:
 
 def _plain_images(folder: Path) -> list[str]:
     """Images under ``folder``, known by content, listed as ``runtime predict`` lists a
-    folder (:func:`runtime.walk.walk_files`: linked folders once, never back up)."""
-    return [path for path in walk_files(str(folder))
-            if not os.path.basename(path).startswith(".") and is_image_file(path)]
+    folder (:func:`runtime.walk.images_under`: linked folders once, never back up)."""
+    return images_under(folder, is_image_file)

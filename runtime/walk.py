@@ -2,8 +2,8 @@
 
 Directory symlinks are followed, each real directory once and never one leading back up
 to the folder named, so a link loop ends and nothing outside what the user named is read.
-Hidden names are left out. One listing for ``python -m runtime predict`` and the camera
-demo's folder source.
+Hidden names are left out. One listing for ``python -m runtime predict``, the camera
+demo's folder source and ``export --calib-data`` on a plain folder.
 """
 
 from __future__ import annotations
@@ -12,17 +12,19 @@ import fnmatch
 import glob
 import os
 from collections import deque
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 from runtime.preprocess import IMAGE_SUFFIXES
 
 
-def images_under(folder: Path | str) -> list[str]:
-    """The image files (by suffix) anywhere under ``folder``, hidden names left out, each
-    real directory's files sorted."""
+def images_under(folder: Path | str,
+                 is_image: Callable[[str], bool] | None = None) -> list[str]:
+    """The image files anywhere under ``folder``, hidden names left out, each real
+    directory's files sorted. ``is_image`` tells an image (default: by its suffix)."""
+    is_image = is_image or is_image_name
     return [path for path in walk_files(str(folder))
-            if not os.path.basename(path).startswith(".") and is_image_name(path)]
+            if not os.path.basename(path).startswith(".") and is_image(path)]
 
 
 def walk_files(folder: str, hidden: bool = False) -> Iterator[str]:
