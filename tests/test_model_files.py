@@ -196,7 +196,8 @@ def test_messages_name_the_model_the_user_named(tmp_path: Path,
 def test_labels_named_twice_are_refused_before_any_work(tmp_path: Path,
                                                         capsys: pytest.CaptureFixture) -> None:
     code, _, err = _export(["--model", str(tmp_path / "none.keras"), "--calib-data",
-                            str(tmp_path), "--labels", "a,a,b, c ,c"], capsys)
+                            str(tmp_path), "--labels", "a,a,b, c ,c", "--bundle",
+                            str(tmp_path / "out")], capsys)  # not ./artifacts, wherever run
     assert code == 2 and err == ["export: error: --labels names 'a', 'c' more than once; each "
                                  "class needs its own name"], err
 
