@@ -3,8 +3,8 @@
 Sets live in ``$EDGECNN_CACHE`` (default ``~/.cache/edgecnn``). Any change to the camera
 model, the framing or a library gives new names, so old sets would pile up (3–4 MB each):
 reading a set marks it used, and writing one deletes the least recently used sets of its
-kind beyond :data:`KEEP`. Only files named as sets are (``printed-`` or ``handwritten-``
-and a digest) are ever deleted: the folder may hold anything else.
+kind beyond :data:`KEEP`. Only files named as sets (``printed-`` or ``handwritten-`` and
+a digest) are ever deleted: the folder may hold anything else.
 A damaged set is rendered again, never trusted; a cache that cannot be written (read-only,
 full) only costs the rendering again next time.
 """
