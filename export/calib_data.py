@@ -25,13 +25,19 @@ import numpy as np
 
 from export.errors import CalibrationError
 from runtime.errors import EdgeCNNError, ImageError
-from runtime.preprocess import array_pixels, is_image_file, prepare, read_image
+from runtime.preprocess import (
+    NPZ_LAYOUTS,
+    array_pixels,
+    channels_last,
+    is_image_file,
+    npz_layout,
+    prepare,
+    read_image,
+)
 from runtime.spec import ModelSpec
 from runtime.walk import images_under
 
 log = logging.getLogger(__name__)
-NPZ_LAYOUTS = (("x_train", "y_train"), ("images", "labels"), ("x", "y"), ("x_test", "y_test"),
-               ("arr_0", "arr_1"))
 TEST_KEYS = ("x_test", "y_test")  # Keras's mnist.npz: the check images
 MAX_CHECK = 10_000  # more check images only slow validation: 0.01 pp is resolution enough
 LISTED = 5  # unreadable files named in the log before "and N more"
@@ -86,7 +92,7 @@ def _load_npz(data: Path) -> dict[str, np.ndarray]:
 def _from_npz(data: Path, spec: ModelSpec) -> Samples:
     arrays = _load_npz(data)
     by_lower = {key.lower(): key for key in arrays}
-    layout = next(((x, y) for x, y in NPZ_LAYOUTS if x in by_lower), None)
+    layout = npz_layout(arrays)
     if layout is None:
         looked = ", ".join(f"{x}/{y}" for x, y in NPZ_LAYOUTS)
         raise CalibrationError(f"--calib-data {data}: found arrays "
@@ -154,11 +160,13 @@ def _nhwc(array: np.ndarray, spec: ModelSpec, name: str) -> np.ndarray:
         return array.reshape(len(array), *spec.input_shape)
     if array.ndim == 3:
         return array[..., None]
-    if array.ndim == 4 and array.shape[-1] not in (1, 3, 4) and array.shape[1] in (1, 3):
-        log.info("--calib-data %s: %s read as channels-first (N, C, H, W)", name,
-                 tuple(array.shape))
-        return array.transpose(0, 2, 3, 1)
-    if array.ndim == 4 and array.shape[-1] in (1, 3, 4):
+    if array.ndim == 4:
+        try:
+            array, how = channels_last(array)
+        except ImageError as exc:
+            raise CalibrationError(f"--calib-data {name} {exc}") from None
+        if how is not None:
+            log.info("--calib-data %s: %s", name, how)
         return array
     raise CalibrationError(f"--calib-data {name} has shape {tuple(array.shape)}; expected images "
                            "(N, H, W) or (N, H, W, C) with C 1, 3 or 4")

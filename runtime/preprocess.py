@@ -9,7 +9,7 @@ OpenCV-style uint8 arrays: ``(H, W)`` or ``(H, W, 1)`` grayscale, ``(H, W, 3)`` 
 from __future__ import annotations
 
 import os
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 
 import cv2
@@ -149,6 +149,35 @@ def to_model_values(pixels: np.ndarray, spec: ModelSpec) -> np.ndarray:
     if (low, high) != (0.0, 255.0):
         values = values * np.float32((high - low) / 255.0) + np.float32(low)
     return values
+
+
+# The names under which .npz files usually hold images and their labels, in the order looked
+# for: Keras's mnist.npz, then common plain layouts and np.savez(f, x, y)'s positional names.
+# Read by ``train --data x.npz`` and ``export --calib-data x.npz``.
+NPZ_LAYOUTS = (("x_train", "y_train"), ("images", "labels"), ("x", "y"), ("x_test", "y_test"),
+               ("arr_0", "arr_1"))
+ARRAY_CHANNELS = (1, 3, 4)  # grey, RGB, RGBA: the channel counts an image array may have
+
+
+def npz_layout(keys: Iterable[str]) -> tuple[str, str] | None:
+    """The first of NPZ_LAYOUTS whose image array is among ``keys`` (any case), or None."""
+    lower = {key.lower() for key in keys}
+    return next(((x, y) for x, y in NPZ_LAYOUTS if x in lower), None)
+
+
+def channels_last(images: np.ndarray) -> tuple[np.ndarray, str | None]:
+    """A 4-d image array as (N, H, W, C), and how it was read (None when it already was).
+
+    Channels-first (N, C, H, W), PyTorch's layout, is recognised when the last axis cannot
+    be channels and the second can. Arrays of any other rank pass through for the caller to
+    judge. One rule for ``train --data`` and ``export --calib-data``."""
+    if images.ndim != 4 or images.shape[-1] in ARRAY_CHANNELS:
+        return images, None
+    if images.shape[1] not in ARRAY_CHANNELS:
+        raise ImageError(f"of shape {tuple(images.shape)} has neither 1, 3 nor 4 channels, "
+                         "last (N, H, W, C) or first (N, C, H, W)")
+    return (np.ascontiguousarray(images.transpose(0, 2, 3, 1)),
+            f"{tuple(images.shape)} read as channels-first (N, C, H, W)")
 
 
 def array_pixels(images: np.ndarray) -> tuple[np.ndarray, str | None]:

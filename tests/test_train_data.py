@@ -79,6 +79,38 @@ def test_npz_labels_one_hot_or_column_and_channels_first_images(tmp_path: Path) 
         assert name in str(error.value)
 
 
+def test_npz_layouts_are_the_ones_export_reads(tmp_path: Path) -> None:
+    """train --data read x_train/y_train and x/y only, while export's --calib-data also read
+    images/labels and np.savez(f, x, y)'s arr_0/arr_1: one list now serves both."""
+    rng = np.random.default_rng(0)
+    x = rng.integers(0, 256, (30, 12, 12), dtype=np.uint8)
+    y = np.arange(30) % 3
+    np.savez(tmp_path / "named.npz", Images=x, Labels=y)  # any case
+    np.savez(tmp_path / "positional.npz", x, y)
+    for name in ("named.npz", "positional.npz"):
+        source = load_npz(tmp_path / name)
+        assert np.array_equal(source.images, x) and np.array_equal(source.labels, y), name
+    np.savez(tmp_path / "unlabelled.npz", images=x)
+    np.savez(tmp_path / "mixed.npz", x_train=x[:20], y_train=y[:20],
+             x_test=rng.integers(0, 256, (10, 14, 14), dtype=np.uint8), y_test=y[20:])
+    for name, match in (("unlabelled.npz", "images/labels"), ("mixed.npz", "differ in shape")):
+        with pytest.raises(DataError, match=match) as error:
+            load_npz(tmp_path / name)
+        assert name in str(error.value)
+
+
+def test_channels_first_is_one_rule_for_train_and_export(tmp_path: Path) -> None:
+    """RGBA channels-first (N, 4, H, W) trained but export's calibration refused it."""
+    from export.calib_data import read_samples
+
+    rng = np.random.default_rng(1)
+    x = rng.integers(0, 256, (30, 4, 12, 12), dtype=np.uint8)
+    np.savez(tmp_path / "rgba.npz", x=x, y=np.arange(30) % 3)
+    assert load_npz(tmp_path / "rgba.npz").images.shape == (30, 12, 12, 4)
+    spec = ModelSpec(labels=("0", "1", "2"), height=12, width=12, color="rgb")
+    assert read_samples(tmp_path / "rgba.npz", spec).images.images.shape == (30, 12, 12, 3)
+
+
 def test_npz_images_in_the_scales_export_reads(tmp_path: Path) -> None:
     """Float 0–1 (x / 255.0, the usual save), −1–1 and int16 images train as the pixels
     export's --calib-data reads them as; a mean/std normalization or NaN is one line."""

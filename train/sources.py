@@ -9,19 +9,19 @@ part each image came from, so that each part is split on its own and scored on i
 from __future__ import annotations
 
 import logging
+import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
 from runtime.errors import ImageError
-from runtime.preprocess import array_pixels
+from runtime.preprocess import NPZ_LAYOUTS, array_pixels, channels_last, npz_layout
 from train.errors import DataError
 from train.scan import Unused, list_class_folders
 
 __all__ = ["ArraySource", "DataError", "FolderSource", "load_source"]
 log = logging.getLogger(__name__)
-IMAGE_CHANNELS = (1, 3, 4)  # grey, RGB, RGBA
 DIGIT_LABELS = tuple(str(d) for d in range(10))
 KERAS_MNIST_CACHE = Path.home() / ".keras" / "datasets" / "mnist.npz"
 
@@ -121,27 +121,38 @@ def _sklearn_digits() -> ArraySource:
 
 
 def load_npz(path: Path, name: str | None = None) -> ArraySource:
-    """An MNIST-style ``.npz`` (x_train, y_train, x_test, y_test) or a plain one (x, y).
+    """An ``.npz`` of images and labels under any of NPZ_LAYOUTS (Keras's mnist.npz x_train,
+    y_train, x_test, y_test; images/labels; x/y; arr_0/arr_1), as export's --calib-data.
 
     Train and test parts are pooled: edgecnn makes its own stratified split, so every
     source goes through the same split code.
     """
     try:
         with np.load(path, allow_pickle=False) as npz:
-            keys = set(npz.files)
-            if {"x_train", "y_train"} <= keys:
-                parts = [("x_train", "y_train"), ("x_test", "y_test")]
-                images = np.concatenate([npz[x] for x, y in parts if x in keys and y in keys])
-                labels = np.concatenate([npz[y] for x, y in parts if x in keys and y in keys])
-            elif {"x", "y"} <= keys:
-                images, labels = npz["x"], npz["y"]
-            else:
-                raise DataError(f"{path}: expected arrays x_train/y_train (MNIST layout) or x/y, "
-                                f"found {', '.join(sorted(keys)) or 'none'}")
-    except (OSError, ValueError) as exc:
-        if isinstance(exc, DataError):
-            raise
+            by_lower = {key.lower(): key for key in npz.files}
+            layout = npz_layout(npz.files)
+            if layout is None or layout[1] not in by_lower:
+                looked = ", ".join(f"{x}/{y}" for x, y in NPZ_LAYOUTS)
+                raise DataError(f"{path}: expected images and labels under one of {looked} "
+                                f"(x_train/y_train is Keras's mnist.npz layout); found "
+                                f"{', '.join(sorted(npz.files)) or 'none'}")
+            # Keras's layout: its test part is pooled too, since edgecnn makes its own split.
+            parts = [layout, *([("x_test", "y_test")] if layout[0] == "x_train" else [])]
+            parts = [(by_lower[x], by_lower[y]) for x, y in parts
+                     if x in by_lower and y in by_lower]
+            arrays = [(npz[x], npz[y]) for x, y in parts]
+    except DataError:
+        raise
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile) as exc:
         raise DataError(f"{path}: not a readable .npz file ({exc})") from None
+    images, labels = arrays[0]
+    if len(arrays) > 1:
+        try:
+            images = np.concatenate([x for x, _ in arrays])
+            labels = np.concatenate([y for _, y in arrays])
+        except ValueError:
+            raise DataError(f"{path}: its train and test parts differ in shape: " + " and ".join(
+                f"images {x.shape}, labels {y.shape}" for x, y in arrays)) from None
     labels = _one_label_each(path, labels, len(images) if images.ndim else 0)
     if images.ndim not in (3, 4) or len(images) != len(labels):
         raise DataError(f"{path}: images must be (N, H, W[, C]) with one label each; got "
@@ -152,12 +163,12 @@ def load_npz(path: Path, name: str | None = None) -> ArraySource:
         raise DataError(f"{path}: its image array {exc}") from None
     if how is not None:
         log.info("%s: %s", path.name, how)
-    if images.ndim == 4 and images.shape[-1] not in IMAGE_CHANNELS:
-        if images.shape[1] not in IMAGE_CHANNELS:
-            raise DataError(f"{path}: images of shape {images.shape} have neither 1, 3 nor 4 "
-                            "channels, last (N, H, W, C) or first (N, C, H, W)")
-        log.info("%s: images %s read as channels-first (N, C, H, W)", path.name, images.shape)
-        images = np.ascontiguousarray(images.transpose(0, 2, 3, 1))
+    try:
+        images, how = channels_last(images)  # export's --calib-data reads the same way
+    except ImageError as exc:
+        raise DataError(f"{path}: its image array {exc}") from None
+    if how is not None:
+        log.info("%s: images %s", path.name, how)
     classes, labels = np.unique(labels, return_inverse=True)
     label_names = tuple(str(c) for c in classes)
     digit_like = label_names == DIGIT_LABELS and images.ndim == 3
