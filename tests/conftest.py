@@ -52,6 +52,40 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
         reason = slow_reason(item)
         if reason is not None:
             item.add_marker(pytest.mark.slow(reason=reason))
+    items[:] = run_order(items)
+
+
+def run_order(items: list[pytest.Item]) -> list[pytest.Item]:
+    """One test that builds the session bundles first, then the slow tests that need none
+    (the other worker runs them meanwhile instead of waiting for the build), then the rest
+    of the bundles' users, then the fast tests, many and short, which even out the two
+    workers' ends. Collection order is kept within each group."""
+    builds = [item for item in items if _needs_session_build(item)]
+    first = builds[:1]
+    group = {id(item): 1 if item.get_closest_marker("slow") else 3 for item in items}
+    group.update({id(item): 2 for item in builds} | {id(item): 0 for item in first})
+    return sorted(items, key=lambda item: group[id(item)])
+
+
+def _needs_session_build(item: pytest.Item) -> bool:
+    """Whether ``item`` uses a session bundle, as an argument or through a fixture that asks
+    for one at run time (``request.getfixturevalue``)."""
+    if set(SESSION_FIXTURES) & set(getattr(item, "fixturenames", ())):
+        return True
+    info = getattr(item, "_fixtureinfo", None)
+    return any(_asks_for_session_fixture(d.func)
+               for definitions in (info.name2fixturedefs.values() if info else ())
+               for d in definitions)
+
+
+@functools.cache
+def _asks_for_session_fixture(function: Callable) -> bool:
+    try:
+        source = inspect.getsource(function)
+    except (OSError, TypeError):
+        return False
+    return "getfixturevalue" in source and any(f'"{name}"' in source
+                                               for name in SESSION_FIXTURES)
 
 
 def slow_reason(item: pytest.Item) -> str | None:
