@@ -34,10 +34,12 @@ demo: setup
 	$(PY) -m benchmarks --bundle $(BUNDLE) --quick
 
 # Two pytest-xdist workers share the session's trained and exported bundles (tests/conftest.py,
-# built_once): 257 s instead of 317 s in one run here. WORKERS=1 runs them one by one.
+# built_once). Tests are handed out two at a time, in the order tests/conftest.py's run_order
+# sets: while one worker builds the bundles, the other runs tests that need none, and the
+# short tests come last to even out the two ends. WORKERS=1 runs them one by one.
 WORKERS ?= 2
 test: setup
-	$(PY) -m pytest -n $(WORKERS)
+	$(PY) -m pytest -n $(WORKERS) --maxschedchunk 2
 
 # Every test that needs no training, export or TensorFlow (tests/conftest.py): under a minute.
 # They share nothing, so two workers (pytest-xdist) run them side by side on the two cores.
