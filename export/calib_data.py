@@ -18,6 +18,7 @@ from __future__ import annotations
 import logging
 import os
 import zipfile
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -138,7 +139,7 @@ def _image_set(images: np.ndarray, labels: np.ndarray | None, spec: ModelSpec,
 def model_pixels(array: np.ndarray, spec: ModelSpec, name: str) -> np.ndarray:
     """An image array in any of the supported layouts → (N, H, W, C) uint8 model inputs."""
     images = _nhwc(array, spec, name)
-    images = _uint8(images, name)
+    images = _read_as(array_pixels, images, name)  # pixels 0–255 whatever their scale
     if images.shape[1:] == spec.input_shape:
         return np.ascontiguousarray(images)
     if images.shape[-1] >= 3:  # numpy arrays are RGB(A); the preprocessing reads OpenCV's BGR
@@ -161,26 +162,22 @@ def _nhwc(array: np.ndarray, spec: ModelSpec, name: str) -> np.ndarray:
     if array.ndim == 3:
         return array[..., None]
     if array.ndim == 4:
-        try:
-            array, how = channels_last(array)
-        except ImageError as exc:
-            raise CalibrationError(f"--calib-data {name} {exc}") from None
-        if how is not None:
-            log.info("--calib-data %s: %s", name, how)
-        return array
+        return _read_as(channels_last, array, name)
     raise CalibrationError(f"--calib-data {name} has shape {tuple(array.shape)}; expected images "
                            "(N, H, W) or (N, H, W, C) with C 1, 3 or 4")
 
 
-def _uint8(images: np.ndarray, name: str) -> np.ndarray:
-    """Pixels as uint8 0–255, whatever scale they were saved in (and say which one)."""
+def _read_as(reader: Callable[[np.ndarray], tuple[np.ndarray, str | None]],
+             images: np.ndarray, name: str) -> np.ndarray:
+    """``reader``'s array (a runtime.preprocess reading shared with train), saying how it read
+    ``images``; its error as a CalibrationError naming the file."""
     try:
-        pixels, how = array_pixels(images)
+        read, how = reader(images)
     except ImageError as exc:
         raise CalibrationError(f"--calib-data {name} {exc}") from None
     if how is not None:
         log.info("--calib-data %s: %s", name, how)
-    return pixels
+    return read
 
 
 def class_indices(labels: np.ndarray, count: int, spec: ModelSpec, name: str) -> np.ndarray | None:

@@ -157,18 +157,13 @@ def load_npz(path: Path, name: str | None = None) -> ArraySource:
     if images.ndim not in (3, 4) or len(images) != len(labels):
         raise DataError(f"{path}: images must be (N, H, W[, C]) with one label each; got "
                         f"{images.dtype} {images.shape} and {len(labels)} labels")
-    try:
-        images, how = array_pixels(images)  # the scale export's --calib-data reads too
-    except ImageError as exc:
-        raise DataError(f"{path}: its image array {exc}") from None
-    if how is not None:
-        log.info("%s: %s", path.name, how)
-    try:
-        images, how = channels_last(images)  # export's --calib-data reads the same way
-    except ImageError as exc:
-        raise DataError(f"{path}: its image array {exc}") from None
-    if how is not None:
-        log.info("%s: images %s", path.name, how)
+    for reader in (array_pixels, channels_last):  # as export's --calib-data reads them
+        try:
+            images, how = reader(images)
+        except ImageError as exc:
+            raise DataError(f"{path}: its image array {exc}") from None
+        if how is not None:
+            log.info("%s: images %s", path.name, how)
     classes, labels = np.unique(labels, return_inverse=True)
     label_names = tuple(str(c) for c in classes)
     digit_like = label_names == DIGIT_LABELS and images.ndim == 3
