@@ -64,13 +64,27 @@ def _silence_stdout() -> None:
         pass
 
 
+class StdoutHandler(logging.StreamHandler):
+    """Writes to ``sys.stdout`` as it is when each record comes, not as it was when logging
+    was set up: a caller that calls a ``main`` in process (a notebook, a test) and then
+    swaps or closes its stdout would otherwise leave a handler on a closed stream."""
+
+    @property  # type: ignore[override]
+    def stream(self) -> Any:
+        return sys.stdout
+
+    @stream.setter
+    def stream(self, _value: Any) -> None:  # StreamHandler.__init__ sets it; sys.stdout rules
+        pass
+
+
 def setup_logging(*packages: str, verbose: bool = False) -> None:
     """Progress goes to stdout; stderr is kept for errors, so a failure reads as one line.
 
     The runtime's own loggers and those of ``packages`` (the caller's, e.g. ``"train"``)
     log at INFO (DEBUG when ``verbose``); other libraries' (TensorFlow's) stay at WARNING.
     """
-    logging.basicConfig(level=logging.WARNING, format="%(message)s", stream=sys.stdout,
+    logging.basicConfig(level=logging.WARNING, format="%(message)s", handlers=[StdoutHandler()],
                         force=True)
     for package in ("runtime", *packages):
         logging.getLogger(package).setLevel(logging.DEBUG if verbose else logging.INFO)

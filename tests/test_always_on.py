@@ -5,6 +5,7 @@ Everything here runs on a tiny ONNX digit model built in milliseconds, so it is 
 
 from __future__ import annotations
 
+import io
 import json
 import logging
 import math
@@ -21,6 +22,7 @@ from benchmarks.mjpeg import MjpegServer
 from benchmarks.stats import fit_line
 from demos.tally import RunningQuantiles
 from runtime.bundle import EVAL_SET, SPEC, save_images
+from runtime.cli import setup_logging
 from runtime.quiet import native_stderr_logged
 
 
@@ -88,6 +90,27 @@ def test_native_stderr_lines_become_log_records(capfd: pytest.CaptureFixture[str
     assert "Stream ends" not in err and "a Python error message" in err
     os.write(2, b"after the block\n")
     assert "after the block" in capfd.readouterr().err
+
+
+def test_logging_set_up_by_an_in_process_main_outlives_its_stdout(
+        capfd: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> None:
+    """A main() called in process (a notebook, a test) set logging up on the stdout of the
+    moment; once that stream was closed, every later record printed "--- Logging error ---"
+    with its text on stderr."""
+    root = logging.getLogger()
+    monkeypatch.setattr(root, "handlers", list(root.handlers))  # put back after the test
+    monkeypatch.setattr(root, "level", root.level)
+    stdout, swapped = sys.stdout, io.StringIO()
+    sys.stdout = swapped
+    try:
+        setup_logging("train")
+        logging.getLogger("train").info("while swapped")
+    finally:
+        sys.stdout = stdout
+    swapped.close()
+    logging.getLogger("runtime.native").info("after it closed")
+    out, err = capfd.readouterr()
+    assert "after it closed" in out and "Logging error" not in err
 
 
 def test_flaky_ip_camera_chatter_stays_off_stderr(tiny_digit_model: Path) -> None:
