@@ -83,6 +83,7 @@ def test_saved_model_reproduces_reported_accuracy(trained_bundle: Path) -> None:
     (["--elastic", "-1"], ["--elastic"]),
     (["--cutout", "1"], ["--cutout"]),
     (["--stroke", "1.5"], ["--stroke"]),
+    (["--mixup", "-0.2"], ["--mixup"]),
     (["--photograph", "mnist5k"], ["--photograph", "PART=K"]),
     (["--repeat", "mnist5k=0"], ["--repeat", "PART=K"]),
     (["--convs-per-block", "3"], ["--convs-per-block"]),

@@ -79,6 +79,10 @@ def build_parser() -> argparse.ArgumentParser:
     add("--cutout", type=float, default=DEFAULTS.cutout,
         help="augmentation: black out one random square per training image, of this side "
         "as a share of the image side (e.g. 0.25); 0: none")
+    add("--mixup", type=float, default=DEFAULTS.mixup, metavar="ALPHA",
+        help="mixup: train on blends of two training images of a batch, their one-hot "
+        "targets blended alike, with a weight from Beta(ALPHA, ALPHA) per image (e.g. 0.2); "
+        "0: none")
     add("--img-size", type=int, default=None,
         help="square input side (default: 28 for twoconv, 32 for dense512)")
     add("--color", choices=["auto", "grayscale", "rgb"], default=DEFAULTS.color,
@@ -125,6 +129,7 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
         (cfg.elastic >= 0, f"--elastic {cfg.elastic} must be zero or positive"),
         (0 <= cfg.cutout < 1, f"--cutout {cfg.cutout} must be in [0, 1)"),
         (0 <= cfg.stroke <= 1, f"--stroke {cfg.stroke} must be in [0, 1]"),
+        (cfg.mixup >= 0, f"--mixup {cfg.mixup} must be zero or positive"),
         (cfg.convs_per_block in (1, 2) and (cfg.convs_per_block == 1 or cfg.arch == "twoconv"),
          f"--convs-per-block {cfg.convs_per_block} must be 1, or 2 with --arch twoconv"),
         (cfg.convs_per_block == 1 or (cfg.img_size or 0) >= min_size(cfg.arch, 2),

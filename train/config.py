@@ -62,6 +62,7 @@ class TrainConfig:
     elastic: float = 0.0           # augmentation: elastic distortion strength (alpha); 0: off
     cutout: float = 0.0            # augmentation: side of a blacked-out square, share; 0: off
     stroke: float = 0.0            # augmentation: largest pen weight change (1: a pixel); 0: off
+    mixup: float = 0.0             # blend training pairs and targets, Beta(alpha, alpha); 0: off
     img_size: int | None = None    # square input side; None → the architecture's default
     color: str = "auto"            # grayscale | rgb | auto (grayscale when the images are grey)
     augment: bool = True           # random rotation, translation and zoom while training
