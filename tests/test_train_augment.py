@@ -40,6 +40,11 @@ def test_augmenter_has_elastic_only_on_request() -> None:
     assert [type(layer).__name__ for layer in unzoomed.layers] == ["RandomRotation",
                                                                   "RandomTranslation"]
     assert names(34.0)[0] == "RandomElastic"
+    unrotated = build_augmenter(seed=1, flip=False, fill="constant", rotation=0.0)
+    assert [type(layer).__name__ for layer in unrotated.layers] == ["RandomTranslation",
+                                                                   "RandomZoom"]
+    wider = build_augmenter(seed=1, flip=False, fill="constant", rotation=15.0)
+    assert wider.layers[0].factor == pytest.approx((-15 / 360, 15 / 360))
     cutout = build_augmenter(seed=1, flip=False, fill="constant", cutout=0.25)
     assert type(cutout.layers[-1]).__name__ == "RandomCutout"
 

@@ -80,6 +80,7 @@ def test_saved_model_reproduces_reported_accuracy(trained_bundle: Path) -> None:
     (["--label-smoothing", "-0.1"], ["--label-smoothing"]),
     (["--shift", "1.5"], ["--shift"]),
     (["--zoom", "-0.1"], ["--zoom"]),
+    (["--rotation", "-5"], ["--rotation"]),
     (["--elastic", "-1"], ["--elastic"]),
     (["--cutout", "1"], ["--cutout"]),
     (["--stroke", "1.5"], ["--stroke"]),

@@ -65,6 +65,8 @@ def build_parser() -> argparse.ArgumentParser:
         help="augmentation: largest random translation, as a share of the image side")
     add("--zoom", type=float, default=DEFAULTS.zoom,
         help="augmentation: largest random zoom in or out, as a share of the side (0: none)")
+    add("--rotation", type=float, default=DEFAULTS.rotation, metavar="DEG",
+        help="augmentation: largest random rotation either way, in degrees (0: none)")
     add("--repeat", default=DEFAULTS.repeat, metavar="PART=K",
         help="each training image of a part of joined data K times an epoch (mnist5k=2)")
     add("--photograph", default=DEFAULTS.photograph, metavar="PART=K",
@@ -126,6 +128,7 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
         (0 <= cfg.ema < 1, f"--ema {cfg.ema} must be in [0, 1)"),
         (0 <= cfg.shift < 1, f"--shift {cfg.shift} must be in [0, 1)"),
         (0 <= cfg.zoom < 1, f"--zoom {cfg.zoom} must be in [0, 1)"),
+        (0 <= cfg.rotation <= 180, f"--rotation {cfg.rotation} must be in [0, 180] degrees"),
         (cfg.elastic >= 0, f"--elastic {cfg.elastic} must be zero or positive"),
         (0 <= cfg.cutout < 1, f"--cutout {cfg.cutout} must be in [0, 1)"),
         (0 <= cfg.stroke <= 1, f"--stroke {cfg.stroke} must be in [0, 1]"),

@@ -27,7 +27,7 @@ from runtime.errors import BundleError, EdgeCNNError, first_line
 from runtime.files import atomic_path, read_json, write_json
 from runtime.quiet import native_stderr_silenced
 from train import budget
-from train.config import ZOOM, TrainConfig
+from train.config import ROTATION, ZOOM, TrainConfig
 from train.data import (
     DataPlan,
     PreparedData,
@@ -54,7 +54,8 @@ WRONG_COST = 1.0
 # Options added after runs were recorded, whose default is what those runs did: a record
 # without them resumes. (Not convs_per_block: its default changed from what old runs used.)
 ADDED_OFF = {"cutout": 0.0, "stroke": 0.0, "photograph": "", "conv_dropout": 0.0,
-             "weight_decay": 0.0, "zoom": 0.1, "mixup": 0.0}
+             "weight_decay": 0.0, "zoom": 0.1, "mixup": 0.0,
+             "rotation": 10.0}
 
 
 @dataclass(frozen=True)
@@ -130,7 +131,7 @@ def run(cfg: TrainConfig) -> dict[str, Any]:
                             augmenter=make_augmenter(cfg.augment, cfg.flip, cfg.seed,
                                                      data.spec.framing, cfg.shift,
                                                      cfg.elastic, cfg.cutout, cfg.stroke,
-                                                     zoom=cfg.zoom),
+                                                     zoom=cfg.zoom, rotation=cfg.rotation),
                             seed=cfg.seed, cache=cache_path(cfg.cache, work,
                                                             distribute.worker_name(strategy)),
                             checkpoints=checkpoints, verbose=chief, resume=not cfg.restart)
@@ -197,14 +198,14 @@ def log_data(data: PreparedData) -> None:
 
 def make_augmenter(augment: bool, flip: bool, seed: int, framing: str, shift: float,
                    elastic: float, cutout: float = 0.0, stroke: float = 0.0,
-                   zoom: float = ZOOM) -> Any:
+                   zoom: float = ZOOM, rotation: float = ROTATION) -> Any:
     """The training-only augmentation, or None; digits are padded black, photos reflected."""
     if not augment:
         return None
     from train.models import build_augmenter
 
     return build_augmenter(seed=seed, flip=flip, shift=shift, elastic=elastic, cutout=cutout,
-                           stroke=stroke, zoom=zoom,
+                           stroke=stroke, zoom=zoom, rotation=rotation,
                            fill="constant" if framing == "digit" else "reflect")
 
 
