@@ -40,6 +40,11 @@ def test_augmenter_has_elastic_only_on_request() -> None:
     assert [type(layer).__name__ for layer in unzoomed.layers] == ["RandomRotation",
                                                                   "RandomTranslation"]
     assert names(34.0)[0] == "RandomElastic"
+    unrotated = build_augmenter(seed=1, flip=False, fill="constant", rotation=0.0)
+    assert [type(layer).__name__ for layer in unrotated.layers] == ["RandomTranslation",
+                                                                   "RandomZoom"]
+    wider = build_augmenter(seed=1, flip=False, fill="constant", rotation=15.0)
+    assert wider.layers[0].factor == pytest.approx((-15 / 360, 15 / 360))
     cutout = build_augmenter(seed=1, flip=False, fill="constant", cutout=0.25)
     assert type(cutout.layers[-1]).__name__ == "RandomCutout"
 
@@ -81,6 +86,39 @@ def test_stroke_makes_pens_bolder_or_thinner_and_only_while_training() -> None:
             >= 0.35 * 255 - 1e-3).all()
     stroke = build_augmenter(seed=1, flip=False, fill="constant", stroke=0.5)
     assert type(stroke.layers[0]).__name__ == "RandomStroke"
+
+
+def test_mixup_blends_targets_only_on_request() -> None:
+    """--mixup: each target a blend of two one-hot rows (sums to 1, mostly not one-hot),
+    the images blended alike, reproducible by seed; off by default."""
+    import tensorflow as tf
+
+    from train import pipeline
+    from train.config import TrainConfig
+    from train.mixup import Mixup
+    from train.run import make_mixup
+
+    assert TrainConfig().mixup == 0.0 and make_mixup(0.0, 10, seed=1) is None
+    images = np.repeat(np.arange(32, dtype=np.float32), 28 * 28).reshape(32, 28, 28, 1)
+    ds = tf.data.Dataset.from_tensor_slices((images, np.arange(32) % 10))
+
+    def blended() -> list[tuple[np.ndarray, np.ndarray]]:
+        mixup = Mixup(0.4, 10, seed=3)
+        return [(x.numpy(), y.numpy()) for x, y in pipeline._batched(ds, 16, None,
+                                                                     mixup=mixup)]
+
+    first = blended()
+    for (x, y), (x2, y2) in zip(first, blended(), strict=True):
+        np.testing.assert_array_equal(y, y2)
+        np.testing.assert_array_equal(x, x2)
+    x, y = first[0]
+    assert y.shape == (16, 10)
+    np.testing.assert_allclose(y.sum(1), 1.0, rtol=1e-6)
+    assert (y.max(1) < 0.999).sum() >= 8  # blends, not one-hot rows
+    assert ((y > 1e-6).sum(1) <= 2).all()  # of two digits at most
+    assert not np.array_equal(first[0][1], first[1][1])  # a fresh draw per batch
+    plain = [y for _, y in pipeline._batched(ds, 16, None)]
+    assert plain[0].shape == (16,)  # off: the labels as they were
 
 
 @pytest.mark.parametrize(("ema", "steps", "momentum"), [

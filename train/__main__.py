@@ -65,6 +65,8 @@ def build_parser() -> argparse.ArgumentParser:
         help="augmentation: largest random translation, as a share of the image side")
     add("--zoom", type=float, default=DEFAULTS.zoom,
         help="augmentation: largest random zoom in or out, as a share of the side (0: none)")
+    add("--rotation", type=float, default=DEFAULTS.rotation, metavar="DEG",
+        help="augmentation: largest random rotation either way, in degrees (0: none)")
     add("--repeat", default=DEFAULTS.repeat, metavar="PART=K",
         help="each training image of a part of joined data K times an epoch (mnist5k=2)")
     add("--photograph", default=DEFAULTS.photograph, metavar="PART=K",
@@ -79,6 +81,10 @@ def build_parser() -> argparse.ArgumentParser:
     add("--cutout", type=float, default=DEFAULTS.cutout,
         help="augmentation: black out one random square per training image, of this side "
         "as a share of the image side (e.g. 0.25); 0: none")
+    add("--mixup", type=float, default=DEFAULTS.mixup, metavar="ALPHA",
+        help="mixup: train on blends of two training images of a batch, their one-hot "
+        "targets blended alike, with a weight from Beta(ALPHA, ALPHA) per image (e.g. 0.2); "
+        "0: none")
     add("--img-size", type=int, default=None,
         help="square input side (default: 28 for twoconv, 32 for dense512)")
     add("--color", choices=["auto", "grayscale", "rgb"], default=DEFAULTS.color,
@@ -122,9 +128,11 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
         (0 <= cfg.ema < 1, f"--ema {cfg.ema} must be in [0, 1)"),
         (0 <= cfg.shift < 1, f"--shift {cfg.shift} must be in [0, 1)"),
         (0 <= cfg.zoom < 1, f"--zoom {cfg.zoom} must be in [0, 1)"),
+        (0 <= cfg.rotation <= 180, f"--rotation {cfg.rotation} must be in [0, 180] degrees"),
         (cfg.elastic >= 0, f"--elastic {cfg.elastic} must be zero or positive"),
         (0 <= cfg.cutout < 1, f"--cutout {cfg.cutout} must be in [0, 1)"),
         (0 <= cfg.stroke <= 1, f"--stroke {cfg.stroke} must be in [0, 1]"),
+        (cfg.mixup >= 0, f"--mixup {cfg.mixup} must be zero or positive"),
         (cfg.convs_per_block in (1, 2) and (cfg.convs_per_block == 1 or cfg.arch == "twoconv"),
          f"--convs-per-block {cfg.convs_per_block} must be 1, or 2 with --arch twoconv"),
         (cfg.convs_per_block == 1 or (cfg.img_size or 0) >= min_size(cfg.arch, 2),

@@ -26,6 +26,7 @@ CONVS_PER_BLOCK = {"twoconv": 2, "dense512": 1}  # 3×3 convolutions before each
 MIN_SIZE = {"twoconv": 10, "dense512": 4}  # smallest input that survives the conv/pool stack
 SHIFT = 0.05  # augmentation's largest translation, share of the side (--shift)
 ZOOM = 0.1  # augmentation's largest zoom in or out, share of the side (--zoom)
+ROTATION = 10.0  # augmentation's largest rotation either way, degrees (--rotation)
 BUILTIN_DATASETS = ("mnist5k", "mnist", "digits")
 STRATEGIES = ("auto", "single", "mirrored", "multiworker")
 
@@ -57,11 +58,13 @@ class TrainConfig:
     batchnorm: bool = False        # batch normalization after each convolution
     shift: float = SHIFT           # augmentation: largest translation, share of the side
     zoom: float = ZOOM             # augmentation: largest zoom in or out, share; 0: none
+    rotation: float = ROTATION     # augmentation: largest rotation either way, degrees; 0: none
     repeat: str = ""               # "PART=K": a joined part's training images K times an epoch
     photograph: str = ""           # "PART=K": K camera photographs of each of PART's digits
     elastic: float = 0.0           # augmentation: elastic distortion strength (alpha); 0: off
     cutout: float = 0.0            # augmentation: side of a blacked-out square, share; 0: off
     stroke: float = 0.0            # augmentation: largest pen weight change (1: a pixel); 0: off
+    mixup: float = 0.0             # blend training pairs and targets, Beta(alpha, alpha); 0: off
     img_size: int | None = None    # square input side; None → the architecture's default
     color: str = "auto"            # grayscale | rgb | auto (grayscale when the images are grey)
     augment: bool = True           # random rotation, translation and zoom while training

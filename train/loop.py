@@ -74,7 +74,8 @@ def fit(*, model: keras.Model, optimizer: keras.optimizers.Optimizer,
     chief's ``checkpoint_write_dir`` equals ``checkpoint_dir``.
 
     An optimizer with ``use_ema`` trains the raw weights but validates (and so keeps as the
-    best) its moving average of them. ``label_smoothing`` softens the training targets only;
+    best) its moving average of them. ``label_smoothing`` softens the training targets only
+    (soft targets, a batch's second element of two dimensions from ``--mixup``, as well);
     the validation loss that early stopping reads is the plain cross-entropy. ``keep``:
     ``best`` returns the weights of the lowest validation loss, ``last`` the final epoch's.
     """
@@ -220,7 +221,11 @@ def _make_steps(model: keras.Model, optimizer: keras.optimizers.Optimizer,
 
     def sums(labels: tf.Tensor, probs: tf.Tensor, smoothing: float = 0.0,
              ) -> tuple[tf.Tensor, tf.Tensor, tf.Tensor]:
-        if smoothing:
+        if labels.shape.rank == 2:  # --mixup's soft targets; accuracy: the larger share
+            per_example = keras.losses.categorical_crossentropy(
+                labels, probs, label_smoothing=smoothing)
+            labels = tf.argmax(labels, axis=-1)
+        elif smoothing:
             targets = tf.one_hot(tf.cast(labels, tf.int32), tf.shape(probs)[-1])
             per_example = keras.losses.categorical_crossentropy(
                 targets, probs, label_smoothing=smoothing)

@@ -8,7 +8,16 @@ import keras
 from keras import layers
 
 from runtime.errors import EdgeCNNError
-from train.config import CONVS_PER_BLOCK, FILTERS, HIDDEN_UNITS, MIN_SIZE, SHIFT, ZOOM, min_size
+from train.config import (
+    CONVS_PER_BLOCK,
+    FILTERS,
+    HIDDEN_UNITS,
+    MIN_SIZE,
+    ROTATION,
+    SHIFT,
+    ZOOM,
+    min_size,
+)
 from train.cutout import RandomCutout
 from train.elastic import RandomElastic
 from train.stroke import RandomStroke
@@ -86,13 +95,14 @@ def build_model(arch: str, input_shape: tuple[int, int, int], num_classes: int, 
 
 
 def build_augmenter(*, seed: int, flip: bool, fill: str, shift: float = SHIFT,
-                    zoom: float = ZOOM,
+                    zoom: float = ZOOM, rotation: float = ROTATION,
                     elastic: float = 0.0, cutout: float = 0.0,
                     stroke: float = 0.0) -> keras.Sequential:
-    """Random rotation (±10°), translation (±``shift``) and zoom (±``zoom``, if above 0);
-    flips on request; first a random pen weight up to ``stroke`` and an elastic distortion
-    of strength ``elastic``, each if above 0 (digits only); last a black square of side
-    ``cutout`` (share of the side) if that is above 0.
+    """Random rotation (±``rotation`` degrees), translation (±``shift``) and zoom
+    (±``zoom``), the first and the last if above 0; flips on request; first a random pen
+    weight up to ``stroke`` and an elastic distortion of strength ``elastic``, each if above
+    0 (digits only); last a black square of side ``cutout`` (share of the side) if that is
+    above 0.
 
     Runs in the input pipeline, never in the saved model. ``fill`` is ``constant`` for
     digits (black background) and ``reflect`` for photos.
@@ -100,10 +110,9 @@ def build_augmenter(*, seed: int, flip: bool, fill: str, shift: float = SHIFT,
     steps: list[layers.Layer] = [RandomStroke(stroke, seed=seed + 6)] if stroke > 0 else []
     if elastic > 0:
         steps.append(RandomElastic(elastic, seed=seed + 4))
-    steps += [
-        layers.RandomRotation(10 / 360, fill_mode=fill, seed=seed),
-        layers.RandomTranslation(shift, shift, fill_mode=fill, seed=seed + 1),
-    ]
+    if rotation > 0:
+        steps.append(layers.RandomRotation(rotation / 360, fill_mode=fill, seed=seed))
+    steps.append(layers.RandomTranslation(shift, shift, fill_mode=fill, seed=seed + 1))
     if zoom > 0:
         steps.append(layers.RandomZoom((-zoom, zoom), fill_mode=fill, seed=seed + 2))
     if flip:

@@ -76,16 +76,20 @@ def _shuffled(ds: tf.data.Dataset, size: int, seed: int | None) -> tf.data.Datas
 
 def training_batches(split: Split, spec: ModelSpec, skipped: SkipLog, *, batch_size: int,
                      seed: int, augmenter: object | None, cache: str | None,
-                     keep_remainder: bool = False) -> tf.data.Dataset:
+                     keep_remainder: bool = False,
+                     mixup: Callable | None = None) -> tf.data.Dataset:
     """Shuffled, augmented float32 batches of one epoch; ``seed`` differs per epoch. The
-    last, smaller batch is dropped unless ``keep_remainder``."""
+    last, smaller batch is dropped unless ``keep_remainder``. ``mixup`` (see
+    :mod:`train.mixup`), if given, blends each augmented batch and turns its labels into
+    soft targets."""
     return _batched(examples(split, spec, skipped, shuffle_seed=seed, cache=cache), batch_size,
-                    augmenter, keep_remainder)
+                    augmenter, keep_remainder, mixup)
 
 
 def training_epochs(split: Split, spec: ModelSpec, skipped: SkipLog, *, batch_size: int,
                     seed: int, augmenter: object | None, cache: str | None,
-                    keep_remainder: bool = False) -> Callable[[int], tf.data.Dataset]:
+                    keep_remainder: bool = False,
+                    mixup: Callable | None = None) -> Callable[[int], tf.data.Dataset]:
     """``epoch -> that epoch's batches``, shuffled with seed ``seed + epoch``; the last,
     smaller batch dropped unless ``keep_remainder``.
 
@@ -97,15 +101,15 @@ def training_epochs(split: Split, spec: ModelSpec, skipped: SkipLog, *, batch_si
         if cached is None:
             return training_batches(split, spec, skipped, batch_size=batch_size,
                                     seed=seed + epoch, augmenter=augmenter, cache=None,
-                                    keep_remainder=keep_remainder)
+                                    keep_remainder=keep_remainder, mixup=mixup)
         return _batched(_shuffled(cached, len(split), seed + epoch), batch_size, augmenter,
-                        keep_remainder)
+                        keep_remainder, mixup)
 
     return batches
 
 
 def _batched(ds: tf.data.Dataset, batch_size: int, augmenter: object | None,
-             keep_remainder: bool = False) -> tf.data.Dataset:
+             keep_remainder: bool = False, mixup: Callable | None = None) -> tf.data.Dataset:
     ds = ds.batch(batch_size, drop_remainder=not keep_remainder)
     ds = ds.map(lambda x, y: (tf.cast(x, tf.float32), y), num_parallel_calls=AUTOTUNE)
     if augmenter is not None:
@@ -113,6 +117,8 @@ def _batched(ds: tf.data.Dataset, batch_size: int, augmenter: object | None,
         # whatever order threads run, and --seed would no longer reproduce a run. The batch
         # is augmented in one vectorized call, and prefetch overlaps it with the train step.
         ds = ds.map(lambda x, y: (augmenter(x, training=True), y))
+    if mixup is not None:  # after the augmentation, one batch at a time for the same reason
+        ds = ds.map(mixup)
     return _with_options(ds.prefetch(AUTOTUNE))
 
 

@@ -27,7 +27,7 @@ from runtime.errors import BundleError, EdgeCNNError, first_line
 from runtime.files import atomic_path, read_json, write_json
 from runtime.quiet import native_stderr_silenced
 from train import budget
-from train.config import ZOOM, TrainConfig
+from train.config import ROTATION, ZOOM, TrainConfig
 from train.data import (
     DataPlan,
     PreparedData,
@@ -54,7 +54,8 @@ WRONG_COST = 1.0
 # Options added after runs were recorded, whose default is what those runs did: a record
 # without them resumes. (Not convs_per_block: its default changed from what old runs used.)
 ADDED_OFF = {"cutout": 0.0, "stroke": 0.0, "photograph": "", "conv_dropout": 0.0,
-             "weight_decay": 0.0, "zoom": 0.1}
+             "weight_decay": 0.0, "zoom": 0.1, "mixup": 0.0,
+             "rotation": 10.0}
 
 
 @dataclass(frozen=True)
@@ -124,12 +125,13 @@ def run(cfg: TrainConfig) -> dict[str, Any]:
                             optimizer=cfg.optimizer, lr=cfg.lr, epochs=cfg.epochs,
                             weight_decay=cfg.weight_decay,
                             ema=cfg.ema, label_smoothing=cfg.label_smoothing, keep=cfg.keep,
+                            mixup=cfg.mixup,
                             repeat=cfg.repeat, photograph=cfg.photograph,
                             batch_size=batch_size, patience=cfg.patience,
                             augmenter=make_augmenter(cfg.augment, cfg.flip, cfg.seed,
                                                      data.spec.framing, cfg.shift,
                                                      cfg.elastic, cfg.cutout, cfg.stroke,
-                                                     zoom=cfg.zoom),
+                                                     zoom=cfg.zoom, rotation=cfg.rotation),
                             seed=cfg.seed, cache=cache_path(cfg.cache, work,
                                                             distribute.worker_name(strategy)),
                             checkpoints=checkpoints, verbose=chief, resume=not cfg.restart)
@@ -196,15 +198,24 @@ def log_data(data: PreparedData) -> None:
 
 def make_augmenter(augment: bool, flip: bool, seed: int, framing: str, shift: float,
                    elastic: float, cutout: float = 0.0, stroke: float = 0.0,
-                   zoom: float = ZOOM) -> Any:
+                   zoom: float = ZOOM, rotation: float = ROTATION) -> Any:
     """The training-only augmentation, or None; digits are padded black, photos reflected."""
     if not augment:
         return None
     from train.models import build_augmenter
 
     return build_augmenter(seed=seed, flip=flip, shift=shift, elastic=elastic, cutout=cutout,
-                           stroke=stroke, zoom=zoom,
+                           stroke=stroke, zoom=zoom, rotation=rotation,
                            fill="constant" if framing == "digit" else "reflect")
+
+
+def make_mixup(alpha: float, num_classes: int, seed: int) -> Any:
+    """``--mixup``'s batch blender, or None when ``alpha`` is 0."""
+    if alpha <= 0:
+        return None
+    from train.mixup import Mixup
+
+    return Mixup(alpha, num_classes, seed=seed + 7)
 
 
 def fit(data: PreparedData, strategy: Any, make_model: Callable[[], Any], *, optimizer: str,
@@ -212,8 +223,10 @@ def fit(data: PreparedData, strategy: Any, make_model: Callable[[], Any], *, opt
         cache: str | None, checkpoints: Checkpoints, verbose: bool,
         resume: bool, ema: float = 0.0, label_smoothing: float = 0.0,
         keep: str = "best", repeat: str = "", photograph: str = "",
-        weight_decay: float = 0.0) -> tuple[Any, Any]:
-    """Build the model under ``strategy`` and train it; returns (model, loop.FitResult)."""
+        weight_decay: float = 0.0, mixup: float = 0.0) -> tuple[Any, Any]:
+    """Build the model under ``strategy`` and train it; returns (model, loop.FitResult).
+
+    ``mixup`` > 0 blends the training batches (:mod:`train.mixup`), never validation's."""
     import keras
     import tensorflow as tf
 
@@ -236,7 +249,9 @@ def fit(data: PreparedData, strategy: Any, make_model: Callable[[], Any], *, opt
     train_batches = pipeline.training_epochs(train, data.spec, data.skipped,
                                              batch_size=batch_size, seed=seed * 1000,
                                              augmenter=augmenter, cache=cache,
-                                             keep_remainder=len(train) <= batch_size)
+                                             keep_remainder=len(train) <= batch_size,
+                                             mixup=make_mixup(mixup, data.spec.num_classes,
+                                                              seed))
     val_batches = pipeline.eval_batches(data.val, data.spec, data.skipped, batch_size)
     try:
         result = loop.fit(model=model, optimizer=opt, strategy=strategy,
