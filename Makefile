@@ -39,7 +39,7 @@ demo: setup
 # short tests come last to even out the two ends. WORKERS=1 runs them one by one.
 WORKERS ?= 2
 test: setup
-	$(PY) -m pytest -n $(WORKERS) --maxschedchunk 2
+	$(PY) -m pytest -n $(WORKERS) --maxschedchunk 2 --durations 15
 
 # Every test that needs no training, export or TensorFlow (tests/conftest.py): under a minute.
 # They share nothing, so two workers (pytest-xdist) run them side by side on the two cores.

@@ -96,6 +96,10 @@ def run(cfg: TrainConfig) -> dict[str, Any]:
                             calib_size=cfg.calib_size,
                             batch_size=cfg.batch_size, in_memory=isinstance(source, ArraySource),
                             cache=cfg.cache)
+    if not cfg.restart:  # a resume with other options is refused before TensorFlow starts
+        refuse_other_options(cfg.resume_key(), record=work_folder(out) / "run.json",
+                             checkpoint_dir=Checkpoints.for_run(
+                                 work_folder(out), cfg.checkpoint_dir, chief=True).folder)
     data = prepare_data(source, plan)
     peaks.mark("data")
 
@@ -406,17 +410,26 @@ def prepare_resume(key: dict[str, Any], *, restart: bool, record: Path, checkpoi
     if restart and chief:
         remove_checkpoints(checkpoint_dir)
         record.unlink(missing_ok=True)
-    has_checkpoint = any(checkpoint_dir.glob("ckpt-*.index")) if checkpoint_dir.is_dir() else False
-    if has_checkpoint and record.is_file() and not restart:  # other workers: chief deletes
-        before = {**ADDED_OFF, **read_json(record)}  # recorded before an option existed
-        changed = {k: (before.get(k), v) for k, v in key.items() if before.get(k) != v}
-        if changed:
-            detail = ", ".join(f"{k} {a!r} → {b!r}" for k, (a, b) in sorted(changed.items()))
-            raise BundleError(f"an interrupted run in {checkpoint_dir} used other options "
-                              f"({detail}); rerun with the same options to resume, or add "
-                              "--restart to start over")
+    if not restart:  # other workers: the chief deletes
+        refuse_other_options(key, record=record, checkpoint_dir=checkpoint_dir)
     if chief:
         write_json(record, key)
+
+
+def refuse_other_options(key: dict[str, Any], *, record: Path, checkpoint_dir: Path) -> None:
+    """An interrupted run in ``checkpoint_dir`` whose options differ from ``key`` is a
+    one-line error: resuming it would mix two runs in one model. Reads only, so ``run``
+    asks before it starts TensorFlow, and again (every worker) once the strategy is up."""
+    has_checkpoint = any(checkpoint_dir.glob("ckpt-*.index")) if checkpoint_dir.is_dir() else False
+    if not (has_checkpoint and record.is_file()):
+        return
+    before = {**ADDED_OFF, **read_json(record)}  # recorded before an option existed
+    changed = {k: (before.get(k), v) for k, v in key.items() if before.get(k) != v}
+    if changed:
+        detail = ", ".join(f"{k} {a!r} → {b!r}" for k, (a, b) in sorted(changed.items()))
+        raise BundleError(f"an interrupted run in {checkpoint_dir} used other options "
+                          f"({detail}); rerun with the same options to resume, or add "
+                          "--restart to start over")
 
 
 def collect_metrics(data: PreparedData, test: Split, ranked: np.ndarray, result: Any,
