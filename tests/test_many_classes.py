@@ -180,7 +180,7 @@ def test_200_grey_classes_end_to_end(tmp_path: Path, capsys: pytest.CaptureFixtu
     folder = make_folder(tmp_path / "data", CLASSES, 8, 32)
     out = tmp_path / "bundle"
     capsys.readouterr()
-    assert train(["--arch", "dense512", "--data", str(folder), "--epochs", "8",
+    assert train(["--arch", "dense512", "--data", str(folder), "--epochs", "5",
                   "--out", str(out)]) == 0
     printed = capsys.readouterr().out
     assert "colour: grayscale (auto: single-channel images" in printed
