@@ -220,7 +220,7 @@ def test_a_run_recorded_before_an_option_existed_resumes(tmp_path) -> None:
     from runtime.errors import BundleError
     from runtime.files import write_json
     from train.config import TrainConfig
-    from train.run import prepare_resume
+    from train.run import refuse_other_options
 
     key = TrainConfig().resume_key()
     old = {k: v for k, v in key.items() if k not in ("stroke", "photograph", "cutout")}
@@ -228,9 +228,7 @@ def test_a_run_recorded_before_an_option_existed_resumes(tmp_path) -> None:
     checkpoints.mkdir()
     (checkpoints / "ckpt-3.index").write_text("")
     write_json(tmp_path / "run.json", old)
-    prepare_resume(key, restart=False, record=tmp_path / "run.json",
-                   checkpoint_dir=checkpoints, chief=True)
-    write_json(tmp_path / "run.json", old)
+    refuse_other_options(key, record=tmp_path / "run.json", checkpoint_dir=checkpoints)
     with pytest.raises(BundleError, match=r"stroke 0\.0 → 0\.5"):
-        prepare_resume(key | {"stroke": 0.5}, restart=False, record=tmp_path / "run.json",
-                       checkpoint_dir=checkpoints, chief=True)
+        refuse_other_options(key | {"stroke": 0.5}, record=tmp_path / "run.json",
+                             checkpoint_dir=checkpoints)

@@ -96,10 +96,11 @@ def run(cfg: TrainConfig) -> dict[str, Any]:
                             calib_size=cfg.calib_size,
                             batch_size=cfg.batch_size, in_memory=isinstance(source, ArraySource),
                             cache=cfg.cache)
+    work = work_folder(out)
     if not cfg.restart:  # a resume with other options is refused before TensorFlow starts
-        refuse_other_options(cfg.resume_key(), record=work_folder(out) / "run.json",
+        refuse_other_options(cfg.resume_key(), record=work / "run.json",
                              checkpoint_dir=Checkpoints.for_run(
-                                 work_folder(out), cfg.checkpoint_dir, chief=True).folder)
+                                 work, cfg.checkpoint_dir, chief=True).folder)
     data = prepare_data(source, plan)
     peaks.mark("data")
 
@@ -110,7 +111,6 @@ def run(cfg: TrainConfig) -> dict[str, Any]:
     # The option stays as given (the resume key, train_config.json); a small split trains in
     # one batch of what it has.
     batch_size = fitted_batch(cfg.batch_size, len(data.train), strategy.num_replicas_in_sync)
-    work = work_folder(out)
     checkpoints = Checkpoints.for_run(work, cfg.checkpoint_dir, chief)
     prepare_resume(cfg.resume_key(), restart=cfg.restart, record=work / "run.json",
                    checkpoint_dir=checkpoints.folder, chief=chief)
@@ -406,12 +406,11 @@ def cache_path(cache: str | None, work: Path, worker: str) -> str | None:
 
 def prepare_resume(key: dict[str, Any], *, restart: bool, record: Path, checkpoint_dir: Path,
                    chief: bool) -> None:
-    """Resume only a run started with the same options (``key``); ``--restart`` discards it."""
+    """``--restart`` discards an interrupted run; the chief records this run's options
+    (``key``). A resume with other options was refused before (:func:`refuse_other_options`)."""
     if restart and chief:
         remove_checkpoints(checkpoint_dir)
         record.unlink(missing_ok=True)
-    if not restart:  # other workers: the chief deletes
-        refuse_other_options(key, record=record, checkpoint_dir=checkpoint_dir)
     if chief:
         write_json(record, key)
 
@@ -419,7 +418,7 @@ def prepare_resume(key: dict[str, Any], *, restart: bool, record: Path, checkpoi
 def refuse_other_options(key: dict[str, Any], *, record: Path, checkpoint_dir: Path) -> None:
     """An interrupted run in ``checkpoint_dir`` whose options differ from ``key`` is a
     one-line error: resuming it would mix two runs in one model. Reads only, so ``run``
-    asks before it starts TensorFlow, and again (every worker) once the strategy is up."""
+    asks, in every worker, before it starts TensorFlow."""
     has_checkpoint = any(checkpoint_dir.glob("ckpt-*.index")) if checkpoint_dir.is_dir() else False
     if not (has_checkpoint and record.is_file()):
         return
