@@ -68,7 +68,8 @@ def build_parser() -> argparse.ArgumentParser:
     add("--rotation", type=float, default=DEFAULTS.rotation, metavar="DEG",
         help="augmentation: largest random rotation either way, in degrees (0: none)")
     add("--repeat", default=DEFAULTS.repeat, metavar="PART=K",
-        help="each training image of a part of joined data K times an epoch (mnist5k=2)")
+        help="each training image of a part of joined data K times an epoch (mnist5k=2); "
+        "K=0: that part is only validated and tested, never trained on")
     add("--photograph", default=DEFAULTS.photograph, metavar="PART=K",
         help="add K photographs of each training digit of a part (e.g. mnist5k=1): put on "
         "paper by the clip's camera model and cut out by the runtime's framing; cached")

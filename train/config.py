@@ -121,9 +121,10 @@ def parse_filters(text: str) -> tuple[int, int]:
 
 def parse_part(option: str, flag: str) -> tuple[str, int]:
     """``PART=K`` → (PART, K), or a one-line error naming ``flag`` (checked before any data
-    is loaded)."""
+    is loaded). ``--repeat`` takes K = 0 (the part is validated and tested, never trained on)."""
     part, _, times = option.partition("=")
-    if not part or not times.isdecimal() or int(times) < 1:
+    least = 0 if flag == "--repeat" else 1
+    if not part or not times.isdecimal() or int(times) < least:
         raise EdgeCNNError(f"{flag} {option!r} must be PART=K, a part of --data and a whole "
-                           "number K of at least 1 (e.g. mnist5k=1)")
+                           f"number K of at least {least} (e.g. mnist5k=1)")
     return part, int(times)

@@ -31,7 +31,8 @@ def part_option(option: str, flag: str, split: Split, whole: str) -> tuple[np.nd
 
 def repeated(split: Split, repeat: str, whole: str = "") -> Split:
     """``--repeat PART=K``: every training image of that part K times an epoch, so that part
-    weighs K times as much in the loss."""
+    weighs K times as much in the loss; K = 0 trains on none of it, so its validation and
+    test splits measure a model that never saw the part (an outside check)."""
     if not repeat:
         return split
     inside, times = part_option(repeat, "--repeat", split, whole)
