@@ -297,3 +297,32 @@ def test_cache_prunes_only_its_own_sets_and_never_fails_a_run(
     unwritable.write_text("")
     store_set(unwritable / _set_name("printed", 0), images=images)  # a warning, no error
     assert "not kept" in caplog.text
+
+
+def test_join_drops_images_an_earlier_part_holds(caplog: pytest.LogCaptureFixture) -> None:
+    """A digit in two parts could be trained on in one and tested in the other."""
+    rng = np.random.default_rng(0)
+    images = rng.integers(0, 256, (6, 28, 28), dtype=np.uint8)
+    a = ArraySource("a", images[:4], np.array([0, 1, 0, 1]), ("0", "1"), "digit")
+    b = ArraySource("b", images[2:], np.array([0, 1, 0, 1]), ("0", "1"), "digit",
+                    groups=np.array(["x", "y", "z", "w"]))
+    with caplog.at_level("INFO", logger="train.joined"):
+        joined = join_sources([a, b], ["a", "b"])
+    assert joined.parts.tolist() == ["a"] * 4 + ["b"] * 2
+    assert len({image.tobytes() for image in joined.images}) == 6
+    assert joined.groups.tolist() == ["", "", "", "", "z", "w"]
+    assert "2 images of b are also in a" in caplog.text
+    with pytest.raises(DataError, match="every image of b is also in a"):
+        join_sources([a, ArraySource("b", images[:2], np.array([0, 1]), ("0", "1"), "digit")],
+                     ["a", "b"])
+
+
+def test_mnist_extra_holds_none_of_mnist5k() -> None:
+    """The shipped extra digits are real MNIST digits that mnist5k does not hold."""
+    extra, five = load_source("mnist-extra"), load_source("mnist5k")
+    assert extra.images.shape == (5000, 28, 28) and extra.images.dtype == np.uint8
+    assert extra.label_names == tuple("0123456789") and extra.framing == "digit"
+    assert np.bincount(extra.labels).min() >= 300  # every digit, as MNIST has them
+    assert not {i.tobytes() for i in extra.images} & {i.tobytes() for i in five.images}
+    joined = load_source("mnist5k+mnist-extra")
+    assert len(joined.labels) == 10_000

@@ -27,8 +27,8 @@ def build_parser() -> argparse.ArgumentParser:
     add = p.add_argument
     add("--arch", choices=list(ARCHITECTURES), default=DEFAULTS.arch,
         help="; ".join(f"{k}: {v[1]}" for k, v in ARCHITECTURES.items()))
-    add("--data", default=DEFAULTS.data, help="mnist5k | mnist | digits | printed | file.npz | "
-        "folder with one subfolder of images per class; join several with +")
+    add("--data", default=DEFAULTS.data, help="mnist5k | mnist-extra | mnist | digits | printed "
+        "| file.npz | folder with one subfolder of images per class; join several with +")
     add("--out", default=DEFAULTS.out, help="bundle folder to write")
     add("--overwrite", action="store_true", help="replace an existing bundle at --out")
     add("--epochs", type=int, default=DEFAULTS.epochs, help="maximum epochs (early stopping)")

@@ -27,7 +27,6 @@ MIN_SIZE = {"twoconv": 10, "dense512": 4}  # smallest input that survives the co
 SHIFT = 0.05  # augmentation's largest translation, share of the side (--shift)
 ZOOM = 0.1  # augmentation's largest zoom in or out, share of the side (--zoom)
 ROTATION = 10.0  # augmentation's largest rotation either way, degrees (--rotation)
-BUILTIN_DATASETS = ("mnist5k", "mnist", "digits")
 STRATEGIES = ("auto", "single", "mirrored", "multiworker")
 
 

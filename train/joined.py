@@ -2,16 +2,25 @@
 
 Parts must agree on what their images are (digits framed like MNIST, or photos) and be of
 one kind (in memory, or image folders). Label sets are united by name, so ``0``–``9`` from
-MNIST and from printed fonts are the same classes.
+MNIST and from printed fonts are the same classes. An image that an earlier part already
+holds is dropped from the later one: the two copies could land in different splits, and the
+test would then score images the model trained on (``mnist5k+mnist``: Keras's MNIST holds all
+of mnist5k's digits).
 """
 
 from __future__ import annotations
+
+import dataclasses
+import hashlib
+import logging
 
 import cv2
 import numpy as np
 
 from train.errors import DataError
 from train.sources import ArraySource, FolderSource
+
+log = logging.getLogger(__name__)
 
 
 def join_sources(parts: list[ArraySource | FolderSource],
@@ -26,6 +35,8 @@ def join_sources(parts: list[ArraySource | FolderSource],
     if any(in_memory) and not all(in_memory):
         raise DataError(f"--data {'+'.join(names)}: built-in or .npz sets cannot be joined "
                         "with image folders; export the set to a folder, or join folders")
+    if all(in_memory):
+        parts = _without_repeats(parts, names)
     label_names = _united_labels(parts)
     labels = np.concatenate([_relabel(part, label_names) for part in parts])
     which = np.concatenate([np.full(len(part.labels), name) for part, name in
@@ -43,6 +54,32 @@ def join_sources(parts: list[ArraySource | FolderSource],
                                  else np.full(len(p.labels), "") for p in arrays])
     return ArraySource(name, _stacked([p.images for p in arrays]), labels, label_names,
                        framings.pop(), parts=which, groups=groups)
+
+
+def _without_repeats(parts: list[ArraySource], names: list[str]) -> list[ArraySource]:
+    """``parts`` less every image pixel-identical to one of an earlier part (logged)."""
+    seen: dict[bytes, str] = {}
+    kept = []
+    for part, name in zip(parts, names, strict=True):
+        keys = [hashlib.blake2b(image.tobytes() + str(image.shape).encode(),
+                                digest_size=16).digest() for image in part.images]
+        repeats = np.array([key in seen for key in keys], bool)
+        if repeats.any():
+            earlier = sorted({seen[key] for key, again in zip(keys, repeats, strict=True)
+                              if again})
+            if repeats.all():
+                raise DataError(f"--data {'+'.join(names)}: every image of {name} is also in "
+                                f"{', '.join(earlier)}; join each set once")
+            log.info("--data: %d images of %s are also in %s: dropped from %s, so that no "
+                     "image is in two splits", repeats.sum(), name, ", ".join(earlier), name)
+            keep = ~repeats
+            part = dataclasses.replace(
+                part, images=part.images[keep], labels=part.labels[keep],
+                groups=None if part.groups is None else part.groups[keep])
+            keys = [key for key, again in zip(keys, repeats, strict=True) if not again]
+        seen.update(dict.fromkeys(keys, name))
+        kept.append(part)
+    return kept
 
 
 def _united_labels(parts: list[ArraySource | FolderSource]) -> tuple[str, ...]:

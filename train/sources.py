@@ -67,6 +67,8 @@ def load_source(data: str) -> ArraySource | FolderSource:
         return join_sources([load_source(name) for name in names], names)
     if data == "mnist5k":
         return _mnist5k()
+    if data == "mnist-extra":
+        return _mnist_extra()
     if data == "printed":
         return _printed()
     if data == "mnist":
@@ -84,9 +86,9 @@ def load_source(data: str) -> ArraySource | FolderSource:
         return load_npz(path)
     if path.is_dir():
         return scan_folder(path)
-    raise DataError(f"--data {data}: no such folder or dataset; use mnist5k, mnist, digits, "
-                    "printed, a .npz file, a folder with one subfolder of images per class, "
-                    "or several joined by '+'")
+    raise DataError(f"--data {data}: no such folder or dataset; use mnist5k, mnist-extra, "
+                    "mnist, digits, printed, a .npz file, a folder with one subfolder of images "
+                    "per class, or several joined by '+'")
 
 
 def _mnist5k() -> ArraySource:
@@ -95,6 +97,14 @@ def _mnist5k() -> ArraySource:
     images, labels = mnist_data()
     images = np.clip(images, 0, 255).astype(np.uint8).reshape(-1, 28, 28)
     return ArraySource("mnist5k", images, labels.astype(np.int64), DIGIT_LABELS, framing="digit")
+
+
+def _mnist_extra() -> ArraySource:
+    """5,000 more MNIST digits, none of them in mnist5k (see :mod:`train.mnist_extra`)."""
+    from train.mnist_extra import load_shipped
+
+    images, labels = load_shipped()
+    return ArraySource("mnist-extra", images, labels, DIGIT_LABELS, framing="digit")
 
 
 def _printed() -> ArraySource:
