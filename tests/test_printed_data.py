@@ -183,9 +183,9 @@ def test_joined_default_source(small_printed: Path) -> None:
 
 
 def test_default_training_reports_each_source(trained_bundle: Path) -> None:
-    """The session model trained on the default data, mnist5k+printed."""
+    """The session model trained on the default data, mnist5k+printed+mnist-extra."""
     metrics = json.loads((trained_bundle / "metrics.json").read_text())
-    assert set(metrics["by_source"]) == {"mnist5k", "printed"}
+    assert set(metrics["by_source"]) == {"mnist5k", "printed", "mnist-extra"}
     sources = metrics["dataset"]["sources"]
     for name, part in metrics["by_source"].items():
         assert part["count"] == sources[name]["test"]

@@ -24,9 +24,10 @@ def test_bundle_holds_model_spec_metrics_plots_and_sets(trained_bundle: Path) ->
     assert spec.value_range == (0.0, 255.0) and spec.interpolation == "area"
     assert spec.framing == "digit" and spec.architecture == "twoconv"
     metrics = json.loads((trained_bundle / "metrics.json").read_text())
-    sources = metrics["dataset"]["sources"]  # the default data: mnist5k+printed
+    sources = metrics["dataset"]["sources"]  # the default data: mnist5k+printed+mnist-extra
     assert sources["mnist5k"] == {"train": 3750, "val": 500, "test": 750}
-    assert spec.dataset == {"name": "mnist5k+printed", "skipped_count": 0,
+    assert sum(sources["mnist-extra"].values()) == 5000
+    assert spec.dataset == {"name": "mnist5k+printed+mnist-extra", "skipped_count": 0,
                             **{split: sum(s[split] for s in sources.values())
                                for split in ("train", "val", "test")}}
     test = metrics["test"]
