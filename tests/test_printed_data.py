@@ -316,13 +316,3 @@ def test_join_drops_images_an_earlier_part_holds(caplog: pytest.LogCaptureFixtur
         join_sources([a, ArraySource("b", images[:2], np.array([0, 1]), ("0", "1"), "digit")],
                      ["a", "b"])
 
-
-def test_mnist_extra_holds_none_of_mnist5k() -> None:
-    """The shipped extra digits are real MNIST digits that mnist5k does not hold."""
-    extra, five = load_source("mnist-extra"), load_source("mnist5k")
-    assert extra.images.shape == (5000, 28, 28) and extra.images.dtype == np.uint8
-    assert extra.label_names == tuple("0123456789") and extra.framing == "digit"
-    assert np.bincount(extra.labels).min() >= 300  # every digit, as MNIST has them
-    assert not {i.tobytes() for i in extra.images} & {i.tobytes() for i in five.images}
-    joined = load_source("mnist5k+mnist-extra")
-    assert len(joined.labels) == 10_000

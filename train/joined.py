@@ -56,13 +56,18 @@ def join_sources(parts: list[ArraySource | FolderSource],
                        framings.pop(), parts=which, groups=groups)
 
 
+def image_keys(images: np.ndarray) -> list[bytes]:
+    """One short key per image, equal for images of equal shape and pixels."""
+    return [hashlib.blake2b(image.tobytes() + str(image.shape).encode(), digest_size=16).digest()
+            for image in images]
+
+
 def _without_repeats(parts: list[ArraySource], names: list[str]) -> list[ArraySource]:
     """``parts`` less every image pixel-identical to one of an earlier part (logged)."""
     seen: dict[bytes, str] = {}
     kept = []
     for part, name in zip(parts, names, strict=True):
-        keys = [hashlib.blake2b(image.tobytes() + str(image.shape).encode(),
-                                digest_size=16).digest() for image in part.images]
+        keys = image_keys(part.images)
         repeats = np.array([key in seen for key in keys], bool)
         if repeats.any():
             earlier = sorted({seen[key] for key, again in zip(keys, repeats, strict=True)

