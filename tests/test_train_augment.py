@@ -209,7 +209,9 @@ def test_repeat_weighs_one_part_of_joined_data_more() -> None:
     twice = repeated(split, "mnist5k=2")
     assert twice.labels.tolist() == [0, 0, 1, 2, 2, 3, 4]
     assert twice.parts.tolist().count("mnist5k") == 4
-    for bad in ("digits=2", "mnist5k=0", "mnist5k=x"):
+    none = repeated(split, "mnist5k=0")  # validated and tested only, never trained on
+    assert none.labels.tolist() == [1, 3, 4] and set(none.parts) == {"printed"}
+    for bad in ("digits=2", "mnist5k=-1", "mnist5k=x"):
         with pytest.raises(EdgeCNNError, match="--repeat"):
             repeated(split, bad)
 
