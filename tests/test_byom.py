@@ -44,8 +44,7 @@ def test_bring_your_own_model_end_to_end(exported_bundle: Path, tmp_path: Path,
                                          capsys: pytest.CaptureFixture) -> None:
     """A tutorial-trained model reads the camera clip about as well as the bundle's own."""
     mnist = tmp_path / "mnist.npz"
-    _script("mnist5k_npz.py", str(mnist), "--extra", "--exclude",
-            str(exported_bundle / "eval.npz"))
+    _script("mnist5k_npz.py", str(mnist), "--exclude", str(exported_bundle / "eval.npz"))
     trained = _script("tutorial_mnist.py", "--data", str(mnist), "--out",
                       str(tmp_path / "tutorial.keras"), "--epochs", str(TUTORIAL_EPOCHS))
     assert "test accuracy" in trained.stdout

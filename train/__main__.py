@@ -10,6 +10,7 @@ from runtime.cli import Parser, run_cli, setup_logging
 from runtime.errors import EdgeCNNError
 from train.config import (
     ARCHITECTURES,
+    REPEAT_LEAST,
     STRATEGIES,
     TrainConfig,
     min_size,
@@ -148,9 +149,10 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
     for ok, message in checks:
         if not ok:
             raise EdgeCNNError(message)
-    for flag, option in (("--repeat", cfg.repeat), ("--photograph", cfg.photograph)):
+    for flag, option, least in (("--repeat", cfg.repeat, REPEAT_LEAST),
+                                ("--photograph", cfg.photograph, 1)):
         if option:
-            parse_part(option, flag)
+            parse_part(option, flag, least)
     cfg.filters = ",".join(map(str, parse_filters(cfg.filters)))  # "48, 96" resumes "48,96"
     return cfg
 

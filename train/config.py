@@ -28,6 +28,7 @@ SHIFT = 0.05  # augmentation's largest translation, share of the side (--shift)
 ZOOM = 0.1  # augmentation's largest zoom in or out, share of the side (--zoom)
 ROTATION = 10.0  # augmentation's largest rotation either way, degrees (--rotation)
 STRATEGIES = ("auto", "single", "mirrored", "multiworker")
+REPEAT_LEAST = 0  # --repeat PART=0: the part is validated and tested, never trained on
 
 
 @dataclass
@@ -124,11 +125,10 @@ def parse_filters(text: str) -> tuple[int, int]:
                        f"{','.join(map(str, FILTERS))}")
 
 
-def parse_part(option: str, flag: str) -> tuple[str, int]:
-    """``PART=K`` → (PART, K), or a one-line error naming ``flag`` (checked before any data
-    is loaded). ``--repeat`` takes K = 0 (the part is validated and tested, never trained on)."""
+def parse_part(option: str, flag: str, least: int = 1) -> tuple[str, int]:
+    """``PART=K`` → (PART, K ≥ ``least``), or a one-line error naming ``flag`` (checked before
+    any data is loaded)."""
     part, _, times = option.partition("=")
-    least = 0 if flag == "--repeat" else 1
     if not part or not times.isdecimal() or int(times) < least:
         raise EdgeCNNError(f"{flag} {option!r} must be PART=K, a part of --data and a whole "
                            f"number K of at least {least} (e.g. mnist5k=1)")

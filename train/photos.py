@@ -11,16 +11,17 @@ import numpy as np
 from runtime.errors import EdgeCNNError
 from runtime.preprocess import prepare_batch
 from runtime.spec import ModelSpec
-from train.config import parse_part
+from train.config import REPEAT_LEAST, parse_part
 from train.data import Split
 
 log = logging.getLogger(__name__)
 
 
-def part_option(option: str, flag: str, split: Split, whole: str) -> tuple[np.ndarray, int]:
-    """``PART=K`` → (which training images belong to PART, K). ``whole`` names the data when
-    it is not joined (its one part)."""
-    part, times = parse_part(option, flag)
+def part_option(option: str, flag: str, split: Split, whole: str,
+                least: int = 1) -> tuple[np.ndarray, int]:
+    """``PART=K`` → (which training images belong to PART, K ≥ ``least``). ``whole`` names the
+    data when it is not joined (its one part)."""
+    part, times = parse_part(option, flag, least)
     names = {whole} if split.parts is None else set(split.parts.tolist())
     if part not in names:
         raise EdgeCNNError(f"{flag} {option!r}: the data has no part {part!r} (it has "
@@ -35,7 +36,7 @@ def repeated(split: Split, repeat: str, whole: str = "") -> Split:
     test splits measure a model that never saw the part (an outside check)."""
     if not repeat:
         return split
-    inside, times = part_option(repeat, "--repeat", split, whole)
+    inside, times = part_option(repeat, "--repeat", split, whole, least=REPEAT_LEAST)
     return split.subset(np.repeat(np.arange(len(split)), np.where(inside, times, 1)))
 
 
